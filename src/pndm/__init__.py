@@ -1,0 +1,41 @@
+"""pndm: pseudo numerical methods for diffusion models, diffusers-compatible.
+
+Public names are loaded lazily so that ``import pndm`` stays cheap and a CLI start does not pay for
+modules it does not use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "NoiseSchedule": "pndm.schedule",
+    "VPSchedule": "pndm.schedule",
+    "PNDMScheduler": "pndm.scheduler",
+    "SchedulerOutput": "pndm.scheduler",
+    "PNDMPipeline": "pndm.pipeline",
+    "ImagePipelineOutput": "pndm.pipeline",
+    "UNet2DModel": "pndm.models.unet_2d",
+    "SAMPLERS": "pndm.samplers",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pndm.models.unet_2d import UNet2DModel
+    from pndm.pipeline import ImagePipelineOutput, PNDMPipeline
+    from pndm.samplers import SAMPLERS
+    from pndm.schedule import NoiseSchedule, VPSchedule
+    from pndm.scheduler import PNDMScheduler, SchedulerOutput
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pndm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

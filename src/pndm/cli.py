@@ -1,0 +1,319 @@
+"""The ``pndm`` command line: ``pndm train``, ``pndm sample``, ``pndm convert``, ``pndm info``.
+
+Each subcommand is one ``_add_<name>(subparsers)`` that registers its parser (and sets
+``func=_cmd_<name>``) plus one ``_cmd_<name>(args) -> int`` that runs it; ``SUBCOMMANDS`` lists
+the registration functions in help order. User errors print one line, ``pndm: error: ...``, on
+stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+PROG = "pndm"
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for; reported as one line, exit status 2."""
+
+
+USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, ImportError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage, so every error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+Subparsers = Any  # argparse._SubParsersAction has no public type
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _train_defaults() -> dict[str, Any]:
+    from pndm.train import TrainConfig
+
+    return {f.name: f.default for f in fields(TrainConfig) if f.name != "extra"}
+
+
+def _add_train(subparsers: Subparsers) -> None:
+    d = _train_defaults()
+    p = subparsers.add_parser(
+        "train",
+        help="train a small DDPM UNet on images or the digits dataset",
+        description="Train a UNet2DModel (epsilon prediction, EMA weights) and write a diffusers "
+        "PNDMPipeline folder (model_index.json, unet/, scheduler/).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        dest="output_dir",
+        type=Path,
+        required=True,
+        help="pipeline folder to write (must not exist or be empty)",
+    )
+    p.add_argument(
+        "--data",
+        default=d["data"],
+        help="'digits' (scikit-learn's 8x8 digits, needs pndm[train]) or a folder of "
+        "PNG/JPEG images",
+    )
+    _add_train_model_args(p, d)
+    _add_train_optim_args(p, d)
+    _add_train_run_args(p, d)
+    p.set_defaults(func=_cmd_train)
+
+
+def _add_train_model_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    g = p.add_argument_group("data and model")
+    g.add_argument("--resolution", type=int, default=d["resolution"], help="image side in pixels")
+    g.add_argument("--channels", type=int, choices=(1, 3), default=d["channels"])
+    g.add_argument(
+        "--upscale",
+        choices=("bilinear", "bicubic"),
+        default=d["upscale"],
+        help="interpolation for digits 8x8 -> resolution",
+    )
+    g.add_argument(
+        "--block-out-channels",
+        type=int,
+        nargs="+",
+        default=d["block_out_channels"],
+        metavar="C",
+        help="UNet channels per resolution level",
+    )
+    g.add_argument("--layers-per-block", type=int, default=d["layers_per_block"])
+    g.add_argument(
+        "--no-attention",
+        dest="attention",
+        action="store_false",
+        help="no attention blocks (default: attention at the lowest resolution)",
+    )
+    g.add_argument("--norm-num-groups", type=int, default=d["norm_num_groups"])
+    g.add_argument("--num-train-timesteps", type=int, default=d["num_train_timesteps"])
+    g.add_argument("--beta-start", type=float, default=d["beta_start"])
+    g.add_argument("--beta-end", type=float, default=d["beta_end"])
+    g.add_argument(
+        "--beta-schedule",
+        default=d["beta_schedule"],
+        help="linear, scaled_linear or squaredcos_cap_v2",
+    )
+
+
+def _add_train_optim_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--steps", type=int, default=d["steps"], help="total optimiser steps")
+    g.add_argument("--batch-size", type=int, default=d["batch_size"])
+    g.add_argument(
+        "--lr",
+        dest="learning_rate",
+        type=float,
+        default=d["learning_rate"],
+        help="AdamW learning rate",
+    )
+    g.add_argument(
+        "--warmup-steps", type=int, default=d["warmup_steps"], help="linear learning-rate warm-up"
+    )
+    g.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    g.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"])
+    g.add_argument("--ema-decay", type=float, default=d["ema_decay"])
+    g.add_argument("--seed", type=int, default=d["seed"])
+
+
+def _add_train_run_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=d["checkpoint_every"],
+        metavar="N",
+        help="write OUTPUT/checkpoint.pt every N steps (0: never)",
+    )
+    g.add_argument(
+        "--no-keep-checkpoint",
+        dest="keep_checkpoint",
+        action="store_false",
+        help="delete checkpoint.pt once the pipeline is written",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT/checkpoint.pt (same settings; --steps may grow)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the pipeline and checkpoint in an existing OUTPUT",
+    )
+    g.add_argument("--device", default=d["device"], help="torch device, e.g. cpu or cuda")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument(
+        "--log-every",
+        type=int,
+        default=d["log_every"],
+        metavar="N",
+        help="print the mean loss every N steps (0: never)",
+    )
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pndm.train import TrainConfig, train
+
+    if args.threads is not None:
+        _set_threads(args.threads)
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    start = time.perf_counter()
+    out = train(config)
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+def _set_threads(threads: int) -> None:
+    import torch
+
+    if threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- sample
+# (registered by _add_sample / run by _cmd_sample; written with pndm.pipeline)
+
+
+# ----------------------------------------------------------------------------- convert
+# (registered by _add_convert / run by _cmd_convert)
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def _add_info(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="show a pipeline folder's model and scheduler and check that it loads",
+        description="Print the UNet and scheduler configs, parameter count and dtype of a "
+        "diffusers pipeline folder (or flat model folder), then run one forward pass.",
+    )
+    p.add_argument(
+        "folder",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="pipeline folder (default: the shipped digits model)",
+    )
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from pndm.assets import shipped_model_path
+    from pndm.models.unet_2d import UNet2DModel
+    from pndm.scheduler import PNDMScheduler
+
+    folder = args.folder if args.folder is not None else shipped_model_path()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    index = folder / "model_index.json"
+    if index.is_file():
+        print(f"model_index.json: {json.dumps(json.loads(index.read_text()), sort_keys=True)}")
+    unet = UNet2DModel.from_pretrained(folder, subfolder="unet")
+    scheduler = PNDMScheduler.from_pretrained(folder, subfolder="scheduler")
+    _print_config("unet", unet.config)
+    _print_config("scheduler", scheduler.config)
+    _print_unet_summary(unet)
+    print(f"verdict: {folder} loads ({_forward_check(unet)})")
+    return 0
+
+
+def _print_config(name: str, config: Any) -> None:
+    print(f"{name} config:")
+    for key, value in sorted(dict(config).items()):
+        print(f"  {key}: {json.dumps(value, default=str)}")
+
+
+def _print_unet_summary(unet: Any) -> None:
+    params = list(unet.parameters())
+    count = sum(p.numel() for p in params)
+    size = sum(p.numel() * p.element_size() for p in params)
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
+    print(f"parameters: {count:,} ({size / 1e6:.2f} MB)")
+    print(f"dtype: {', '.join(dtypes)}")
+
+
+def _forward_check(unet: Any) -> str:
+    """One batch-1 forward pass at t = 0; checks the output shape and finiteness."""
+    import torch
+
+    cfg = unet.config
+    size = cfg["sample_size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    param = next(unet.parameters())
+    x = torch.zeros(1, cfg["in_channels"], height, width, dtype=param.dtype, device=param.device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = unet(x, torch.zeros(1, dtype=torch.long, device=param.device)).sample
+    ms = (time.perf_counter() - start) * 1e3
+    if tuple(out.shape) != (1, cfg["out_channels"], height, width) or not out.isfinite().all():
+        raise ValueError(
+            f"the UNet's forward pass gave shape {tuple(out.shape)} or non-finite values"
+        )
+    shapes = f"{tuple(x.shape)} -> {tuple(out.shape)}"
+    return f"UNet2DModel + PNDMScheduler, forward {shapes} in {ms:.0f} ms"
+
+
+# ----------------------------------------------------------------------------- main
+
+# Registration functions, in help order; add a subcommand by writing _add_x/_cmd_x and listing it.
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_train, _add_info]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pndm import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Pseudo numerical methods for diffusion models (PNDM, ICLR 2022).",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pndm`` with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except SystemExit as exit_:  # --help and --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except USER_ERRORS as err:
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return " ".join(text.split()) or type(err).__name__
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Diffusers-style configs: a frozen mapping, and a mixin for from_config / from_pretrained / save.
+
+The config of a class is the set of its constructor's keyword arguments. Keys that only this package
+knows (``_extra_config_keys``) appear in ``config`` and on disk only when they differ from their
+defaults, so a default config is byte-for-byte what diffusers writes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pndm.io import PathLike, component_dir, read_json, write_json
+
+# The diffusers release whose file format (keys, defaults, layout) this package writes.
+DIFFUSERS_VERSION = "0.42.1"
+
+C = TypeVar("C", bound="ConfigMixin")
+
+
+class FrozenConfig(Mapping[str, Any]):
+    """A read-only mapping that also allows attribute access, like diffusers' ``FrozenDict``."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any] | None = None, **values: Any) -> None:
+        object.__setattr__(self, "_data", {**(data or {}), **values})
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_data":  # unset while copy/pickle rebuilds us: do not recurse
+            raise AttributeError(name)
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("config is read-only; build a new object with from_config(...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("config is read-only")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # copy, deepcopy and pickle (slots + frozen)
+        return (type(self), (self._data,))
+
+    def __repr__(self) -> str:
+        return f"FrozenConfig({self._data!r})"
+
+
+def _init_defaults(cls: type) -> dict[str, Any]:
+    """Constructor keyword arguments and their defaults, in signature order."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name: p.default for p in params if p.name != "self" and p.kind in kinds}
+
+
+class ConfigMixin:
+    """``config``, ``from_config``, ``from_pretrained``, ``save_pretrained`` from __init__'s args.
+
+    A subclass sets ``config_name`` (the JSON file name) and calls ``self._register_config(...)``
+    with its normalised constructor arguments.
+    """
+
+    config_name: ClassVar[str] = "config.json"
+    _extra_config_keys: ClassVar[frozenset[str]] = frozenset()
+    _config: FrozenConfig
+
+    def _register_config(self, **values: Any) -> None:
+        defaults = _init_defaults(type(self))
+        values = {
+            k: v
+            for k, v in values.items()
+            if k not in self._extra_config_keys or v != defaults.get(k)
+        }
+        self._config = FrozenConfig(values)
+
+    @property
+    def config(self) -> FrozenConfig:
+        """The constructor arguments, read-only (``config.key`` and ``config["key"]`` both work)."""
+        return self._config
+
+    @classmethod
+    def from_config(cls: type[C], config: Mapping[str, Any] | Any = None, **overrides: Any) -> C:
+        """Build from a config mapping (or an object with ``.config``); ``overrides`` win.
+
+        Private keys (``_class_name``, ...) are dropped; keys this class does not take (e.g. a
+        DDPMScheduler's ``variance_type``) are ignored with one warning naming them.
+        """
+        if config is not None and not isinstance(config, Mapping):
+            config = getattr(config, "config", config)
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"from_config needs a mapping, got {type(config).__name__}")
+        kwargs, ignored = _split_config(cls, {**(config or {}), **overrides})
+        if ignored:
+            warnings.warn(
+                f"config keys {sorted(ignored)} are not used by {cls.__name__} and are ignored",
+                UserWarning,
+                stacklevel=2,
+            )
+        return cls(**kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls: type[C], folder: PathLike, subfolder: str | None = None, **overrides: Any
+    ) -> C:
+        """Load ``config_name`` from ``folder/subfolder``, else from ``folder`` (flat layout)."""
+        path = component_dir(folder, subfolder, cls.config_name) / cls.config_name
+        return cls.from_config(read_json(path), **overrides)
+
+    def save_pretrained(self, save_directory: PathLike, **kwargs: Any) -> None:
+        """Write ``config_name`` as diffusers does (``_class_name``, sorted keys, indent 2)."""
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = {"_class_name": type(self).__name__, "_diffusers_version": DIFFUSERS_VERSION}
+        write_json(folder / self.config_name, {**data, **self.config})
+
+
+def _split_config(cls: type, config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """(constructor kwargs, ignored public keys); keys in ``_use_default_values`` take defaults."""
+    accepted = _init_defaults(cls)
+    use_default = set(config.get("_use_default_values") or ())
+    public = {k: v for k, v in config.items() if not k.startswith("_") and k not in use_default}
+    kwargs = {k: v for k, v in public.items() if k in accepted}
+    return kwargs, [k for k in public if k not in accepted]

@@ -1,0 +1,157 @@
+"""Reading and writing diffusers folders: JSON configs and safetensors weights, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PathLike = str | os.PathLike
+
+
+def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path`` and rename it into place.
+
+    A reader never sees a half-written file, and an interrupted write leaves no debris.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: PathLike, data: dict[str, Any]) -> None:
+    """Write ``data`` as diffusers does (indent 2, sorted keys, trailing newline), atomically."""
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_json(path: PathLike) -> dict[str, Any]:
+    """Read a JSON object, with an error that names the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def component_dir(folder: PathLike, subfolder: str | None, filename: str) -> Path:
+    """The directory holding ``filename`` for a component.
+
+    Looks in ``folder/subfolder`` (the pipeline layout), then in ``folder`` itself (the flat hub
+    layout of e.g. google/ddpm-cifar10-32), and names both places when neither has it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    candidates = [folder / subfolder, folder] if subfolder else [folder]
+    for candidate in candidates:
+        if (candidate / filename).is_file():
+            return candidate
+    looked = " or ".join(str(c / filename) for c in candidates)
+    raise FileNotFoundError(f"no {filename} in {folder}: looked for {looked}")
+
+
+# --- model weights -------------------------------------------------------------------------------
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+LEGACY_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
+_LIST_AT_MOST = 10
+
+
+def weights_names(variant: str | None = None) -> list[str]:
+    """Weight file names in order of preference (safetensors first), e.g. ``*.fp16.safetensors``."""
+    names = [WEIGHTS_NAME, LEGACY_WEIGHTS_NAME]
+    if variant:
+        names = [name.replace(".", f".{variant}.", 1) for name in names]
+    return names
+
+
+def find_weights(folder: PathLike, variant: str | None = None) -> Path:
+    """The preferred weight file in ``folder``; the error names every file looked for."""
+    folder = Path(folder)
+    for name in weights_names(variant):
+        if (folder / name).is_file():
+            return folder / name
+    looked = " or ".join(weights_names(variant))
+    raise FileNotFoundError(f"no weights in {folder}: looked for {looked}")
+
+
+def read_weights(path: PathLike) -> dict[str, Any]:
+    """Tensors of a ``.safetensors`` file, or of a ``.bin`` via ``torch.load(weights_only=True)``.
+
+    Truncated or corrupt files raise ``ValueError`` naming the file. Never executes pickled code.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors/pickle/zip errors: all mean "unreadable file"
+        raise ValueError(f"cannot read weights {path} (truncated or corrupt?): {err}") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} must hold a dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def load_state_dict(folder: PathLike, variant: str | None = None) -> dict[str, Any]:
+    """The weights in ``folder``: ``diffusion_pytorch_model.safetensors``, else ``.bin``."""
+    return read_weights(find_weights(folder, variant))
+
+
+def save_state_dict(path: PathLike, state: dict[str, Any]) -> None:
+    """Write tensors atomically: safetensors unless ``path`` ends in ``.bin`` (``torch.save``)."""
+    path = Path(path)
+    tensors = {key: value.detach().contiguous() for key, value in state.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    else:
+        import torch
+
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_LIST_AT_MOST])
+    more = f" ... and {len(items) - _LIST_AT_MOST} more" if len(items) > _LIST_AT_MOST else ""
+    return f"\n  {title} ({len(items)}): {shown}{more}"
+
+
+def check_state_dict(
+    state: dict[str, Any], expected: dict[str, tuple[int, ...]], source: PathLike
+) -> None:
+    """Raise one ``ValueError`` naming missing, unexpected and mis-shaped weights, if any."""
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    wrong = [
+        f"{key} {tuple(state[key].shape)} (model wants {tuple(shape)})"
+        for key, shape in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(shape)
+    ]
+    if not (missing or unexpected or wrong):
+        return
+    groups = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+    report = "".join(_listing(title, items) for title, items in groups if items)
+    raise ValueError(f"weights in {source} do not fit the model config:{report}")

@@ -1,0 +1,390 @@
+"""UNet2DModel: the DDPM UNet with diffusers' constructor, config keys, call convention and weights.
+
+Written from the architecture (Ho et al. 2020, Appendix B; diffusers-compat.md section 6), not
+copied: parameter names and shapes equal diffusers' ``UNet2DModel`` for the same config, so its
+``config.json`` and ``diffusion_pytorch_model.safetensors`` load here and ours load there.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pndm import io
+from pndm.config import ConfigMixin, FrozenConfig
+from pndm.models.activations import get_activation
+from pndm.models.blocks import TIME_SCALE_SHIFTS, BlockSpec, UNetMidBlock2D, block_class
+from pndm.models.embeddings import (
+    GaussianFourierProjection,
+    SinusoidalTimeProjection,
+    TimestepEmbedding,
+)
+from pndm.models.legacy import convert_legacy_state_dict
+from pndm.outputs import BaseOutput
+
+CONFIG_NAME = "config.json"
+TIME_EMBEDDING_TYPES = ("positional", "fourier")
+# config keys whose only implemented value is the diffusers default
+_FIXED_KEYS = {
+    "downsample_type": ("conv",),
+    "upsample_type": ("conv",),
+    "mid_block_type": ("UNetMidBlock2D", None),
+    "class_embed_type": (None,),
+    "num_class_embeds": (None,),
+}
+
+
+@dataclass
+class UNet2DOutput(BaseOutput):
+    """``sample``: the model output, shaped like the input (B, out_channels, H, W)."""
+
+    sample: torch.Tensor
+
+
+def _check_choice(config: Mapping[str, Any], key: str, choices: tuple[Any, ...]) -> None:
+    if config[key] not in choices:
+        raise ValueError(f"unsupported {key}={config[key]!r}; choose one of {list(choices)}")
+
+
+def _check_lengths(config: Mapping[str, Any]) -> None:
+    lengths = {
+        k: len(config[k]) for k in ("block_out_channels", "down_block_types", "up_block_types")
+    }
+    if len(set(lengths.values())) != 1:
+        raise ValueError(
+            f"block_out_channels, down_block_types, up_block_types differ in length: {lengths}"
+        )
+    if config["layers_per_block"] < 1:
+        raise ValueError(f"layers_per_block must be >= 1, got {config['layers_per_block']}")
+
+
+def _check_groups(config: Mapping[str, Any]) -> None:
+    groups = config["norm_num_groups"]
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"norm_num_groups must be a positive int, got {groups!r}")
+    bad = [c for c in config["block_out_channels"] if c % groups]
+    if bad:
+        raise ValueError(f"block_out_channels {bad} are not divisible by norm_num_groups={groups}")
+    attn_groups = config["attn_norm_num_groups"]
+    if attn_groups is not None and config["block_out_channels"][-1] % attn_groups:
+        raise ValueError(
+            f"attn_norm_num_groups={attn_groups} does not divide the mid-block channels"
+        )
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the field for any config value this implementation lacks."""
+    for key, choices in _FIXED_KEYS.items():
+        _check_choice(config, key, choices)
+    _check_choice(config, "time_embedding_type", TIME_EMBEDDING_TYPES)
+    _check_choice(config, "resnet_time_scale_shift", TIME_SCALE_SHIFTS)
+    _check_lengths(config)
+    _check_groups(config)
+    for kind in ("down", "up"):
+        for name in config[f"{kind}_block_types"]:
+            block_class(kind, name)
+    get_activation(config["act_fn"])
+    size = config["sample_size"]
+    if size is not None and not isinstance(size, int) and len(size) != 2:
+        raise ValueError(f"sample_size must be an int or (height, width), got {size!r}")
+
+
+class UNet2DModel(ConfigMixin, nn.Module):
+    """The DDPM UNet of diffusers (same arguments and defaults as ``diffusers.UNet2DModel``).
+
+    ``unet(sample, timestep).sample`` predicts the model output (eps for DDPM checkpoints) for a
+    batch ``sample`` (B, C, H, W); ``timestep`` is a number, a 0-d tensor or one time per image.
+    H and W must be multiples of ``2 ** (len(block_out_channels) - 1)``.
+    """
+
+    def __init__(
+        self,
+        sample_size: int | tuple[int, int] | None = None,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        center_input_sample: bool = False,
+        time_embedding_type: str = "positional",
+        time_embedding_dim: int | None = None,
+        freq_shift: int = 0,
+        flip_sin_to_cos: bool = True,
+        down_block_types: tuple[str, ...] = (
+            "DownBlock2D",
+            "AttnDownBlock2D",
+            "AttnDownBlock2D",
+            "AttnDownBlock2D",
+        ),
+        mid_block_type: str | None = "UNetMidBlock2D",
+        up_block_types: tuple[str, ...] = (
+            "AttnUpBlock2D",
+            "AttnUpBlock2D",
+            "AttnUpBlock2D",
+            "UpBlock2D",
+        ),
+        block_out_channels: tuple[int, ...] = (224, 448, 672, 896),
+        layers_per_block: int = 2,
+        mid_block_scale_factor: float = 1,
+        downsample_padding: int = 1,
+        downsample_type: str = "conv",
+        upsample_type: str = "conv",
+        dropout: float = 0.0,
+        act_fn: str = "silu",
+        attention_head_dim: int | None = 8,
+        norm_num_groups: int = 32,
+        attn_norm_num_groups: int | None = None,
+        norm_eps: float = 1e-5,
+        resnet_time_scale_shift: str = "default",
+        add_attention: bool = True,
+        class_embed_type: str | None = None,
+        num_class_embeds: int | None = None,
+        num_train_timesteps: int | None = None,
+    ) -> None:
+        super().__init__()
+        args = dict(locals())
+        config = {name: args[name] for name in _config_keys()}
+        validate_config(config)
+        self._register_config(**config)
+        self.sample_size = sample_size
+        self._build(self.config)
+
+    # --- construction -----------------------------------------------------------------------
+
+    def _build(self, cfg: FrozenConfig) -> None:
+        channels = list(cfg.block_out_channels)
+        time_dim = cfg.time_embedding_dim or channels[0] * 4
+        spec = BlockSpec(
+            temb_channels=time_dim,
+            groups=cfg.norm_num_groups,
+            eps=cfg.norm_eps,
+            act_fn=cfg.act_fn,
+            dropout=cfg.dropout,
+            time_scale_shift=cfg.resnet_time_scale_shift,
+            head_dim=cfg.attention_head_dim,
+        )
+        self.conv_in = nn.Conv2d(cfg.in_channels, channels[0], 3, padding=1)
+        self._build_time(cfg, channels[0], time_dim)
+        self.down_blocks = self._build_down(cfg, channels, spec)
+        self.mid_block = self._build_mid(cfg, channels[-1], spec)
+        self.up_blocks = self._build_up(cfg, channels, spec)
+        self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, channels[0], eps=cfg.norm_eps)
+        self.conv_act = nn.SiLU()
+        self.conv_out = nn.Conv2d(channels[0], cfg.out_channels, 3, padding=1)
+        self._center_input = bool(cfg.center_input_sample)
+        self._fourier = cfg.time_embedding_type == "fourier"
+        self._levels = len(channels)
+
+    def _build_time(self, cfg: FrozenConfig, width: int, time_dim: int) -> None:
+        if cfg.time_embedding_type == "fourier":
+            self.time_proj: nn.Module = GaussianFourierProjection(width, scale=16.0)
+            width *= 2  # [sin, cos]
+        else:
+            self.time_proj = SinusoidalTimeProjection(width, cfg.flip_sin_to_cos, cfg.freq_shift)
+        self.time_embedding = TimestepEmbedding(width, time_dim)  # always SiLU, as diffusers
+        self.time_act = get_activation(cfg.act_fn)  # applied once; every ResNet would repeat it
+
+    @staticmethod
+    def _build_down(cfg: FrozenConfig, channels: list[int], spec: BlockSpec) -> nn.ModuleList:
+        blocks = []
+        for i, name in enumerate(cfg.down_block_types):
+            c_in, add_downsample = channels[max(i - 1, 0)], i < len(channels) - 1
+            cls = block_class("down", name)
+            blocks.append(
+                cls(
+                    c_in,
+                    channels[i],
+                    cfg.layers_per_block,
+                    spec,
+                    add_downsample,
+                    cfg.downsample_padding,
+                )
+            )
+        return nn.ModuleList(blocks)
+
+    @staticmethod
+    def _build_up(cfg: FrozenConfig, channels: list[int], spec: BlockSpec) -> nn.ModuleList:
+        rev = channels[::-1]
+        blocks = []
+        for i, name in enumerate(cfg.up_block_types):
+            prev, skip_in = rev[max(i - 1, 0)], rev[min(i + 1, len(rev) - 1)]
+            add_upsample = i < len(rev) - 1
+            cls = block_class("up", name)
+            blocks.append(cls(skip_in, prev, rev[i], cfg.layers_per_block + 1, spec, add_upsample))
+        return nn.ModuleList(blocks)
+
+    @staticmethod
+    def _build_mid(cfg: FrozenConfig, width: int, spec: BlockSpec) -> UNetMidBlock2D | None:
+        if cfg.mid_block_type is None:
+            return None
+        attn_groups = cfg.attn_norm_num_groups
+        if attn_groups is None and cfg.resnet_time_scale_shift == "default":
+            attn_groups = cfg.norm_num_groups  # diffusers: no attention norm with scale_shift
+        return UNetMidBlock2D(
+            width, spec, cfg.mid_block_scale_factor, cfg.add_attention, attn_groups
+        )
+
+    # --- forward ----------------------------------------------------------------------------
+
+    def _batch_timesteps(
+        self, timestep: torch.Tensor | float, sample: torch.Tensor
+    ) -> torch.Tensor:
+        batch = sample.shape[0]
+        if not torch.is_tensor(timestep):
+            # fractional python times are kept (diffusers would truncate them to int)
+            return torch.full((batch,), float(timestep), device=sample.device)
+        t = timestep.to(sample.device).reshape(-1)
+        if t.shape[0] == 1:
+            return t.expand(batch)
+        if t.shape[0] != batch:
+            raise ValueError(f"timestep has {t.shape[0]} entries for a batch of {batch}")
+        return t
+
+    def _check_sample(self, sample: torch.Tensor) -> None:
+        factor = 2 ** (self._levels - 1)
+        if sample.ndim != 4 or sample.shape[1] != self.conv_in.in_channels:
+            raise ValueError(
+                f"sample must be (batch, {self.conv_in.in_channels}, H, W), "
+                f"got {tuple(sample.shape)}"
+            )
+        if sample.shape[-2] % factor or sample.shape[-1] % factor:
+            raise ValueError(
+                f"sample H and W must be multiples of {factor}, got {tuple(sample.shape)}"
+            )
+
+    def time_embed(self, t: torch.Tensor) -> torch.Tensor:
+        """The time embedding (B, time_dim) for one time per image, before the ResNet activation."""
+        emb = self.time_proj(t)
+        return self.time_embedding(emb.to(self.time_embedding.linear_1.weight.dtype))
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> UNet2DOutput | tuple[torch.Tensor]:
+        """Predict the model output for ``sample`` at ``timestep`` (diffusers' call convention)."""
+        if class_labels is not None:
+            raise ValueError("class_labels given, but this model has no class embedding")
+        self._check_sample(sample)
+        t = self._batch_timesteps(timestep, sample)
+        if self._center_input:
+            sample = 2 * sample - 1.0
+        temb = self.time_act(self.time_embed(t))
+        h = self.conv_in(sample)
+        skips = [h]
+        for block in self.down_blocks:
+            h, block_skips = block(h, temb)
+            skips.extend(block_skips)
+        if self.mid_block is not None:
+            h = self.mid_block(h, temb)
+        for block in self.up_blocks:
+            n = len(block.resnets)
+            h = block(h, skips[-n:], temb)
+            del skips[-n:]
+        h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
+        if self._fourier:  # score models predict eps / sigma
+            h = h / t.to(h.dtype)[:, None, None, None]
+        return UNet2DOutput(sample=h) if return_dict else (h,)
+
+    # --- properties -------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv_in.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.conv_in.weight.device
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """Recompute non-persistent buffers (the sinusoid frequencies), e.g. after a meta build."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_buffers"):
+                module.reset_buffers(device)
+
+    # --- config and folders -----------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | Path,
+        subfolder: str | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        variant: str | None = None,
+        **config_overrides: Any,
+    ) -> UNet2DModel:
+        """Load a local folder: flat (``config.json`` at its root) or pipeline layout (``unet/``).
+
+        Weights: ``diffusion_pytorch_model.safetensors``, else ``.bin``; older key layouts are
+        renamed (see ``pndm.models.legacy``); keys and shapes are checked strictly. Without
+        ``torch_dtype`` the weights load as float32. The model is returned in eval mode.
+        """
+        dtype = _as_dtype(torch_dtype)
+        folder = _model_folder(Path(pretrained_model_name_or_path), subfolder)
+        config = io.read_json(folder / CONFIG_NAME)
+        _check_class_name(config, folder / CONFIG_NAME)
+        with torch.device("meta"):
+            model = cls.from_config(config, **config_overrides)
+        weights = io.find_weights(folder, variant)
+        model._load_weights(io.read_weights(weights), weights, dtype)
+        return model.eval()
+
+    def _load_weights(self, state: dict[str, Any], source: Path, dtype: torch.dtype) -> None:
+        state = convert_legacy_state_dict(state, self._levels)
+        expected = {k: tuple(v.shape) for k, v in self.state_dict().items()}
+        io.check_state_dict(state, expected, source)
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        self.load_state_dict(state, strict=True, assign=True)
+        self.reset_buffers(device=self.device)
+
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        is_main_process: bool = True,
+    ) -> None:
+        """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` (or ``.bin``)."""
+        if not is_main_process:
+            return
+        super().save_pretrained(save_directory)  # config.json
+        folder = Path(save_directory)
+        name = io.weights_names(variant)[0 if safe_serialization else 1]
+        io.save_state_dict(folder / name, self.state_dict())
+
+
+@functools.cache
+def _config_keys() -> tuple[str, ...]:
+    """The config keys: the constructor's arguments, in signature order."""
+    return tuple(p for p in inspect.signature(UNet2DModel.__init__).parameters if p != "self")
+
+
+def _model_folder(folder: Path, subfolder: str | None) -> Path:
+    """``folder/subfolder`` or flat ``folder``; no subfolder: ``folder``, then ``folder/unet``."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder} (pndm reads local folders only)")
+    if subfolder is None and (folder / CONFIG_NAME).is_file():
+        return folder
+    return io.component_dir(folder, subfolder or "unet", CONFIG_NAME)
+
+
+def _check_class_name(config: Mapping[str, Any], path: Path) -> None:
+    name = config.get("_class_name", "UNet2DModel")
+    if name != "UNet2DModel":
+        raise ValueError(f"{path} describes a {name}, not a UNet2DModel")
+
+
+def _as_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype:
+    """float32 by default; a floating ``torch.dtype`` or its name ("float16", "bfloat16", ...)."""
+    if torch_dtype is None:
+        return torch.float32
+    dtype = getattr(torch, torch_dtype, None) if isinstance(torch_dtype, str) else torch_dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"torch_dtype must be a floating torch.dtype, got {torch_dtype!r}")
+    return dtype

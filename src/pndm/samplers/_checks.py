@@ -1,0 +1,106 @@
+"""Input validation shared by every sampler: one place, one wording, the valid choices listed.
+
+`sampler` wraps each sampling function: it checks ``x``, ``timesteps`` and the option names before
+the function runs (so a bad input never surfaces as a traceback from deep inside torch), and it
+attaches the method's name and NFE formula. The checks sync with the device once, before the loop.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+
+def check_options(method: str, options: dict[str, Any], valid: Iterable[str]) -> None:
+    """Reject option names the method does not take, listing the ones it does."""
+    valid = tuple(valid)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        choices = ", ".join(valid) if valid else "none"
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for method {method!r}; "
+            f"valid options: {choices}"
+        )
+
+
+def check_x(x: Any) -> None:
+    """x must be a finite floating-point tensor with a batch dimension."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point() or x.ndim < 1:
+        raise ValueError(
+            f"x must be a floating-point tensor of shape (batch, ...), got dtype {x.dtype} "
+            f"and shape {tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf")
+
+
+def as_timesteps(timesteps: Any, device: torch.device) -> torch.Tensor:
+    """The grid t_0 > ... > t_N as a float64 tensor on ``device``, after checking it."""
+    if not isinstance(timesteps, torch.Tensor):
+        timesteps = torch.as_tensor(timesteps, dtype=torch.float64)  # not via float32
+    t = timesteps.detach()
+    if t.ndim != 1:
+        raise ValueError(
+            f"timesteps must be a 1-D tensor t_0 > ... > t_N, got shape {tuple(t.shape)}"
+        )
+    if t.numel() < 2:
+        raise ValueError(
+            f"timesteps needs at least 2 entries (a start and a target), got {t.numel()}"
+        )
+    t_host = t.to("cpu", torch.float64)
+    if not bool(torch.isfinite(t_host).all()):
+        raise ValueError("timesteps contains NaN or inf")
+    if not bool((t_host[1:] < t_host[:-1]).all()):
+        raise ValueError(
+            "timesteps must be strictly decreasing (t_0 > t_1 > ... > t_N, the last entry is the "
+            f"target); got {t_host.tolist()[:8]}{' ...' if t.numel() > 8 else ''}"
+        )
+    return t.to(device=device, dtype=torch.float64)
+
+
+def check_order(method: str, order: Any, valid: range) -> int:
+    if isinstance(order, bool) or not isinstance(order, int) or order not in valid:
+        raise ValueError(
+            f"order for method {method!r} must be one of {', '.join(map(str, valid))}, "
+            f"got {order!r}"
+        )
+    return order
+
+
+def _keyword_options(fn: Callable[..., Any]) -> tuple[str, ...]:
+    params = inspect.signature(fn).parameters.values()
+    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def sampler(name: str, nfe: Callable[..., int | None]) -> Callable[[Callable], Callable]:
+    """Register ``fn(eps_fn, x, timesteps, schedule, *, options...)`` as the method ``name``.
+
+    The wrapper validates inputs and option names, then calls ``fn`` with ``timesteps`` as a float64
+    tensor on x's device. ``nfe(n, **options)`` gives the model calls for n steps (None: adaptive).
+    """
+
+    def register(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        valid = _keyword_options(fn)
+
+        @functools.wraps(fn)
+        def checked(eps_fn, x, timesteps, schedule, **options):
+            check_options(name, options, valid)
+            if not callable(eps_fn):
+                raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")
+            if not hasattr(schedule, "alpha_bar"):
+                raise ValueError(f"schedule must have alpha_bar(t), got {type(schedule).__name__}")
+            check_x(x)
+            return fn(eps_fn, x, as_timesteps(timesteps, x.device), schedule, **options)
+
+        checked.method_name = name  # type: ignore[attr-defined]
+        checked.options = valid  # type: ignore[attr-defined]
+        checked.nfe = nfe  # type: ignore[attr-defined]
+        return checked
+
+    return register

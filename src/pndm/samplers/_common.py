@@ -1,0 +1,169 @@
+"""Pieces shared by the samplers: the grid with its ᾱ values, one model call, the multistep loop.
+
+Every PNDM-family method runs `pseudo_multistep`: x_{n+1} = φ(x_n, ε'_n, t_n -> t_{n+1}) where
+ε'_n = Σ_j w_{n,j} e_{n-j} (rows of w sum to 1) or, for the first steps, a warm-up estimate. The
+methods differ only in the weight table and the warm-up (the paper's "gradient part"; φ is its
+"transfer part").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pndm.samplers.core import linear_combination, transfer_coefficients
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def alpha_bar_at(schedule: Any, t: torch.Tensor) -> torch.Tensor:
+    """schedule.alpha_bar(t) as float64 on t's device, checked to lie in (0, 1]."""
+    a = torch.as_tensor(schedule.alpha_bar(t), dtype=torch.float64).to(t.device)
+    if a.shape != t.shape:
+        raise ValueError(
+            f"schedule.alpha_bar returned shape {tuple(a.shape)} for times of shape "
+            f"{tuple(t.shape)}"
+        )
+    if not bool(((a > 0) & (a <= 1)).all()):
+        raise ValueError("schedule.alpha_bar must lie in (0, 1] at every grid time")
+    return a
+
+
+@dataclass(frozen=True)
+class Grid:
+    """t_0 > ... > t_N and ᾱ(t_n) (float64, on x's device), computed once before the loop.
+
+    Also the transfer coefficients of every step, in x's dtype, and with ``midpoints`` the times
+    t_mid = (t_n + t_{n+1})/2 and ᾱ(t_mid) of the N steps.
+    """
+
+    times: torch.Tensor
+    alpha_bar: torch.Tensor
+    c_x: torch.Tensor
+    c_eps: torch.Tensor
+    mid_times: torch.Tensor | None = None
+    mid_alpha_bar: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls, x: torch.Tensor, timesteps: torch.Tensor, schedule: Any, midpoints: bool = False
+    ) -> Grid:
+        alpha_bar = alpha_bar_at(schedule, timesteps)
+        c_x, c_eps = (c.to(x.dtype) for c in transfer_coefficients(alpha_bar[:-1], alpha_bar[1:]))
+        if not midpoints:
+            return cls(timesteps, alpha_bar, c_x, c_eps)
+        mid = (timesteps[:-1] + timesteps[1:]) / 2
+        return cls(timesteps, alpha_bar, c_x, c_eps, mid, alpha_bar_at(schedule, mid))
+
+    @property
+    def steps(self) -> int:
+        return self.times.numel() - 1
+
+    def transfer(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
+        """φ(x, ε, t_n -> t_{n+1}) (paper eq. 9): `core.transfer` with coefficients made once."""
+        return self.c_x[n] * x + self.c_eps[n] * eps
+
+    def stages(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, 4) times and ᾱ of each step's four RK stages: t_n, t_mid, t_mid, t_{n+1}."""
+        if self.mid_times is None or self.mid_alpha_bar is None:
+            raise ValueError("Grid.stages needs a grid built with midpoints=True")
+        t, a = self.times, self.alpha_bar
+        times = torch.stack([t[:-1], self.mid_times, self.mid_times, t[1:]], dim=1)
+        return times, torch.stack([a[:-1], self.mid_alpha_bar, self.mid_alpha_bar, a[1:]], dim=1)
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """σ̃_n = sqrt((1 - ᾱ_n)/ᾱ_n), float64."""
+        return ((1 - self.alpha_bar) / self.alpha_bar).sqrt()
+
+
+def evaluate(eps_fn: EpsFn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """One model call e = ε(x, t): the 0-d time t for every sample; e comes back in x's dtype."""
+    eps = eps_fn(x, t.expand(x.shape[0]))
+    if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:
+        got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        raise ValueError(f"eps_fn must return a tensor of x's shape {tuple(x.shape)}, got {got}")
+    return eps.to(x.dtype)
+
+
+Warmup = Callable[[EpsFn, torch.Tensor, torch.Tensor, Grid, int], torch.Tensor]
+
+
+def pseudo_multistep(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    grid: Grid,
+    weights: torch.Tensor,
+    warmup: Warmup | None = None,
+    warmup_steps: int = 0,
+    first_eps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x_{n+1} = φ(x_n, ε'_n, t_n -> t_{n+1}), ε'_n = Σ_j weights[n, j] e_{n-j} (φ: paper eq. 9).
+
+    The history holds raw e_n only (newest first, as many as ``weights`` has columns). For the first
+    ``warmup_steps`` steps ε'_n = warmup(eps_fn, x_n, e_n, grid, n) instead. ``first_eps`` replaces
+    the model call at t_0 (iPNDM's analytic first step).
+    """
+    weights = weights.to(device=x.device, dtype=x.dtype)
+    history: list[torch.Tensor] = []
+    for n in range(grid.steps):
+        analytic = n == 0 and first_eps is not None
+        e = first_eps if analytic else evaluate(eps_fn, x, grid.times[n])
+        history = [e, *history][: weights.shape[1]]
+        if n < warmup_steps:
+            eps_prime = warmup(eps_fn, x, e, grid, n)  # type: ignore[misc]
+        else:
+            eps_prime = linear_combination(weights[n], history)
+        x = grid.transfer(x, eps_prime, n)
+    return x
+
+
+def pseudo_improved_euler(
+    eps_fn: EpsFn, x: torch.Tensor, e: torch.Tensor, grid: Grid, n: int
+) -> torch.Tensor:
+    """Pseudo improved Euler (order 2, 1 extra NFE): ε' = (e_n + ε(φ(x_n, e_n), t_{n+1}))/2."""
+    x_pred = grid.transfer(x, e, n)
+    return (e + evaluate(eps_fn, x_pred, grid.times[n + 1])) / 2
+
+
+def log_alpha_bar_slope(schedule: Any, t: torch.Tensor) -> torch.Tensor:
+    """d log ᾱ/dt at times t, by autograd of ``schedule.log_alpha_bar`` (or of log alpha_bar).
+
+    Works inside ``torch.no_grad`` and ``torch.inference_mode``; raises if the schedule detaches t.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        t = t.detach().clone().requires_grad_(True)
+        log_alpha_bar = getattr(schedule, "log_alpha_bar", None)
+        value = log_alpha_bar(t) if log_alpha_bar else torch.log(schedule.alpha_bar(t))
+        if not value.requires_grad:
+            raise ValueError(
+                f"this method needs dᾱ/dt, but {type(schedule).__name__}.alpha_bar is not "
+                "differentiable in t (it detaches its input); use a schedule whose alpha_bar "
+                "or log_alpha_bar supports torch autograd"
+            )
+        (slope,) = torch.autograd.grad(value.sum(), t)
+    return slope.detach().to(torch.float64)
+
+
+def check_noisy(method: str, alpha_bar: torch.Tensor) -> None:
+    """The drift ε/sqrt(1-ᾱ) is singular at ᾱ = 1: refuse grids that would evaluate it there."""
+    if not bool((alpha_bar < 1).all()):
+        raise ValueError(
+            f"method {method!r} evaluates the probability-flow drift ε/sqrt(1-ᾱ), which is "
+            "singular where ᾱ = 1; end the grid at a time with ᾱ < 1 (the schedule's t_min, or "
+            "final_alpha_cumprod < 1)"
+        )
+
+
+def vp_drift_coefficients(
+    schedule: Any, t: torch.Tensor, alpha_bar: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_x, c_ε) of the probability-flow ODE dx/dt = c_x x + c_ε ε at times t, float64.
+
+    dx/dt = ᾱ'/(2ᾱ) [x - ε/sqrt(1-ᾱ)] (algorithms.md §1); c_ε is infinite where ᾱ = 1.
+    """
+    half_slope = log_alpha_bar_slope(schedule, t) / 2
+    return half_slope, -half_slope / (1 - alpha_bar).sqrt()
