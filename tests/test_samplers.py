@@ -157,12 +157,15 @@ def test_pf_reports_its_nfe():
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_inputs_are_not_mutated_and_dtype_is_kept(name):
     gmm = GaussianMixture([0.5, 0.5], [[0.0, 1.0, 0.0], [1.0, -1.0, 0.5]], [0.3, 0.5])
-    options = {"index_size": 1e-3} if name == "fon-orig" else {}
-    times = grids.edm(VP, 6)
-    for dtype in (torch.float64, torch.float32):
+    for dtype, schedule, times in (
+        (torch.float64, VP, grids.edm(VP, 6)),
+        (torch.float32, VP, grids.edm(VP, 6)),
+        (torch.float32, DDPM, grids.leading(DDPM, 10)),  # integer times, ends 0 -> -1
+    ):
+        options = {"index_size": 1e-3} if name == "fon-orig" and schedule is VP else {}
         x = _x(dtype=dtype)
         x_copy, times_copy = x.clone(), times.clone()
-        out = SAMPLERS[name](gmm.eps_fn(VP), x, times, VP, **options)
+        out = SAMPLERS[name](gmm.eps_fn(schedule), x, times, schedule, **options)
         assert torch.equal(x, x_copy) and torch.equal(times, times_copy)
         assert out.dtype == dtype and out.shape == x.shape
         assert bool(torch.isfinite(out).all())

@@ -5,7 +5,9 @@ Parity with diffusers lives in test_scheduler_compat.py.
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import warnings
 
 import numpy as np
@@ -15,6 +17,7 @@ import torch
 from pndm import PNDMScheduler, SchedulerOutput
 from pndm.config import FrozenConfig
 from pndm.samplers import SAMPLERS
+from pndm.wrapper import make_eps_fn
 
 DEFAULT_JSON = (
     '{\n  "_class_name": "PNDMScheduler",\n  "_diffusers_version": "0.42.1",\n'
@@ -63,8 +66,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def pure(scheduler: PNDMScheduler, x: torch.Tensor, n: int, eps=model) -> torch.Tensor:
     """The pure sampler on the scheduler's own grid t_0 > ... > t_N = -1."""
     method = "plms" if scheduler.config.skip_prk_steps else "f-pndm"
-    grid = torch.tensor(scheduler._grid(n, None), dtype=torch.float64)
-    return SAMPLERS[method](eps, x, grid, scheduler.schedule)
+    return SAMPLERS[method](eps, x, scheduler.grid(n), scheduler.schedule)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -153,6 +155,13 @@ def test_output_forms_of_one_denoiser_sample_alike(skip: bool, prediction_type: 
 
     for n in (4, 10, 50):
         assert rel(run(s, sample(), n, eps=other_form), run(ref, sample(), n)) < 1e-5
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_v_prediction_equals_pure_sampler_behind_the_wrapper(skip: bool) -> None:
+    s = PNDMScheduler(skip_prk_steps=skip, prediction_type="v_prediction")
+    eps_fn = make_eps_fn(model, s.schedule, "v_prediction")
+    assert rel(run(s, sample(), 10), pure(s, sample(), 10, eps=eps_fn)) < 1e-6
 
 
 def test_v_prediction_compat_reproduces_diffusers_combination_bug() -> None:
@@ -330,6 +339,14 @@ def test_config_is_a_frozen_mapping_with_attribute_access() -> None:
     with pytest.raises(TypeError):
         s.config["beta_schedule"] = "linear"  # type: ignore[index]
     assert PNDMScheduler.from_config(dict(s.config)).config == s.config
+
+
+def test_scheduler_copies_and_pickles() -> None:
+    s = PNDMScheduler(skip_prk_steps=True)
+    s.set_timesteps(10)
+    for other in (copy.deepcopy(s), pickle.loads(pickle.dumps(s))):
+        assert other.config == s.config and other.config.skip_prk_steps
+        assert torch.equal(run(other, sample(), 10), run(s, sample(), 10))
 
 
 def test_attributes() -> None:

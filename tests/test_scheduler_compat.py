@@ -133,7 +133,7 @@ STEPS = [4, 5, 7, 10, 27, 50, 100, 333, 500, 1000]
 @pytest.mark.parametrize("offset", [0, 1])
 @pytest.mark.parametrize("skip", [False, True])
 def test_leading_timesteps_match(skip: bool, offset: int) -> None:
-    """Same timesteps, except F-PNDM's mid time for odd strides: t_{n+1} + δ/2 there, not + ⌊δ/2⌋."""
+    """Same timesteps, except F-PNDM's mid times for odd strides: t_{n+1} + δ/2, not + ⌊δ/2⌋."""
     ours, theirs = pair(skip_prk_steps=skip, steps_offset=offset)
     for n in STEPS[:-1] if offset else STEPS:  # offset 1 with n = T would call the model at T
         ours.set_timesteps(n)
@@ -206,8 +206,7 @@ def test_where_diffusers_leaves_its_grid_ours_follows_it(spacing: str, skip: boo
     ours, theirs = pair(skip_prk_steps=skip, timestep_spacing=spacing)
     assert not grid_agrees(ours, n)
     method = "plms" if skip else "f-pndm"
-    grid = torch.tensor(ours._grid(n, None), dtype=torch.float64)
-    exact = SAMPLERS[method](dummy_model, sample(), grid, ours.schedule)
+    exact = SAMPLERS[method](dummy_model, sample(), ours.grid(n), ours.schedule)
     assert rel(run(ours, n), exact) < 1e-6
     assert rel(run(theirs, n), exact) > 1e-4
 

@@ -100,6 +100,8 @@ def test_resume_refuses_other_settings(tmp_path: Path) -> None:
     T.train(tiny_config(tmp_path / "pipe", steps=2, checkpoint_every=2))
     with pytest.raises(ValueError, match="learning_rate"):
         T.train(tiny_config(tmp_path / "pipe", steps=4, resume=True, learning_rate=0.5))
+    with pytest.raises(ValueError, match="past --steps 1"):
+        T.train(tiny_config(tmp_path / "pipe", steps=1, resume=True))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:

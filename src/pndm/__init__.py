@@ -22,7 +22,17 @@ _EXPORTS = {
     "SAMPLERS": "pndm.samplers",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [
+    "ImagePipelineOutput",
+    "NoiseSchedule",
+    "PNDMPipeline",
+    "PNDMScheduler",
+    "SAMPLERS",
+    "SchedulerOutput",
+    "UNet2DModel",
+    "VPSchedule",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pndm.models.unet_2d import UNet2DModel

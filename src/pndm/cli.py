@@ -38,6 +38,15 @@ class _Parser(argparse.ArgumentParser):
 Subparsers = Any  # argparse._SubParsersAction has no public type
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` only where a default says something (not for flags or None)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -54,7 +63,7 @@ def _add_train(subparsers: Subparsers) -> None:
         help="train a small DDPM UNet on images or the digits dataset",
         description="Train a UNet2DModel (epsilon prediction, EMA weights) and write a diffusers "
         "PNDMPipeline folder (model_index.json, unet/, scheduler/).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "--output",
@@ -79,7 +88,9 @@ def _add_train(subparsers: Subparsers) -> None:
 def _add_train_model_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--resolution", type=int, default=d["resolution"], help="image side in pixels")
-    g.add_argument("--channels", type=int, choices=(1, 3), default=d["channels"])
+    g.add_argument(
+        "--channels", type=int, choices=(1, 3), default=d["channels"], help="1: grey, 3: RGB"
+    )
     g.add_argument(
         "--upscale",
         choices=("bilinear", "bicubic"),
@@ -94,17 +105,21 @@ def _add_train_model_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None
         metavar="C",
         help="UNet channels per resolution level",
     )
-    g.add_argument("--layers-per-block", type=int, default=d["layers_per_block"])
+    g.add_argument(
+        "--layers-per-block", type=int, default=d["layers_per_block"], help="resnets per level"
+    )
     g.add_argument(
         "--no-attention",
         dest="attention",
         action="store_false",
         help="no attention blocks (default: attention at the lowest resolution)",
     )
-    g.add_argument("--norm-num-groups", type=int, default=d["norm_num_groups"])
-    g.add_argument("--num-train-timesteps", type=int, default=d["num_train_timesteps"])
-    g.add_argument("--beta-start", type=float, default=d["beta_start"])
-    g.add_argument("--beta-end", type=float, default=d["beta_end"])
+    g.add_argument(
+        "--norm-num-groups", type=int, default=d["norm_num_groups"], help="GroupNorm groups"
+    )
+    g.add_argument("--num-train-timesteps", type=int, default=d["num_train_timesteps"], help="T")
+    g.add_argument("--beta-start", type=float, default=d["beta_start"], help="first beta")
+    g.add_argument("--beta-end", type=float, default=d["beta_end"], help="last beta")
     g.add_argument(
         "--beta-schedule",
         default=d["beta_schedule"],
@@ -115,7 +130,7 @@ def _add_train_model_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None
 def _add_train_optim_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--steps", type=int, default=d["steps"], help="total optimiser steps")
-    g.add_argument("--batch-size", type=int, default=d["batch_size"])
+    g.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per step")
     g.add_argument(
         "--lr",
         dest="learning_rate",
@@ -126,10 +141,14 @@ def _add_train_optim_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None
     g.add_argument(
         "--warmup-steps", type=int, default=d["warmup_steps"], help="linear learning-rate warm-up"
     )
-    g.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    g.add_argument("--max-grad-norm", type=float, default=d["max_grad_norm"])
-    g.add_argument("--ema-decay", type=float, default=d["ema_decay"])
-    g.add_argument("--seed", type=int, default=d["seed"])
+    g.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="AdamW decay")
+    g.add_argument(
+        "--max-grad-norm", type=float, default=d["max_grad_norm"], help="gradient clipping"
+    )
+    g.add_argument(
+        "--ema-decay", type=float, default=d["ema_decay"], help="EMA of the saved weights"
+    )
+    g.add_argument("--seed", type=int, default=d["seed"], help="decides init, batches, noise")
 
 
 def _add_train_run_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
@@ -191,11 +210,124 @@ def _set_threads(threads: int) -> None:
 
 
 # ----------------------------------------------------------------------------- sample
-# (registered by _add_sample / run by _cmd_sample; written with pndm.pipeline)
+
+
+def _add_sample(subparsers: Subparsers) -> None:
+    from pndm.sampling import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, DTYPES
+
+    p = subparsers.add_parser(
+        "sample",
+        help="sample images with PNDM (or another method) into a grid, PNGs or an .npz",
+        description="Sample images from a diffusers pipeline folder. OUT ending in .png: one "
+        "grid; .npz: uint8 NHWC array 'arr_0' plus 'seeds'; a folder (no suffix, or ending "
+        "in /): one seedNNNNNN.png per image, skipping those already there (resume). Each "
+        "image depends on its seed only, whatever the batch size.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--out", "-o", required=True, help="output: FILE.png, FILE.npz or FOLDER/")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="pipeline folder (default: the shipped digits model)",
+    )
+    p.add_argument(
+        "--method",
+        default=None,
+        help="sampling method, e.g. f-pndm, s-pndm, plms, ipndm, ddim (default: the scheduler "
+        "config's: f-pndm, or plms with skip_prk_steps)",
+    )
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="number of steps")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", default=None, help="seeds, e.g. 0-63, 1,5,9 or 0-3,10")
+    seeds.add_argument(
+        "--num-images", type=int, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
+    )
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights dtype")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=_cmd_sample)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from pndm.sampling import SampleJob, parse_seeds, run_job
+
+    if args.num_images is not None and args.num_images < 1:
+        raise UsageError(f"--num-images must be at least 1, got {args.num_images}")
+    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num_images or 16))
+    job = SampleJob(
+        out=args.out,  # a str: a trailing "/" marks a folder output
+        seeds=seeds,
+        model=args.model,
+        method=args.method,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
+    print(run_job(job).line(), file=sys.stderr)
+    return 0
 
 
 # ----------------------------------------------------------------------------- convert
-# (registered by _add_convert / run by _cmd_convert)
+
+
+def _add_convert(subparsers: Subparsers) -> None:
+    from pndm.convert import PRESETS
+
+    p = subparsers.add_parser(
+        "convert",
+        help="convert an original DDPM/DDIM/PNDM checkpoint to a diffusers pipeline folder",
+        description="Convert a checkpoint of the original code (ermongroup/ddim Model, as used by "
+        "luping-liu/PNDM: .pth/.ckpt, EMA weights preferred) into a PNDMPipeline folder "
+        "(model_index.json, unet/, scheduler/). The scheduler config records the original "
+        "sampling convention (alpha_index_offset: 1, model time t paired with alpha_bar[t+1]).",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("src", type=Path, help="checkpoint file (.pth, .ckpt)")
+    p.add_argument("dst", type=Path, help="pipeline folder to write (must not exist or be empty)")
+    p.add_argument(
+        "--config",
+        choices=sorted(PRESETS),
+        default=None,
+        help="the original model config (default: inferred from the weights' shapes)",
+    )
+    p.add_argument(
+        "--sample-size",
+        type=int,
+        default=None,
+        help="image size to record (default: the config's, or 16 x 2^(first attention level))",
+    )
+    p.add_argument(
+        "--no-ema", dest="ema", action="store_false", help="take the raw, not the EMA, weights"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the pipeline in DST")
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from pndm.convert import convert_checkpoint, unet_config
+
+    cfg = convert_checkpoint(
+        args.src,
+        args.dst,
+        args.config,
+        sample_size=args.sample_size,
+        ema=args.ema,
+        overwrite=args.overwrite,
+    )
+    unet = unet_config(cfg)
+    print(
+        f"wrote {args.dst}: UNet2DModel {unet['block_out_channels']} x "
+        f"{unet['layers_per_block']}, {cfg.resolution}x{cfg.resolution}, "
+        "scheduler alpha_index_offset 1 (original code's convention)",
+        file=sys.stderr,
+    )
+    return 0
 
 
 # ----------------------------------------------------------------------------- info
@@ -277,7 +409,12 @@ def _forward_check(unet: Any) -> str:
 # ----------------------------------------------------------------------------- main
 
 # Registration functions, in help order; add a subcommand by writing _add_x/_cmd_x and listing it.
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_train, _add_info]
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
+    _add_train,
+    _add_sample,
+    _add_convert,
+    _add_info,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,10 +447,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return " ".join(text.split()) or type(err).__name__
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def run() -> None:
     """Console-script entry point."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

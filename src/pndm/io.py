@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 PathLike = str | os.PathLike
+# What a diffusers PNDMPipeline folder holds; model_index.json is written last and marks completion.
+PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
@@ -22,6 +31,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -155,3 +165,13 @@ def check_state_dict(
     groups = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
     report = "".join(_listing(title, items) for title, items in groups if items)
     raise ValueError(f"weights in {source} do not fit the model config:{report}")
+
+
+def remove_entries(folder: PathLike, names: tuple[str, ...] = PIPELINE_ENTRIES) -> None:
+    """Remove the named files or folders of ``folder`` (ours only; other files stay)."""
+    for name in names:
+        path = Path(folder) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

@@ -79,7 +79,10 @@ def _fpndm_calls(grid: list[float]) -> list[_Call]:
 
 
 def _plms_calls(grid: list[float]) -> list[_Call]:
-    """PLMS: pseudo improved Euler for step 0 (2 calls), then AB2, AB3, AB4 (1 call each)."""
+    """PLMS: pseudo improved Euler for step 0 (2 calls), then AB2, AB3, AB4 (1 call each).
+
+    For N = 1 the corrector calls the model at the target t_1, as the pure ``plms`` does.
+    """
     t0, t1 = grid[0], grid[1]
     calls = [
         _Call(t0, "plms", True, True, (1.0,), t0, t1),  # predictor: Euler step with e_0
@@ -121,8 +124,10 @@ class _State:
 
 
 def _combine(x: torch.Tensor, c_x: float, terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
-    """φ(x, ε') = c_x·x + Σ_j (c_eps·w_j)·e_j, summed as x + (small increment) to round once at
-    x's scale. Half precision computes in float32 and casts back."""
+    """φ(x, ε') = c_x·x + Σ_j (c_eps·w_j)·e_j, with c_eps folded into the weights (eq. 9).
+
+    Summed as x + increment, so x's scale is rounded once; half precision works in float32.
+    """
     dtype = x.dtype
     x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
     increment = torch.mul(x, c_x - 1.0)
@@ -144,11 +149,14 @@ class PNDMScheduler(ConfigMixin):
     v_prediction: each output is converted to ε at its own (x, t) before it is combined, so the ε-
     and v-forms of one denoiser sample alike. ``v_prediction_compat="diffusers"`` instead converts
     the combined output at the step's base point (diffusers #14816; upstream's 67.3986 golden).
-    ``prediction_type="sample"`` (x̂₀ prediction) is also accepted.
+    ``prediction_type="sample"`` (x̂₀ prediction) is also accepted. ``alpha_index_offset=1`` (written
+    by ``pndm convert``) reads ᾱ[t + 1] at model time t, the original PNDM code's convention.
     """
 
     config_name: ClassVar[str] = "scheduler_config.json"
-    _extra_config_keys: ClassVar[frozenset[str]] = frozenset({"v_prediction_compat"})
+    _extra_config_keys: ClassVar[frozenset[str]] = frozenset(
+        {"v_prediction_compat", "alpha_index_offset"}
+    )
     _compatibles: ClassVar[list[str]] = [
         "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler",
         "EulerDiscreteScheduler", "HeunDiscreteScheduler", "EulerAncestralDiscreteScheduler",
@@ -171,6 +179,7 @@ class PNDMScheduler(ConfigMixin):
         timestep_spacing: str = "leading",
         steps_offset: int = 0,
         v_prediction_compat: str | None = None,
+        alpha_index_offset: int = 0,
     ) -> None:
         _check_choice("timestep_spacing", timestep_spacing, SPACINGS)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -191,6 +200,7 @@ class PNDMScheduler(ConfigMixin):
             timestep_spacing=timestep_spacing,
             steps_offset=int(steps_offset),
             v_prediction_compat=v_prediction_compat,
+            alpha_index_offset=int(alpha_index_offset),
         )
         self.schedule = NoiseSchedule.from_config(self.config)  # float64 ᾱ used for stepping
         self._init_tensors()
@@ -240,6 +250,15 @@ class PNDMScheduler(ConfigMixin):
         self.timesteps = _as_tensor(_as_array(times), device)
         self._state = _State(plan=tuple(plan))
 
+    def grid(
+        self, num_inference_steps: int | None = None, timesteps: Sequence[float] | None = None
+    ) -> torch.Tensor:
+        """The descending grid t_0 > ... > t_N = -1 that ``set_timesteps`` plans on (float64, CPU).
+
+        Public so that a pure sampler can run on exactly this scheduler's grid (PNDMPipeline).
+        """
+        return torch.tensor(self._grid(num_inference_steps, timesteps), dtype=torch.float64)
+
     def _grid(self, n: int | None, timesteps: Sequence[float] | None) -> list[float]:
         """The descending grid t_0 > ... > t_N = -1 as Python floats."""
         T = self.config.num_train_timesteps
@@ -275,10 +294,8 @@ class PNDMScheduler(ConfigMixin):
             c_x, c_eps, to_eps = c_x + c_eps * (1 - a).sqrt(), c_eps * a.sqrt(), [None] * len(calls)
         else:
             to_eps = _eps_conversion(kind, alpha_bar([c.time for c in calls]))
-        values = zip(c_x.tolist(), c_eps.tolist(), to_eps, strict=True)
-        return [
-            c._replace(c_x=x, c_eps=e, to_eps=p) for c, (x, e, p) in zip(calls, values, strict=True)
-        ]
+        values = zip(calls, c_x.tolist(), c_eps.tolist(), to_eps, strict=True)
+        return [c._replace(c_x=x, c_eps=e, to_eps=p) for c, x, e, p in values]
 
     # ----------------------------------------------------------------------------------------
     # Stepping
@@ -321,7 +338,10 @@ class PNDMScheduler(ConfigMixin):
         prev_sample = self._advance(model_output, sample, kind="plms")
         return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
 
-    def _advance(self, model_output: torch.Tensor, sample: torch.Tensor, kind: str | None):
+    def _advance(
+        self, model_output: torch.Tensor, sample: torch.Tensor, kind: str | None
+    ) -> torch.Tensor:
+        """One planned call: convert to ε, update stage and history, transfer from x_n."""
         state = self._state
         call = self._next_call(kind)
         eps = model_output

@@ -9,10 +9,7 @@ whose state goes into each checkpoint, so ``resume=True`` continues bit for bit.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,20 +18,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pndm.config import DIFFUSERS_VERSION
-from pndm.io import atomic_write, write_json
+from pndm.io import PIPELINE_ENTRIES, atomic_write, remove_entries
 from pndm.schedule import NoiseSchedule
 
 CHECKPOINT_NAME = "checkpoint.pt"
-PIPELINE_ENTRIES = ("model_index.json", "unet", "scheduler")
 UPSCALE_MODES = ("bilinear", "bicubic")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-MODEL_INDEX = {
-    "_class_name": "PNDMPipeline",
-    "_diffusers_version": DIFFUSERS_VERSION,
-    "scheduler": ["diffusers", "PNDMScheduler"],
-    "unet": ["diffusers", "UNet2DModel"],
-}
 # Fields that may change between a run and its resumption; all others must match the checkpoint.
 RUN_FIELDS = frozenset(
     {"output_dir", "steps", "checkpoint_every", "keep_checkpoint", "resume", "overwrite"}
@@ -366,43 +355,18 @@ def prepare_output(config: TrainConfig) -> None:
                 f"output folder {out} already exists and is not empty; pass --overwrite to "
                 "replace it or --resume to continue its checkpoint"
             )
-        for name in (*PIPELINE_ENTRIES, CHECKPOINT_NAME):
-            _remove(out / name)
+        remove_entries(out, (*PIPELINE_ENTRIES, CHECKPOINT_NAME))
     out.mkdir(parents=True, exist_ok=True)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _move_files(src: Path, dst: Path) -> None:
-    """Move every file of ``src`` into ``dst`` with os.replace (atomic per file)."""
-    for path in sorted(src.rglob("*")):
-        if path.is_file():
-            target = dst / path.relative_to(src)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, target)
 
 
 def save_pipeline(unet: torch.nn.Module, config: TrainConfig, folder: Path) -> Path:
     """Write a diffusers PNDMPipeline folder; model_index.json goes last and marks completion."""
+    from pndm.pipeline import PNDMPipeline
     from pndm.scheduler import PNDMScheduler
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model_index.json").unlink(missing_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".pipeline-", dir=folder))
-    try:
-        unet.save_pretrained(tmp / "unet")
-        PNDMScheduler(**scheduler_config(config)).save_pretrained(tmp / "scheduler")
-        _move_files(tmp, folder)
-        write_json(folder / "model_index.json", MODEL_INDEX)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    scheduler = PNDMScheduler(**scheduler_config(config))
+    PNDMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
+    return Path(folder)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -452,10 +416,12 @@ def train(config: TrainConfig) -> Path:
     prepare_output(config)
     checkpoint = config.output_dir / CHECKPOINT_NAME
     state = load_checkpoint(config, checkpoint) if config.resume else fresh_state(config)
+    if state.step > config.steps:
+        raise ValueError(f"{checkpoint} is at step {state.step}, past --steps {config.steps}")
     run_training(state, data, config)
     save_pipeline(state.ema, config, config.output_dir)
-    if config.keep_checkpoint and config.checkpoint_every:
-        save_checkpoint(state, config, checkpoint)  # so a later run can extend --steps
+    if config.keep_checkpoint and config.checkpoint_every and state.step % config.checkpoint_every:
+        save_checkpoint(state, config, checkpoint)  # the last step, so a later run can extend it
     elif not config.keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
     return config.output_dir

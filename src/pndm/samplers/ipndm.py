@@ -29,9 +29,14 @@ def ipndm(
     NFE = N, minus 1 with ``afs``, plus 1 with ``denoise_to_zero``.
     ``afs`` (analytic first step): e_0 = x, the high-noise limit of ε (saves the call at t_0).
     ``denoise_to_zero``: after t_N, one more call and the data estimate
-    x̂_0 = (x - sqrt(1-ᾱ)e)/sqrt(ᾱ).
+    x̂_0 = (x - sqrt(1-ᾱ)e)/sqrt(ᾱ); needs ᾱ(t_N) < 1.
     """
     grid = Grid.build(x, timesteps, schedule)
+    if denoise_to_zero and not bool(grid.alpha_bar[-1] < 1):
+        raise ValueError(
+            "denoise_to_zero needs ᾱ < 1 at the target t_N (at ᾱ = 1, x already is the data "
+            "estimate); end the grid earlier or drop the option"
+        )
     orders = [min(n + 1, 4) for n in range(grid.steps)]
     first_eps = x if afs else None  # ε ≈ x when σ̃ >> data scale (x̄/sqrt(1+σ̃²) in EDM units)
     x = pseudo_multistep(eps_fn, x, grid, equal_step_table(orders), first_eps=first_eps)

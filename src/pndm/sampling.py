@@ -1,0 +1,334 @@
+"""Sampling jobs behind ``pndm sample``: seeds -> images -> a grid PNG, per-seed PNGs or an .npz.
+
+Every image is decided by its seed alone (the pipeline draws each image's noise from its own
+generator), so a job can be split into batches of any size and a folder output can resume: seeds
+whose PNG already exists are skipped. Every file is written atomically (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pndm.io import atomic_write
+
+OUTPUT_KINDS = ("grid", "folder", "npz")
+DTYPES = ("float32", "float16", "bfloat16")
+DEFAULT_STEPS = 50
+DEFAULT_BATCH_SIZE = 64
+GRID_PADDING = 2
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds below 2**64
+_RANGE = re.compile(r"^(\d+)-(\d+)$")
+
+
+# --- seeds ----------------------------------------------------------------------------------
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """``"0-63"``, ``"1,5,9"``, ``"0-3,10"`` -> the listed seeds in order (ranges inclusive)."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in spec.split(",")):
+        match = _RANGE.match(part)
+        if match:
+            lo, hi = int(match[1]), int(match[2])
+            if lo > hi:
+                raise ValueError(f"seed range {part!r} is descending; write it as {hi}-{lo}")
+            seeds.extend(range(lo, hi + 1))
+        elif part.isdigit():
+            seeds.append(int(part))
+        else:
+            raise ValueError(
+                f"bad seeds {spec!r}: {part!r} is not a seed or a range a-b "
+                "(examples: 0-63, 1,5,9, 0-3,10)"
+            )
+    return _check_seeds(seeds)
+
+
+def _check_seeds(seeds: list[int]) -> list[int]:
+    if max(seeds) > MAX_SEED:
+        raise ValueError(f"seeds must be at most {MAX_SEED}")
+    seen: set[int] = set()
+    for seed in seeds:
+        if seed in seen:
+            raise ValueError(f"seed {seed} is listed twice")
+        seen.add(seed)
+    return seeds
+
+
+def seed_filename(seed: int) -> str:
+    return f"seed{seed:06d}.png"
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where the images go: ``kind`` is "grid" (.png), "folder" (one PNG per seed) or "npz"."""
+
+    path: Path
+    kind: str
+
+
+def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
+    """Decide the output kind from the path and refuse what cannot or must not be written."""
+    text = os.fspath(path)
+    out = Path(text)
+    is_folder = out.is_dir() or text.endswith(("/", os.sep)) or out.suffix == ""
+    suffix = out.suffix.lower()
+    if not is_folder and suffix not in (".png", ".npz"):
+        raise ValueError(
+            f"unsupported output {text!r}: use a .png (grid), an .npz (uint8 array) or a folder"
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"parent folder of the output does not exist: {out.parent}")
+    if is_folder:
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"output {out} exists and is not a folder")
+        return Output(out, "folder")
+    if out.is_dir():
+        raise FileExistsError(f"output {out} is a folder; give a file name")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"output file {out} exists; pass --overwrite to replace it")
+    return Output(out, "grid" if suffix == ".png" else "npz")
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """NHWC floats in [0, 1] -> uint8 by rounding (as diffusers' ``numpy_to_pil``)."""
+    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def make_grid(images: np.ndarray, padding: int = GRID_PADDING) -> np.ndarray:
+    """uint8 NHWC -> one HWC image: near-square tiles (ceil(sqrt n) columns), black padding."""
+    n, h, w, c = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
+    for i, image in enumerate(images):
+        top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
+        grid[top : top + h, left : left + w] = image
+    return grid
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """One uint8 HWC image (1 or 3 channels) as PNG, atomically."""
+    from PIL import Image
+
+    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int]) -> None:
+    """``arr_0``: uint8 NHWC (what FID tools read); ``seeds``: int64, one per image."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, arr_0=images, seeds=np.asarray(seeds, dtype=np.int64))
+
+    atomic_write(path, write)
+
+
+# --- the job --------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleJob:
+    """What to sample; every field is a plain value so the CLI maps onto it one to one."""
+
+    out: str | os.PathLike  # a str ending in "/" is a folder even with a suffix
+    seeds: list[int]
+    model: Path | None = None  # None: the shipped digits model
+    method: str | None = None  # None: the scheduler config's (f-pndm, or plms with skip_prk_steps)
+    steps: int = DEFAULT_STEPS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "auto"
+    dtype: str = "float32"
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class SampleSummary:
+    images: int  # sampled in this run
+    skipped: int  # already on disk (folder resume)
+    nfe: int | None  # model calls per image
+    seconds: float
+    method: str
+    steps: int
+    output: Output
+
+    def line(self) -> str:
+        rate = self.images / self.seconds if self.seconds > 0 else float("inf")
+        skipped = f" ({self.skipped} already there)" if self.skipped else ""
+        nfe = "?" if self.nfe is None else str(self.nfe)
+        return (
+            f"wrote {self.images} images{skipped} to {self.output.path} ({self.output.kind}): "
+            f"{self.method}, {self.steps} steps, NFE {nfe}, {self.seconds:.1f} s, "
+            f"{rate:.2f} images/s"
+        )
+
+
+def check_job(job: SampleJob) -> Output:
+    """Validate everything that needs no model, so mistakes fail before any loading."""
+    if isinstance(job.steps, bool) or job.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {job.steps}")
+    if job.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {job.batch_size}")
+    if not job.seeds:
+        raise ValueError("no seeds to sample")
+    if job.method is not None:
+        from pndm.samplers import get_sampler
+
+        get_sampler(job.method)  # lists the valid names on a typo
+    if job.dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {job.dtype!r}; choose one of {', '.join(DTYPES)}")
+    resolve_device(job.device)
+    return resolve_output(job.out, job.overwrite)
+
+
+def resolve_device(name: str) -> Any:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
+        return device
+    raise ValueError(f"unknown device {name!r}; choose one of auto, cpu, cuda, cuda:N")
+
+
+def load_pipeline(job: SampleJob) -> Any:
+    """The PNDMPipeline of ``job.model`` (default: the shipped model) on the job's device."""
+    import torch
+
+    from pndm.pipeline import PNDMPipeline
+
+    folder = job.model
+    if folder is None:
+        from pndm.assets import shipped_model_path
+
+        folder = shipped_model_path()
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"model folder not found: {folder}")
+    pipe = PNDMPipeline.from_pretrained(folder, torch_dtype=getattr(torch, job.dtype))
+    pipe = pipe.to(resolve_device(job.device))
+    pipe.set_progress_bar_config(disable=True)  # one bar for the whole job instead
+    return pipe
+
+
+def default_method(pipe: Any) -> str:
+    """F-PNDM, or PLMS for a scheduler config with ``skip_prk_steps`` (as diffusers' step())."""
+    return "plms" if pipe.scheduler.config.get("skip_prk_steps") else "f-pndm"
+
+
+def _chunks(seeds: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(seeds), size):
+        yield list(seeds[start : start + size])
+
+
+class _CallCounter:
+    """Counts the UNet's forward calls (NFE per image = calls per batch)."""
+
+    def __init__(self, unet: Any) -> None:
+        self.calls = 0
+        self._handle = unet.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_: Any) -> None:
+        self.calls += 1
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", file=sys.stderr, disable=not enabled, leave=False)
+
+
+def _sample(pipe: Any, seeds: list[int], job: SampleJob, method: str) -> np.ndarray:
+    result = pipe(
+        batch_size=len(seeds),
+        num_inference_steps=job.steps,
+        seeds=seeds,
+        method=method,
+        output_type="np",
+        return_dict=True,
+    )
+    return to_uint8(np.asarray(result.images))
+
+
+def run_job(job: SampleJob, load: Callable[[SampleJob], Any] = load_pipeline) -> SampleSummary:
+    """Sample ``job.seeds`` in batches of ``job.batch_size`` and write them to ``job.out``."""
+    output = check_job(job)
+    todo = job.seeds
+    if output.kind == "folder" and not job.overwrite:
+        todo = [s for s in job.seeds if not (output.path / seed_filename(s)).is_file()]
+    skipped = len(job.seeds) - len(todo)
+    if not todo:  # a finished folder: nothing to load
+        return SampleSummary(0, skipped, None, 0.0, job.method or "-", job.steps, output)
+    pipe = load(job)
+    method = job.method or default_method(pipe)
+    pipe.scheduler.grid(job.steps)  # a bad step count fails here, before the progress bar
+    start = time.perf_counter()
+    images, nfe = _sample_all(pipe, todo, job, method, output)
+    if output.kind != "folder":
+        _write_all(output, images, job.seeds)
+    seconds = time.perf_counter() - start
+    return SampleSummary(len(todo), skipped, nfe, seconds, method, job.steps, output)
+
+
+def _sample_all(
+    pipe: Any, seeds: list[int], job: SampleJob, method: str, output: Output
+) -> tuple[np.ndarray | None, int | None]:
+    """(the images unless written per seed, NFE per image); PNGs of a folder as batches finish."""
+    write = _folder_writer(output.path) if output.kind == "folder" else None
+    counter = _CallCounter(pipe.unet)
+    kept: list[np.ndarray] = []
+    try:
+        with _progress(len(seeds), job.progress) as bar:
+            for chunk in _chunks(seeds, job.batch_size):
+                images = _sample(pipe, chunk, job, method)
+                if write is not None:
+                    write(chunk, images)
+                else:
+                    kept.append(images)
+                bar.update(len(chunk))
+    finally:
+        counter.close()
+    batches = math.ceil(len(seeds) / job.batch_size)
+    return (np.concatenate(kept) if kept else None), counter.calls // batches
+
+
+def _folder_writer(folder: Path) -> Callable[[list[int], np.ndarray], None]:
+    folder.mkdir(exist_ok=True)
+
+    def write(seeds: list[int], images: np.ndarray) -> None:
+        for seed, image in zip(seeds, images, strict=True):
+            save_png(folder / seed_filename(seed), image)
+
+    return write
+
+
+def _write_all(output: Output, images: np.ndarray | None, seeds: Sequence[int]) -> None:
+    assert images is not None
+    if output.kind == "grid":
+        save_png(output.path, make_grid(images))
+    else:
+        save_npz(output.path, images, seeds)

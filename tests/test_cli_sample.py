@@ -1,0 +1,299 @@
+"""``pndm sample``: grid PNG, per-seed PNG folder (with resume), .npz; and its one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pndm import sampling
+from pndm.assets import shipped_model_path
+from pndm.cli import main
+from pndm.models.unet_2d import UNet2DModel
+from pndm.pipeline import PNDMPipeline
+from pndm.sampling import make_grid, parse_seeds
+from pndm.scheduler import PNDMScheduler
+
+SIZE = 8
+FAST = ["--steps", "5", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random RGB pipeline folder (8x8 images)."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=SIZE,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=None,
+    )
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(folder)
+    return folder
+
+
+def sample(model_dir: Path, *args: str) -> int:
+    return main(["sample", "--model", str(model_dir), *FAST, *args])
+
+
+def read_png(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> None:
+    err = capsys.readouterr().err
+    assert code != 0 and err.count("\n") == 1 and err.startswith("pndm: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+# ----------------------------------------------------------------------------- seeds, grid
+
+
+@pytest.mark.parametrize(
+    ("spec", "seeds"),
+    [("0-3", [0, 1, 2, 3]), ("1,5,9", [1, 5, 9]), ("0-3,10", [0, 1, 2, 3, 10]), ("7", [7])],
+)
+def test_parse_seeds(spec: str, seeds: list[int]) -> None:
+    assert parse_seeds(spec) == seeds
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [("5-2", "descending"), ("a", "not a seed"), ("", "not a seed"), ("1,1", "twice")],
+)
+def test_parse_seeds_rejects(spec: str, needle: str) -> None:
+    with pytest.raises(ValueError, match=needle):
+        parse_seeds(spec)
+
+
+def test_make_grid_layout() -> None:
+    images = np.stack([np.full((4, 4, 3), i + 1, np.uint8) for i in range(5)])
+    grid = make_grid(images, padding=2)
+    assert grid.shape == (2 * 6 + 2, 3 * 6 + 2, 3)  # 5 images: 3 columns, 2 rows
+    assert grid[2:6, 2:6].min() == 1 and grid[8:12, 8:12].max() == 5
+    assert grid[8:12, 14:18].max() == 0  # the sixth tile is empty
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def test_folder_output_is_per_seed_and_batch_independent(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert sample(model_dir, "--seeds", "0-3,10", "--batch-size", "2", "--out", str(a)) == 0
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "wrote 5 images" in summary and "f-pndm, 5 steps, NFE 14," in summary
+    assert "images/s" in summary
+    names = sorted(p.name for p in a.iterdir())
+    assert names == [f"seed{s:06d}.png" for s in (0, 1, 2, 3, 10)]
+    assert sample(model_dir, "--seeds", "10,2", "--batch-size", "5", "--out", f"{b}/") == 0
+    for name in ("seed000002.png", "seed000010.png"):
+        first, second = read_png(a / name), read_png(b / name)
+        assert first.shape == (SIZE, SIZE, 3) and first.dtype == np.uint8
+        assert np.array_equal(first, second), name
+    assert not np.array_equal(read_png(a / "seed000000.png"), read_png(a / "seed000001.png"))
+
+
+def test_grid_png_tiles_are_the_images(model_dir: Path, tmp_path: Path) -> None:
+    assert sample(model_dir, "--num-images", "5", "--out", str(tmp_path / "g.png")) == 0
+    assert sample(model_dir, "--num-images", "5", "--out", str(tmp_path / "each")) == 0
+    grid = read_png(tmp_path / "g.png")
+    assert grid.shape == (2 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2, 3)
+    for i in range(5):
+        top, left = 2 + (i // 3) * (SIZE + 2), 2 + (i % 3) * (SIZE + 2)
+        tile = grid[top : top + SIZE, left : left + SIZE]
+        assert np.array_equal(tile, read_png(tmp_path / "each" / f"seed{i:06d}.png"))
+
+
+def test_npz_output(model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.npz"
+    assert sample(model_dir, "--seeds", "3,1,4", "--method", "ddim", "--out", str(out)) == 0
+    with np.load(out) as data:
+        arr, seeds = data["arr_0"], data["seeds"]
+    assert arr.shape == (3, SIZE, SIZE, 3) and arr.dtype == np.uint8
+    assert seeds.tolist() == [3, 1, 4]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.npz"]  # no temporary files left
+
+
+def test_existing_file_needs_overwrite(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "g.png"
+    out.write_bytes(b"old")
+    assert_one_line_error(
+        capsys, sample(model_dir, "--num-images", "1", "--out", str(out)), "--overwrite"
+    )
+    assert out.read_bytes() == b"old"
+    assert sample(model_dir, "--num-images", "1", "--out", str(out), "--overwrite") == 0
+    assert read_png(out).shape == (SIZE + 4, SIZE + 4, 3)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_folder_resume_skips_existing_images(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "imgs"
+    assert sample(model_dir, "--seeds", "0-1", "--out", str(out)) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert sample(model_dir, "--seeds", "0-3", "--out", str(out)) == 0
+    assert "wrote 2 images (2 already there)" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in before} == before
+    assert len(list(out.iterdir())) == 4
+    assert sample(model_dir, "--seeds", "0-3", "--out", str(out)) == 0  # nothing left: no load
+    assert "wrote 0 images (4 already there)" in capsys.readouterr().err
+
+
+def test_interrupted_run_resumes_to_the_same_images(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, calls = sampling._sample, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    out = tmp_path / "imgs"
+    args = ["--seeds", "0-5", "--batch-size", "2", "--out", str(out)]
+    monkeypatch.setattr(sampling, "_sample", interrupted)
+    assert sample(model_dir, *args) == 130
+    assert sorted(p.name for p in out.iterdir()) == ["seed000000.png", "seed000001.png"]
+    monkeypatch.setattr(sampling, "_sample", real)
+    assert sample(model_dir, *args) == 0
+    assert sample(model_dir, "--seeds", "0-5", "--out", str(tmp_path / "clean")) == 0
+    for seed in range(6):
+        name = f"seed{seed:06d}.png"
+        assert np.array_equal(read_png(out / name), read_png(tmp_path / "clean" / name))
+
+
+def test_no_half_written_png(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupt while a PNG is being written leaves neither it nor a temporary file."""
+
+    def broken_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    out = tmp_path / "imgs"
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    assert sample(model_dir, "--num-images", "2", "--out", str(out)) == 130
+    assert list(out.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--steps", "0"], ["--steps must be at least 1"]),
+        (["--method", "pndmm"], ["unknown method 'pndmm'", "f-pndm", "ddim"]),
+        (["--seeds", "5-2"], ["descending"]),
+        (["--seeds", "x"], ["not a seed"]),
+        (["--num-images", "0"], ["--num-images must be at least 1"]),
+        (["--batch-size", "0"], ["--batch-size must be at least 1"]),
+        (["--seeds", "1", "--num-images", "2"], ["not allowed with"]),
+        (["--dtype", "int8"], ["invalid choice"]),
+        (["--device", "tpu"], ["unknown device 'tpu'"]),
+        (["--steps", "2000"], ["num_inference_steps must be an integer in [1, 1000]"]),
+    ],
+)
+def test_bad_options(
+    args: list[str],
+    needles: list[str],
+    model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = sample(model_dir, *args, "--out", str(tmp_path / "g.png"))
+    assert_one_line_error(capsys, code, *needles)
+    assert not (tmp_path / "g.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("out", "needle"),
+    [
+        ("no/such/dir/g.png", "parent folder of the output does not exist"),
+        ("no/such/dir/", "parent folder of the output does not exist"),
+        ("g.jpg", "unsupported output"),
+    ],
+)
+def test_bad_output_paths(
+    out: str, needle: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert_one_line_error(capsys, sample(model_dir, "--out", str(tmp_path / out)), needle)
+
+
+def test_error_after_loading_is_one_line_with_progress_on(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "sample",
+        "--model",
+        str(model_dir),
+        "--steps",
+        "2000",
+        "--out",
+        str(tmp_path / "g.png"),
+    ]
+    assert_one_line_error(capsys, main(argv), "num_inference_steps")
+
+
+def test_missing_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = sample(tmp_path / "nothing", "--out", str(tmp_path / "g.png"))
+    assert_one_line_error(capsys, code, "not found")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = sample(model_dir, "--device", "cuda", "--out", str(tmp_path / "g.png"))
+    assert_one_line_error(capsys, code, "CUDA is not available")
+
+
+def test_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sample", "--help"]) == 0
+    assert "--seeds" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- shipped model
+
+
+def test_default_model_is_the_shipped_one(tmp_path: Path) -> None:
+    assert (shipped_model_path() / "model_index.json").is_file(), "the shipped model is missing"
+    out = tmp_path / "one.npz"
+    argv = ["sample", "--num-images", "2", "--steps", "4", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    with np.load(out) as data:
+        assert data["arr_0"].shape[0] == 2 and data["arr_0"].dtype == np.uint8
+
+
+def test_no_temporary_files_left_anywhere(model_dir: Path, tmp_path: Path) -> None:
+    for out in ("a.png", "b.npz", "c"):
+        assert sample(model_dir, "--num-images", "3", "--out", str(tmp_path / out)) == 0
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+    assert leftovers == [], leftovers
+    assert sorted(os.listdir(tmp_path / "c")) == [f"seed{i:06d}.png" for i in range(3)]
