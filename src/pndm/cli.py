@@ -243,9 +243,27 @@ def _add_sample(subparsers: Subparsers) -> None:
     seeds.add_argument(
         "--num-images", type=int, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
     )
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="images per batch")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="images per batch (default: what fits in half the free memory, at most 32 on CPU)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights dtype")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="UNet weights and activations dtype (the solver stays float32)",
+    )
+    fast = p.add_argument_group("fast path (off by default)")
+    fast.add_argument("--channels-last", action="store_true", help="channels-last UNet and inputs")
+    fast.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNet (slow first batch)"
+    )
+    fast.add_argument(
+        "--cuda-graphs", action="store_true", help="replay each model call from a CUDA graph"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
@@ -266,6 +284,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
         overwrite=args.overwrite,
         progress=args.progress,
     )

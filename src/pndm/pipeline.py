@@ -17,8 +17,12 @@ weights up to 59/24) amplifies that. A float64 UNet gets a float64 solver.
 Speed. The samplers precompute their coefficients on the device before the loop, so a step is only
 tensor arithmetic: no host-device sync, no tensor built from Python numbers. Opt-in fast paths:
 ``channels_last=True`` converts the UNet (in place; it stays converted) and feeds it
-channels-last inputs; ``compile=True`` runs ``torch.compile(unet)``, compiled once and cached on
-the pipeline for later calls.
+channels-last inputs; ``cuda_graphs=True`` replays each model call from a CUDA graph
+(`pndm.fast.CudaGraphModel`, captured once per input shape and cached on the pipeline);
+``compile=True`` (or a torch.compile mode) runs ``torch.compile(unet)``, compiled once and cached on
+the pipeline for later calls. Within a call the UNet's weights are constants
+(`pndm.models.inference.weight_cache`): kernels derived from them (Winograd, sub-pixel, the stacked
+time projections) are made on the first model call and reused by the others.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ import PIL.Image
 import torch
 
 from pndm.config import DIFFUSERS_VERSION, FrozenConfig
+from pndm.fast import CudaGraphModel, compile_mode
 from pndm.io import PathLike, component_dir, read_json, write_json
+from pndm.models.inference import weight_cache
 from pndm.models.unet_2d import UNet2DModel
 from pndm.outputs import BaseOutput
 from pndm.samplers import get_sampler, nfe
@@ -77,7 +83,8 @@ class PNDMPipeline:
         self.unet = unet
         self.scheduler = as_pndm_scheduler(scheduler)
         self._progress_bar_config: dict[str, Any] = {}
-        self._compiled: tuple[Any, Any] | None = None  # (unet, torch.compile(unet))
+        self._compiled: tuple[Any, ...] | None = None  # (unet, mode, torch.compile(unet))
+        self._graphed: tuple[Any, ...] | None = None  # (what it was captured for, CudaGraphModel)
 
     # --- components, device, dtype ------------------------------------------------------------
 
@@ -184,7 +191,8 @@ class PNDMPipeline:
         timesteps: Sequence[float] | None = None,
         callback: Callback | None = None,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
+        cuda_graphs: bool = False,
         **method_options: Any,
     ) -> ImagePipelineOutput | tuple[Any]:
         """Generate ``batch_size`` images with ``num_inference_steps`` steps.
@@ -207,7 +215,10 @@ class PNDMPipeline:
                 (one step of a multistage method makes several), t is the (B,) float64 time
                 tensor, x the model input in the solver's dtype. Reading t or x may sync.
             channels_last: convert the UNet (in place, it stays so) and its inputs to channels-last.
-            compile: run ``torch.compile(unet)``, compiled on first use and cached.
+            compile: run ``torch.compile(unet)``, compiled on first use and cached; True or a
+                mode ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs").
+            cuda_graphs: replay every model call from a CUDA graph (CUDA only; captured on the
+                first call of each input shape and kept for later calls).
             **method_options: options of the sampler (e.g. ``order=`` for "vab"); unknown names
                 raise, listing the method's options.
 
@@ -218,8 +229,8 @@ class PNDMPipeline:
         grid = self.scheduler.grid(num_inference_steps, timesteps)
         calls = nfe(name, grid.numel() - 1, **method_options)  # also checks the option names
         x = self._initial_noise(batch_size, generator, seeds, latents)
-        model = self._model(channels_last=channels_last, compile=compile)
-        with self.progress_bar(total=calls) as bar:
+        model = self._model(channels_last=channels_last, compile=compile, cuda_graphs=cuda_graphs)
+        with self.progress_bar(total=calls) as bar, weight_cache():  # weights constant per call
             eps_fn = self._eps_fn(model, x.dtype, callback, bar)
             x = get_sampler(name)(eps_fn, x, grid, self.scheduler.schedule, **method_options)
         images = postprocess(x, output_type)
@@ -268,25 +279,41 @@ class PNDMPipeline:
         height, width = (size, size) if isinstance(size, int) else size
         return int(config["in_channels"]), int(height), int(width)
 
-    def _model(self, *, channels_last: bool, compile: bool) -> Callable[..., torch.Tensor]:
+    def _model(
+        self, *, channels_last: bool, compile: bool | str, cuda_graphs: bool = False
+    ) -> Callable[..., torch.Tensor]:
         """``model(x, t) -> output`` in the UNet's conventions, with the fast paths applied."""
         unet = self.unet
         if channels_last:
             unet.to(memory_format=torch.channels_last)
-        if compile:
-            unet = self._compiled_unet()
+        mode = compile_mode(compile)
+        if mode is not None:
+            unet = self._compiled_unet(mode)
         layout = torch.channels_last if channels_last else torch.contiguous_format
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return unet(x.contiguous(memory_format=layout), t, return_dict=False)[0]
 
-        return model
+        return self._graphed_model(model, (channels_last, mode)) if cuda_graphs else model
 
-    def _compiled_unet(self) -> Any:
-        """``torch.compile(self.unet)``, made once per UNet object and reused across calls."""
-        if self._compiled is None or self._compiled[0] is not self.unet:
-            self._compiled = (self.unet, torch.compile(self.unet))
-        return self._compiled[1]
+    def _compiled_unet(self, mode: str) -> Any:
+        """``torch.compile(self.unet)``, made once per UNet object and mode, reused across calls."""
+        if self._compiled is None or self._compiled[:2] != (self.unet, mode):
+            if mode == "default":
+                compiled = torch.compile(self.unet)
+            else:
+                compiled = torch.compile(self.unet, mode=mode)
+            self._compiled = (self.unet, mode, compiled)
+        return self._compiled[2]
+
+    def _graphed_model(self, model: Callable[..., torch.Tensor], key: tuple[Any, ...]) -> Any:
+        """One `CudaGraphModel` per UNet, weights' storage, layout and compile mode."""
+        if self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs the UNet on a CUDA device, not {self.device}")
+        key = (self.unet, self.unet.conv_in.weight.data_ptr(), self.dtype, *key)
+        if self._graphed is None or self._graphed[0] != key:
+            self._graphed = (key, CudaGraphModel(model))
+        return self._graphed[1]
 
     def _eps_fn(
         self, model: Callable[..., torch.Tensor], solver_dtype: torch.dtype, callback: Any, bar: Any

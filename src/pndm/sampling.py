@@ -24,7 +24,7 @@ from pndm.io import atomic_write
 OUTPUT_KINDS = ("grid", "folder", "npz")
 DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_STEPS = 50
-DEFAULT_BATCH_SIZE = 64
+DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.fast.default_batch_size
 GRID_PADDING = 2
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds below 2**64
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
@@ -149,9 +149,12 @@ class SampleJob:
     model: Path | None = None  # None: the shipped digits model
     method: str | None = None  # None: the scheduler config's (f-pndm, or plms with skip_prk_steps)
     steps: int = DEFAULT_STEPS
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = DEFAULT_BATCH_SIZE  # None: what fits in memory
     device: str = "auto"
     dtype: str = "float32"
+    channels_last: bool = False
+    compile: bool = False
+    cuda_graphs: bool = False
     overwrite: bool = False
     progress: bool = True
 
@@ -181,7 +184,7 @@ def check_job(job: SampleJob) -> Output:
     """Validate everything that needs no model, so mistakes fail before any loading."""
     if isinstance(job.steps, bool) or job.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {job.steps}")
-    if job.batch_size < 1:
+    if job.batch_size is not None and job.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {job.batch_size}")
     if not job.seeds:
         raise ValueError("no seeds to sample")
@@ -270,6 +273,9 @@ def _sample(pipe: Any, seeds: list[int], job: SampleJob, method: str) -> np.ndar
         method=method,
         output_type="np",
         return_dict=True,
+        channels_last=job.channels_last,
+        compile=job.compile,
+        cuda_graphs=job.cuda_graphs,
     )
     return to_uint8(np.asarray(result.images))
 
@@ -299,11 +305,12 @@ def _sample_all(
 ) -> tuple[np.ndarray | None, int | None]:
     """(the images unless written per seed, NFE per image); PNGs of a folder as batches finish."""
     write = _folder_writer(output.path) if output.kind == "folder" else None
+    batch_size = job.batch_size or _fitting_batch_size(pipe)
     counter = _CallCounter(pipe.unet)
     kept: list[np.ndarray] = []
     try:
         with _progress(len(seeds), job.progress) as bar:
-            for chunk in _chunks(seeds, job.batch_size):
+            for chunk in _chunks(seeds, batch_size):
                 images = _sample(pipe, chunk, job, method)
                 if write is not None:
                     write(chunk, images)
@@ -312,8 +319,15 @@ def _sample_all(
                 bar.update(len(chunk))
     finally:
         counter.close()
-    batches = math.ceil(len(seeds) / job.batch_size)
+    batches = math.ceil(len(seeds) / batch_size)
     return (np.concatenate(kept) if kept else None), counter.calls // batches
+
+
+def _fitting_batch_size(pipe: Any) -> int:
+    """The memory-aware default: the batch that fits half the free memory (capped on CPU)."""
+    from pndm.fast import default_batch_size
+
+    return default_batch_size(pipe.device, pipe.dtype, pipe.unet)
 
 
 def _folder_writer(folder: Path) -> Callable[[list[int], np.ndarray], None]:

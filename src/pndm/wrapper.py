@@ -77,7 +77,8 @@ def make_eps_fn(
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x_in = x if model_dtype is None else x.to(model_dtype)
-        output = _model_output(model(x_in, t + time_shift))
+        # no shift, no add: keeps the samplers' stride-0 time, which the UNet embeds once
+        output = _model_output(model(x_in, t + time_shift if time_shift else t))
         alpha_bar = 1.0 if prediction_type == "epsilon" else schedule.alpha_bar(t)
         return eps_from_output(output, x, alpha_bar, prediction_type)
 

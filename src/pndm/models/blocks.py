@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from torch import nn
 
 from pndm.models.activations import get_activation
 from pndm.models.attention import SpatialSelfAttention
+from pndm.models.inference import conv3x3, derived, is_channels_last
 
 TIME_SCALE_SHIFTS = ("default", "scale_shift")
 
@@ -27,11 +29,32 @@ class BlockSpec:
     head_dim: int | None
 
 
+class TimeProjections(NamedTuple):
+    """Every ResNet's time projection for one model call, made by one matmul (inference only).
+
+    ``values[:, slot]`` is ResNet i's ``time_emb_proj(temb)``, plus its ``conv1.bias`` for the
+    default time shift (the conv then runs without bias: one add fewer per ResNet). ``shared``:
+    every image of the batch has the same time, so ``values`` has one row and, with the default
+    shift, serves directly as conv1's bias (no add at all).
+    """
+
+    values: torch.Tensor
+    shared: bool
+
+
+def activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``, in place for SiLU when no gradient is tracked (x is a fresh temporary)."""
+    if isinstance(act, nn.SiLU) and not x.requires_grad:
+        return F.silu(x, inplace=True)
+    return act(x)
+
+
 class ResnetBlock2D(nn.Module):
     """GroupNorm, act, conv3x3, + time embedding, GroupNorm, act, dropout, conv3x3; 1x1 shortcut.
 
     ``time_scale_shift="scale_shift"``: the embedding gives (scale, shift) applied after the second
     norm as h (1 + scale) + shift (improved DDPM); ``"default"`` adds it before the second norm.
+    ``time_slot``: this block's columns in the UNet's `TimeProjections` (set by the UNet).
     """
 
     def __init__(
@@ -50,22 +73,43 @@ class ResnetBlock2D(nn.Module):
         self.conv_shortcut = (
             nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
         )
+        self.time_slot = slice(0, 0)
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        """``temb``: the time embedding after the activation (applied once per model call)."""
-        h = self.conv1(self.nonlinearity(self.norm1(x)))
-        t = self.time_emb_proj(temb)[:, :, None, None]
+    def folded_time_bias(self) -> torch.Tensor:
+        """The bias of this block's column slot in `TimeProjections` (see there)."""
+        if self.scale_shift:
+            return self.time_emb_proj.bias
+        return self.time_emb_proj.bias + self.conv1.bias
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor | TimeProjections) -> torch.Tensor:
+        """``temb``: the time embedding after the activation, or the UNet's projections of it."""
+        h = activate(self.nonlinearity, self.norm1(x))
+        if isinstance(temb, TimeProjections):
+            h, t = self._conv1_projected(h, temb)
+        else:
+            h, t = conv3x3(self.conv1, h), self.time_emb_proj(temb)[:, :, None, None]
         if self.scale_shift:
             scale, shift = t.chunk(2, dim=1)
             h = self.norm2(h) * (1 + scale) + shift
         else:
-            h = self.norm2(h + t)
-        h = self.conv2(self.dropout(self.nonlinearity(h)))
+            h = self.norm2(h if t is None else h.add_(t))  # h: conv1's fresh output
+        h = conv3x3(self.conv2, self.dropout(activate(self.nonlinearity, h)))
         skip = self.conv_shortcut(x) if self.conv_shortcut is not None else x
-        out = skip + h
+        out = h.add_(skip)  # h is conv2's fresh output
         if self.output_scale_factor != 1.0:
-            out = out / self.output_scale_factor
+            out = out.div_(self.output_scale_factor)
         return out
+
+    def _conv1_projected(
+        self, h: torch.Tensor, temb: TimeProjections
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(conv1 output with the time term added where it folds, the time term still to add)."""
+        t = temb.values[:, self.time_slot]
+        if self.scale_shift:
+            return conv3x3(self.conv1, h), t[:, :, None, None]
+        if temb.shared:  # one time for the batch: projection + conv1 bias is a per-channel bias
+            return conv3x3(self.conv1, h, t[0]), None
+        return conv3x3(self.conv1, h, None).add_(t[:, :, None, None]), None
 
 
 class Downsample2D(nn.Module):
@@ -82,15 +126,69 @@ class Downsample2D(nn.Module):
         return self.conv(x)
 
 
+# Sub-pixel upsampling pays where the conv is large next to the fixed cost of rearranging the
+# weights: from batch * H * W = 512 input pixels (measured on CPU; below, the 4x4 level, it loses).
+SUBPIXEL_MIN_PIXELS = 512
+
+
+def phase_taps() -> torch.Tensor:
+    """(phase, tap, k): along one axis, phase 0 reads offsets (-1, 0) of the small image with
+    taps (k0, k1 + k2) of a 3x3 kernel, phase 1 reads (0, +1) with taps (k0 + k1, k2)."""
+    return torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]], [[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]])
+
+
 class Upsample2D(nn.Module):
-    """Nearest-neighbour x2, then 3x3 conv."""
+    """Nearest-neighbour x2, then 3x3 conv.
+
+    Without autograd, on CPU, it runs as the equivalent sub-pixel convolution: each of the four
+    output phases (row parity a, column parity b) of a 3x3 conv over the nearest-upsampled image
+    is a 2x2 conv of the small image with summed taps, so one 2x2 conv with 4x the output
+    channels, then an interleave, gives the same result with 16/36 of the multiply-adds and no
+    upsampled copy.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.register_buffer("taps", phase_taps(), persistent=False)
+
+    def reset_buffers(self, device: torch.device | None = None) -> None:
+        """Rebuild the constant tap table (after a meta-device build)."""
+        self.taps = phase_taps().to(self.taps.device if device is None else device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        b, _, h, w = x.shape
+        if torch.is_grad_enabled() or x.device.type != "cpu" or b * h * w < SUBPIXEL_MIN_PIXELS:
+            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self._subpixel(x)
+
+    def phase_weights(self) -> torch.Tensor:
+        """(4 C_out, C_in, 2, 2): the 2x2 kernels of the phases (a, b), in order 2a + b."""
+        w = self.conv.weight
+        taps = self.taps.to(w.dtype)
+        phased = torch.einsum("ayk,bxl,oikl->aboiyx", taps, taps, w)
+        return phased.reshape(4 * w.shape[0], w.shape[1], 2, 2)
+
+    def _subpixel(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        o = self.conv.out_channels
+        bias = self.conv.bias.repeat(4) if self.conv.bias is not None else None
+        kernels = derived(self, "subpixel", self.phase_weights)
+        y = F.conv2d(x, kernels, bias, padding=1)  # (b, 4o, h + 1, w + 1)
+        # out[b, o_, 2i + a, 2j + c] = y[b, (2a + c) o + o_, i + a, j + c]: one strided view
+        s = y.stride()
+        phases = y.as_strided(
+            (b, o, h, 2, w, 2), (s[0], s[1], s[2], 2 * o * s[1] + s[2], s[3], o * s[1] + s[3])
+        )
+        layout = torch.channels_last if is_channels_last(y) else torch.contiguous_format
+        out = torch.empty(
+            (b, o, 2 * h, 2 * w), dtype=y.dtype, device=y.device, memory_format=layout
+        )
+        t = out.stride()
+        out.as_strided((b, o, h, 2, w, 2), (t[0], t[1], 2 * t[2], t[2], 2 * t[3], t[3])).copy_(
+            phases
+        )
+        return out
 
 
 def _attentions(channels: int, count: int, spec: BlockSpec, attend: bool) -> nn.ModuleList:

@@ -20,12 +20,21 @@ from torch import nn
 from pndm import io
 from pndm.config import ConfigMixin, FrozenConfig
 from pndm.models.activations import get_activation
-from pndm.models.blocks import TIME_SCALE_SHIFTS, BlockSpec, UNetMidBlock2D, block_class
+from pndm.models.blocks import (
+    TIME_SCALE_SHIFTS,
+    BlockSpec,
+    ResnetBlock2D,
+    TimeProjections,
+    UNetMidBlock2D,
+    activate,
+    block_class,
+)
 from pndm.models.embeddings import (
     GaussianFourierProjection,
     SinusoidalTimeProjection,
     TimestepEmbedding,
 )
+from pndm.models.inference import derived
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.outputs import BaseOutput
 
@@ -178,6 +187,16 @@ class UNet2DModel(ConfigMixin, nn.Module):
         self._center_input = bool(cfg.center_input_sample)
         self._fourier = cfg.time_embedding_type == "fourier"
         self._levels = len(channels)
+        self._assign_time_slots()
+
+    def _assign_time_slots(self) -> None:
+        """Give every ResNet its columns of the fused time projection (`TimeProjections`)."""
+        self._resnets = tuple(m for m in self.modules() if isinstance(m, ResnetBlock2D))
+        start = 0
+        for resnet in self._resnets:
+            width = resnet.time_emb_proj.out_features
+            resnet.time_slot = slice(start, start + width)
+            start += width
 
     def _build_time(self, cfg: FrozenConfig, width: int, time_dim: int) -> None:
         if cfg.time_embedding_type == "fourier":
@@ -236,7 +255,7 @@ class UNet2DModel(ConfigMixin, nn.Module):
         batch = sample.shape[0]
         if not torch.is_tensor(timestep):
             # fractional python times are kept (diffusers would truncate them to int)
-            return torch.full((batch,), float(timestep), device=sample.device)
+            return torch.full((1,), float(timestep), device=sample.device).expand(batch)
         t = timestep.to(sample.device).reshape(-1)
         if t.shape[0] == 1:
             return t.expand(batch)
@@ -261,6 +280,26 @@ class UNet2DModel(ConfigMixin, nn.Module):
         emb = self.time_proj(t)
         return self.time_embedding(emb.to(self.time_embedding.linear_1.weight.dtype))
 
+    def time_condition(self, t: torch.Tensor) -> torch.Tensor | TimeProjections:
+        """What the ResNets get: the activated embedding, or (no autograd) all their projections.
+
+        Without autograd one matmul makes every ResNet's time projection (`TimeProjections`); a
+        batch whose times are one value is embedded once (see `_one_time`).
+        """
+        if torch.is_grad_enabled():
+            return self.time_act(self.time_embed(t))
+        shared = _one_time(t)
+        temb = activate(self.time_act, self.time_embed(t[:1] if shared else t))
+        weight = derived(self, "time_weight", self._stacked_time_weight)
+        bias = derived(self, "time_bias", self._stacked_time_bias)
+        return TimeProjections(torch.addmm(bias, temb, weight.t()), shared)
+
+    def _stacked_time_weight(self) -> torch.Tensor:
+        return torch.cat([r.time_emb_proj.weight for r in self._resnets])
+
+    def _stacked_time_bias(self) -> torch.Tensor:
+        return torch.cat([r.folded_time_bias() for r in self._resnets])
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -275,7 +314,7 @@ class UNet2DModel(ConfigMixin, nn.Module):
         t = self._batch_timesteps(timestep, sample)
         if self._center_input:
             sample = 2 * sample - 1.0
-        temb = self.time_act(self.time_embed(t))
+        temb = self.time_condition(t)
         h = self.conv_in(sample)
         skips = [h]
         for block in self.down_blocks:
@@ -357,6 +396,18 @@ class UNet2DModel(ConfigMixin, nn.Module):
         folder = Path(save_directory)
         name = io.weights_names(variant)[0 if safe_serialization else 1]
         io.save_state_dict(folder / name, self.state_dict())
+
+
+def _one_time(t: torch.Tensor) -> bool:
+    """Whether every image has the same time, known without a device sync.
+
+    A single entry or a stride-0 ``expand`` (as the samplers and a scalar timestep give) is one
+    time; a CPU tensor is compared by value; on other devices an explicit (B,) tensor is taken as
+    per-image times (equal values then round differently, ~1e-6 relative, never wrongly).
+    """
+    if t.shape[0] == 1 or t.stride(0) == 0:
+        return True
+    return t.device.type == "cpu" and bool((t == t[0]).all())
 
 
 @functools.cache

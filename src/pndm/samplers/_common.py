@@ -37,7 +37,8 @@ class Grid:
     """t_0 > ... > t_N and ᾱ(t_n) (float64, on x's device), computed once before the loop.
 
     Also the transfer coefficients of every step, in x's dtype, and with ``midpoints`` the times
-    t_mid = (t_n + t_{n+1})/2 and ᾱ(t_mid) of the N steps.
+    t_mid = (t_n + t_{n+1})/2, ᾱ(t_mid) and the coefficients of φ(·, t_n -> t_mid) of the N steps:
+    the loop then only combines tensors already on the device.
     """
 
     times: torch.Tensor
@@ -46,6 +47,8 @@ class Grid:
     c_eps: torch.Tensor
     mid_times: torch.Tensor | None = None
     mid_alpha_bar: torch.Tensor | None = None
+    mid_c_x: torch.Tensor | None = None
+    mid_c_eps: torch.Tensor | None = None
 
     @classmethod
     def build(
@@ -56,7 +59,9 @@ class Grid:
         if not midpoints:
             return cls(timesteps, alpha_bar, c_x, c_eps)
         mid = (timesteps[:-1] + timesteps[1:]) / 2
-        return cls(timesteps, alpha_bar, c_x, c_eps, mid, alpha_bar_at(schedule, mid))
+        mid_alpha_bar = alpha_bar_at(schedule, mid)
+        mid_c = (c.to(x.dtype) for c in transfer_coefficients(alpha_bar[:-1], mid_alpha_bar))
+        return cls(timesteps, alpha_bar, c_x, c_eps, mid, mid_alpha_bar, *mid_c)
 
     @property
     def steps(self) -> int:
@@ -65,6 +70,10 @@ class Grid:
     def transfer(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_{n+1}) (paper eq. 9): `core.transfer` with coefficients made once."""
         return self.c_x[n] * x + self.c_eps[n] * eps
+
+    def transfer_mid(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
+        """φ(x, ε, t_n -> t_mid) with coefficients made once (grids built with midpoints)."""
+        return self.mid_c_x[n] * x + self.mid_c_eps[n] * eps  # type: ignore[index]
 
     def stages(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, 4) times and ᾱ of each step's four RK stages: t_n, t_mid, t_mid, t_{n+1}."""

@@ -46,11 +46,10 @@ def pseudo_rk4(
     eps_fn: EpsFn, x: torch.Tensor, e1: torch.Tensor, grid: Grid, n: int
 ) -> torch.Tensor:
     """Pseudo Runge-Kutta (paper Algorithm 2): every stage is φ from the base x_n. 3 extra NFE."""
-    a, a_mid, b = grid.alpha_bar[n], grid.mid_alpha_bar[n], grid.alpha_bar[n + 1]  # type: ignore[index]
     t_mid = grid.mid_times[n]  # type: ignore[index]
-    e2 = evaluate(eps_fn, transfer(x, e1, a, a_mid), t_mid)
-    e3 = evaluate(eps_fn, transfer(x, e2, a, a_mid), t_mid)
-    e4 = evaluate(eps_fn, transfer(x, e3, a, b), grid.times[n + 1])
+    e2 = evaluate(eps_fn, grid.transfer_mid(x, e1, n), t_mid)
+    e3 = evaluate(eps_fn, grid.transfer_mid(x, e2, n), t_mid)
+    e4 = evaluate(eps_fn, grid.transfer(x, e3, n), grid.times[n + 1])
     return (e1 + 2 * e2 + 2 * e3 + e4) / 6
 
 

@@ -1,0 +1,166 @@
+"""Fast-path helpers for sampling: CUDA-graph model calls and a memory-aware batch size.
+
+The pipeline's fast options (``channels_last``, ``compile``, ``cuda_graphs``, a half-precision
+UNet via ``pipe.to(torch.bfloat16)``) all act on the *model call*: the solver itself stays
+float32 and, with its coefficients and times precomputed on the device, runs no host-device
+synchronisation inside the loop. A model call at batch 8 on a large GPU is launch-bound (~300
+small kernels), so replaying it from a CUDA graph removes most of its host cost; the solver's
+few elementwise kernels per step are not worth a graph of the whole loop (that would also
+freeze the sampler's Python control flow).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CPU_MAX_BATCH = 32  # on CPU a larger batch only adds memory: the convolutions are saturated
+MAX_BATCH = 1024
+
+
+def compile_mode(compile: bool | str) -> str | None:
+    """``compile=`` of the pipeline as a torch.compile mode (None: do not compile)."""
+    if compile is False or compile is None:
+        return None
+    if compile is True:
+        return "default"
+    if compile not in COMPILE_MODES:
+        raise ValueError(
+            f"unknown compile mode {compile!r}; choose True, False or one of "
+            f"{', '.join(COMPILE_MODES)}"
+        )
+    return str(compile)
+
+
+class CudaGraphModel:
+    """``model(x, t)`` replayed from one CUDA graph per input signature (shape, dtype, stride).
+
+    The first call of a signature warms the model up on a side stream (cuDNN autotuning,
+    allocator) and captures it; later calls copy x and t into the captured input buffers, replay,
+    and return a copy of the output (samplers keep earlier outputs in their history). A stride-0
+    time (one time for the batch, as the samplers pass it) is captured as such, so the UNet's
+    shared-time path is the one in the graph.
+    """
+
+    def __init__(self, model: Model, warmup: int = 2) -> None:
+        self.model = model
+        self.warmup = warmup
+        self._graphs: dict[tuple[Any, ...], tuple[Any, torch.Tensor, torch.Tensor, Any]] = {}
+
+    @staticmethod
+    def _signature(x: torch.Tensor, t: torch.Tensor) -> tuple[Any, ...]:
+        return (x.shape, x.dtype, x.stride(), x.device, t.shape, t.dtype, t.stride())
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs the UNet on a CUDA device, got {x.device}")
+        key = self._signature(x, t)
+        if key not in self._graphs:
+            self._graphs[key] = self._capture(x, t)
+        graph, static_x, static_t, out = self._graphs[key]
+        static_x.copy_(x)
+        _time_storage(static_t).copy_(_time_storage(t))
+        graph.replay()
+        return out.clone()
+
+    def _capture(
+        self, x: torch.Tensor, t: torch.Tensor
+    ) -> tuple[Any, torch.Tensor, torch.Tensor, Any]:
+        static_x = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+        static_x.copy_(x)
+        static_t = _time_like(t)
+        side = torch.cuda.Stream(device=x.device)
+        side.wait_stream(torch.cuda.current_stream(x.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.model(static_x, static_t)
+        torch.cuda.current_stream(x.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.model(static_x, static_t)
+        return graph, static_x, static_t, out
+
+
+def _time_storage(t: torch.Tensor) -> torch.Tensor:
+    """The distinct entries of a (B,) time tensor: one for a stride-0 expand, else all."""
+    return t[:1] if t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0 else t
+
+
+def _time_like(t: torch.Tensor) -> torch.Tensor:
+    """A fresh buffer shaped and strided as t (a stride-0 expand stays one)."""
+    base = _time_storage(t).clone()
+    return base.expand(t.shape) if base.shape != t.shape else base
+
+
+# --- batch size ---------------------------------------------------------------------------------
+
+
+def image_bytes(config: Mapping[str, Any], sample_shape: Sequence[int], dtype: torch.dtype) -> int:
+    """An upper estimate of the memory one image needs in a UNet forward without autograd.
+
+    Live at the peak: every skip tensor of the down path (kept for the up path), plus a working
+    set of a few tensors of the widest level (the concatenated ResNet input, its normalised copy,
+    the conv outputs), plus one attention score matrix per head at an attention level.
+    """
+    _, height, width = sample_shape
+    channels = list(config["block_out_channels"])
+    layers = int(config["layers_per_block"])
+    element = torch.empty((), dtype=dtype).element_size()
+    skips, widest, scores = channels[0] * height * width, 0, 0
+    for level, width_c in enumerate(channels):
+        pixels = (height >> level) * (width >> level)
+        skips += (layers + 1) * width_c * pixels
+        below = channels[min(level + 1, len(channels) - 1)]
+        widest = max(widest, (width_c + below) * pixels)  # the up path's concatenated input
+        if "Attn" in config["down_block_types"][level]:
+            heads = _heads(config, width_c)
+            scores = max(scores, heads * pixels * pixels)
+    return int((skips + 6 * widest + 2 * scores) * element)
+
+
+def _heads(config: Mapping[str, Any], channels: int) -> int:
+    head_dim = config.get("attention_head_dim")
+    return 1 if not head_dim else max(1, channels // int(head_dim))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for tensors on ``device``: the CUDA allocator's view, or available RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 4 GiB
+        return 4 << 30
+
+
+def default_batch_size(
+    device: torch.device | str,
+    dtype: torch.dtype,
+    model: Any,
+    sample_shape: Sequence[int] | None = None,
+    fraction: float = 0.5,
+) -> int:
+    """The number of images per batch that fits ``fraction`` of the free memory on ``device``.
+
+    Per image: `image_bytes` for the UNet plus the sampler's state (x, four ε's of F-PNDM, a
+    stage input and the float32 noise: 8 images in float32). On CPU the result is capped at
+    `CPU_MAX_BATCH`, where larger batches stop paying; on CUDA at `MAX_BATCH`.
+    """
+    device = torch.device(device)
+    config = model.config
+    if sample_shape is None:
+        size = config["sample_size"]
+        height, width = (size, size) if isinstance(size, int) else size
+        sample_shape = (config["in_channels"], height, width)
+    solver = 8 * math.prod(sample_shape) * 4
+    per_image = image_bytes(config, sample_shape, dtype) + solver
+    budget = int(free_memory(device) * fraction)
+    cap = CPU_MAX_BATCH if device.type == "cpu" else MAX_BATCH
+    return max(1, min(cap, budget // per_image))

@@ -1,0 +1,420 @@
+"""The fast path: inference-only UNet rewrites, pipeline options, CUDA graphs, batch sizing.
+
+Everything here runs on the CPU in seconds; CUDA cases are skipped without a GPU, and the real
+torch.compile case is marked slow and skipped unless PNDM_SLOW=1 (compiling the small UNet with
+inductor takes about a minute on two cores).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pndm import PNDMPipeline, PNDMScheduler, UNet2DModel
+from pndm.fast import (
+    CPU_MAX_BATCH,
+    CudaGraphModel,
+    compile_mode,
+    default_batch_size,
+    image_bytes,
+)
+from pndm.models import blocks, inference, unet_2d
+from pndm.models.blocks import SUBPIXEL_MIN_PIXELS, TimeProjections, Upsample2D
+from pndm.models.inference import derived, weight_cache, winograd_conv3x3, winograd_kernels
+from pndm.samplers._common import Grid
+from pndm.samplers.core import transfer
+from pndm.schedule import NoiseSchedule
+
+ATOL = 1e-5  # float32 rewrites: measured differences ~1e-6 (summed taps, folded biases)
+SMALL = {
+    "block_out_channels": (16, 32),
+    "norm_num_groups": 8,
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+    "sample_size": 16,
+}
+# bf16 UNet, float32 solver, images in [0, 1] (u = 2^-8): as tests/test_pipeline.py
+BF16_MAX, BF16_MEAN = 4 * 2**-8, 2**-9
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_unet(**overrides) -> UNet2DModel:
+    torch.manual_seed(0)
+    return UNet2DModel(**{**SMALL, **overrides}).eval()
+
+
+def small_pipe(unet: UNet2DModel | None = None) -> PNDMPipeline:
+    pipe = PNDMPipeline(unet or small_unet(), PNDMScheduler(beta_end=1e-3, skip_prk_steps=True))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def plain_upsample(module: Upsample2D, x: torch.Tensor) -> torch.Tensor:
+    return module.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+# --- sub-pixel upsampling -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(8, 16, 8, 8), (2, 8, 5, 7), (1, 4, 1, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_subpixel_upsample_equals_upsample_then_conv(shape, channels_last) -> None:
+    torch.manual_seed(1)
+    module = Upsample2D(shape[1])
+    x = torch.randn(shape)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    if channels_last:
+        module.to(memory_format=layout)
+    x = x.contiguous(memory_format=layout)
+    with torch.no_grad():
+        got, want = module._subpixel(x), plain_upsample(module, x)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
+    if shape[2] * shape[3] > 1:  # a 1x1 image is both layouts at once
+        assert got.is_contiguous(memory_format=layout)
+
+
+def test_subpixel_runs_only_without_autograd_on_large_cpu_inputs(monkeypatch) -> None:
+    module = Upsample2D(4)
+    used: list[bool] = []
+    original = Upsample2D._subpixel
+    monkeypatch.setattr(
+        Upsample2D, "_subpixel", lambda self, x: used.append(True) or original(self, x)
+    )
+    side = 8
+    big = torch.randn(SUBPIXEL_MIN_PIXELS // side**2, 4, side, side)
+    small = big[:1]
+    with torch.no_grad():
+        module(big)
+        assert used == [True]
+        module(small)  # below the threshold: the weight rearrangement would not pay
+    module(big)  # autograd: the plain path (training keeps its arithmetic)
+    assert used == [True]
+
+
+def test_subpixel_taps_survive_meta_build_and_half_cast(tmp_path) -> None:
+    unet = small_unet()
+    unet.save_pretrained(tmp_path)
+    loaded = UNet2DModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16)
+    ups = [m for m in loaded.modules() if isinstance(m, Upsample2D)]
+    assert ups and all(m.taps.device.type == "cpu" for m in ups)
+    torch.testing.assert_close(ups[0].taps.float(), blocks.phase_taps())
+    assert "taps" not in "".join(loaded.state_dict())
+
+
+# --- Winograd convolution and the scoped weight cache --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "out"), [((2, 8, 6, 4), 5), ((1, 3, 2, 2), 4), ((8, 32, 8, 8), 16)]
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_winograd_equals_direct_convolution(shape, out, bias) -> None:
+    torch.manual_seed(2)
+    conv = torch.nn.Conv2d(shape[1], out, 3, padding=1, bias=bias)
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        bias64 = None if conv.bias is None else conv.bias.double()
+        want = F.conv2d(x.double(), conv.weight.double(), bias64, padding=1)
+        got = winograd_conv3x3(x, winograd_kernels(conv.weight), conv.bias)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+
+
+def test_winograd_runs_only_where_it_pays(monkeypatch) -> None:
+    used: list[tuple[int, ...]] = []
+    real = inference.winograd_conv3x3
+    monkeypatch.setattr(
+        inference, "winograd_conv3x3", lambda x, *a: used.append(tuple(x.shape)) or real(x, *a)
+    )
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1)
+    x = torch.randn(8, 256, 8, 8).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        inference.conv3x3(conv, x)  # no weight cache: the kernel transform would not pay
+        with weight_cache():
+            want = F.conv2d(x, conv.weight, conv.bias, padding=1)
+            torch.testing.assert_close(inference.conv3x3(conv, x), want, rtol=0, atol=ATOL)
+            inference.conv3x3(conv, x.contiguous())  # NCHW
+            inference.conv3x3(conv, x[:4])  # too few pixels
+            inference.conv3x3(torch.nn.Conv2d(256, 128, 3, padding=1), x)  # too few channels
+            inference.conv3x3(torch.nn.Conv2d(256, 256, 3, padding=1, stride=2), x)
+    with weight_cache():
+        inference.conv3x3(conv, x)  # autograd: direct
+    assert used == [(8, 256, 8, 8)]
+
+
+def test_weight_cache_makes_each_derived_weight_once_per_block() -> None:
+    made: list[int] = []
+    module = torch.nn.Linear(2, 2)
+
+    def make() -> torch.Tensor:
+        made.append(1)
+        return module.weight * 2
+
+    derived(module, "double", make)
+    with weight_cache():
+        first = derived(module, "double", make)
+        assert derived(module, "double", make) is first
+        with torch.no_grad():
+            module.weight.add_(1.0)  # inside the block the weights are constants: not seen
+        assert derived(module, "double", make) is first
+    derived(module, "double", make)
+    assert len(made) == 3  # outside: every call; inside: once
+
+
+def test_unet_inside_the_weight_cache_matches() -> None:
+    """A UNet whose 8x8 level takes the Winograd path, channels-last, batch 8."""
+    unet = small_unet(block_out_channels=(32, 256), norm_num_groups=8)
+    unet.to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    t = torch.tensor(321.0).expand(8)
+    with torch.enable_grad():
+        want = unet(x, t).sample.detach()
+    with torch.no_grad(), weight_cache():
+        got = unet(x, t).sample
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
+
+
+# --- fused time projections ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shift", ["default", "scale_shift"])
+@pytest.mark.parametrize("times", ["shared", "per-image"])
+def test_inference_forward_equals_the_autograd_forward(shift, times) -> None:
+    unet = small_unet(resnet_time_scale_shift=shift)
+    x = torch.randn(8, 3, 16, 16)
+    t = torch.tensor(417.0).expand(8) if times == "shared" else torch.linspace(10, 900, 8)
+    with torch.enable_grad():
+        want = unet(x, t).sample.detach()  # the per-ResNet projections, no in-place ops
+    with torch.no_grad():
+        got = unet(x, t).sample
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL)
+
+
+def test_time_condition_is_one_matmul_for_every_resnet() -> None:
+    unet = small_unet()
+    resnets = [m for m in unet.modules() if isinstance(m, blocks.ResnetBlock2D)]
+    with torch.no_grad():
+        cond = unet.time_condition(torch.tensor(5.0).expand(3))
+    assert isinstance(cond, TimeProjections) and cond.shared
+    widths = sum(r.time_emb_proj.out_features for r in resnets)
+    assert cond.values.shape == (1, widths)  # one time: embedded once
+    slots = [r.time_slot for r in resnets]
+    assert slots[0].start == 0 and slots[-1].stop == widths
+    assert all(a.stop == b.start for a, b in zip(slots, slots[1:], strict=False))
+
+
+@pytest.mark.parametrize(
+    ("t", "shared"),
+    [
+        (torch.tensor([3.0]), True),
+        (torch.tensor(3.0).expand(4), True),
+        (torch.full((4,), 3.0), True),  # CPU: compared by value
+        (torch.tensor([3.0, 3.0, 4.0]), False),
+    ],
+)
+def test_one_time_detection(t, shared) -> None:
+    assert unet_2d._one_time(t) is shared
+
+
+# --- the pipeline's fast options ----------------------------------------------------------------
+
+KWARGS = {"batch_size": 2, "num_inference_steps": 4, "seeds": [0, 1], "output_type": "np"}
+
+
+def test_channels_last_option_matches_the_plain_path() -> None:
+    plain = small_pipe()(**KWARGS).images
+    fast = small_pipe()(channels_last=True, **KWARGS).images
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_unet_with_float32_solver(dtype) -> None:
+    plain = small_pipe()(**KWARGS).images
+    pipe = small_pipe().to(dtype)
+    seen: list[torch.dtype] = []
+    fast = pipe(channels_last=True, callback=lambda i, t, x: seen.append(x.dtype), **KWARGS)
+    assert set(seen) == {torch.float32}  # the solver state stays float32
+    err = np.abs(fast.images - plain)
+    u = 2**-8 if dtype == torch.bfloat16 else 2**-11
+    assert err.max() <= 4 * u and err.mean() <= u / 2
+
+
+@pytest.mark.parametrize("method", ["f-pndm", "plms", "ddim"])
+def test_loop_reads_no_tensor_on_the_host_at_batch_two(monkeypatch, method) -> None:
+    """Batch > 1 as well: the UNet learns that the batch shares one time from the stride."""
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("the sampling loop read a tensor value on the host")
+
+    def forbid_after_first_call(i, t, x):
+        if i == 0:
+            for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__"):
+                monkeypatch.setattr(torch.Tensor, name, host_read)
+
+    pipe = small_pipe()
+    pipe(2, 5, seeds=[0, 1], output_type="pt", method=method, callback=forbid_after_first_call)
+    monkeypatch.undo()
+
+
+def test_cuda_graphs_need_cuda() -> None:
+    with pytest.raises(ValueError, match="cuda_graphs=True needs the UNet on a CUDA device"):
+        small_pipe()(cuda_graphs=True, **KWARGS)
+    with pytest.raises(ValueError, match="needs the UNet on a CUDA device"):
+        CudaGraphModel(lambda x, t: x)(torch.zeros(1), torch.zeros(1))
+
+
+def test_compile_modes_are_checked() -> None:
+    assert compile_mode(False) is None and compile_mode(True) == "default"
+    assert compile_mode("reduce-overhead") == "reduce-overhead"
+    with pytest.raises(ValueError, match="unknown compile mode 'fast'; choose True, False or"):
+        small_pipe()(compile="fast", **KWARGS)
+
+
+def test_compile_mode_is_passed_and_cached(monkeypatch) -> None:
+    calls: list = []
+
+    def fake_compile(module, mode=None):
+        calls.append(mode)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    pipe = small_pipe()
+    pipe(compile="max-autotune-no-cudagraphs", **KWARGS)
+    pipe(compile="max-autotune-no-cudagraphs", **KWARGS)
+    pipe(compile=True, **KWARGS)
+    assert calls == ["max-autotune-no-cudagraphs", None]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("PNDM_SLOW"), reason="inductor compile: set PNDM_SLOW=1")
+def test_torch_compile_on_cpu_matches() -> None:
+    plain = small_pipe()(**KWARGS).images
+    fast = small_pipe()(channels_last=True, compile=True, **KWARGS).images
+    np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-4)
+
+
+# --- solver precomputation ----------------------------------------------------------------------
+
+
+def test_midpoint_transfer_is_precomputed_and_equal() -> None:
+    schedule = NoiseSchedule.from_config({})
+    x, eps = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    grid = Grid.build(x, torch.tensor([900.0, 600.0, 300.0, -1.0]), schedule, midpoints=True)
+    for n in range(grid.steps):
+        a, a_mid = grid.alpha_bar[n], grid.mid_alpha_bar[n]
+        assert torch.equal(grid.transfer_mid(x, eps, n), transfer(x, eps, a, a_mid))
+
+
+# --- batch size ---------------------------------------------------------------------------------
+
+
+def test_default_batch_size_follows_free_memory(monkeypatch) -> None:
+    unet = small_unet()
+    per_image = image_bytes(unet.config, (3, 16, 16), torch.float32)
+    monkeypatch.setattr("pndm.fast.free_memory", lambda device: 10 * per_image)
+    assert 1 <= default_batch_size("cpu", torch.float32, unet) <= 5
+    monkeypatch.setattr("pndm.fast.free_memory", lambda device: 0)
+    assert default_batch_size("cpu", torch.float32, unet) == 1
+    monkeypatch.setattr("pndm.fast.free_memory", lambda device: 1 << 50)
+    assert default_batch_size("cpu", torch.float32, unet) == CPU_MAX_BATCH
+
+
+def test_image_bytes_scales_with_size_and_dtype() -> None:
+    config = small_unet().config
+    base = image_bytes(config, (3, 16, 16), torch.float32)
+    assert image_bytes(config, (3, 32, 32), torch.float32) > 3 * base
+    assert image_bytes(config, (3, 16, 16), torch.bfloat16) == base // 2
+
+
+# --- CUDA ---------------------------------------------------------------------------------------
+
+
+@cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_graphs_match_eager_without_sync(dtype) -> None:
+    eager = small_pipe().to("cuda", dtype)(**KWARGS).images
+    pipe = small_pipe().to("cuda", dtype)
+    pipe(cuda_graphs=True, channels_last=True, **KWARGS)  # capture
+
+    def strict_after_first_call(i, t, x):
+        if i == 0:
+            torch.cuda.set_sync_debug_mode("error")
+
+    try:
+        graphed = pipe(
+            cuda_graphs=True, channels_last=True, callback=strict_after_first_call, **KWARGS
+        ).images
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    np.testing.assert_allclose(
+        graphed, eager, rtol=0, atol=1e-4 if dtype == torch.float32 else 2e-2
+    )
+
+
+@cuda
+@pytest.mark.gpu
+def test_cuda_default_batch_size_fits() -> None:
+    unet = small_unet().to("cuda")
+    batch = default_batch_size("cuda", torch.float32, unet)
+    assert batch >= 1
+    small_pipe(unet)(batch_size=min(batch, 64), num_inference_steps=2, output_type="pt")
+
+
+# --- CLI ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("model") / "small"
+    small_pipe().save_pretrained(folder)
+    return folder
+
+
+def cli_sample(model_dir, *args: str) -> int:
+    from pndm.cli import main
+
+    return main(["sample", "--model", str(model_dir), "--steps", "3", "--no-progress", *args])
+
+
+def test_cli_default_batch_size_is_memory_aware(model_dir, tmp_path, monkeypatch) -> None:
+    from pndm import sampling
+
+    sizes: list[int] = []
+    real = sampling._sample
+    monkeypatch.setattr("pndm.fast.default_batch_size", lambda device, dtype, unet: 3)
+    monkeypatch.setattr(
+        sampling,
+        "_sample",
+        lambda pipe, seeds, *a: sizes.append(len(seeds)) or real(pipe, seeds, *a),
+    )
+    assert cli_sample(model_dir, "--num-images", "7", "--out", str(tmp_path / "a.npz")) == 0
+    assert sizes == [3, 3, 1]
+
+
+def test_cli_fast_options(model_dir, tmp_path, capsys) -> None:
+    plain, fast = tmp_path / "plain.npz", tmp_path / "fast.npz"
+    assert cli_sample(model_dir, "--num-images", "2", "--out", str(plain)) == 0
+    assert cli_sample(model_dir, "--num-images", "2", "--channels-last", "--out", str(fast)) == 0
+    a, b = np.load(plain)["arr_0"].astype(int), np.load(fast)["arr_0"].astype(int)
+    assert np.abs(a - b).max() <= 1  # float32 rounding may flip a uint8 level
+    capsys.readouterr()
+    code = cli_sample(
+        model_dir, "--num-images", "1", "--cuda-graphs", "--out", str(tmp_path / "c.npz")
+    )
+    err = capsys.readouterr().err
+    assert code != 0 and "cuda_graphs=True needs the UNet on a CUDA device" in err
