@@ -17,32 +17,14 @@ from safetensors.torch import save_file
 
 from pndm import io
 from pndm.models.legacy import convert_legacy_state_dict
-from pndm.models.unet_2d import UNet2DModel, UNet2DOutput
+from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG, UNet2DModel, UNet2DOutput
 
 diffusers = pytest.importorskip("diffusers")
 DiffusersUNet = diffusers.UNet2DModel
 
 ATOL = 1e-5  # float32 on CPU; measured differences are ~1e-6 (see the report in the PR)
 
-CIFAR10 = {  # google/ddpm-cifar10-32 (diffusers-compat.md section 6)
-    "act_fn": "silu",
-    "attention_head_dim": None,
-    "block_out_channels": [128, 256, 256, 256],
-    "center_input_sample": False,
-    "down_block_types": ["DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"],
-    "downsample_padding": 0,
-    "flip_sin_to_cos": False,
-    "freq_shift": 1,
-    "in_channels": 3,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-06,
-    "norm_num_groups": 32,
-    "out_channels": 3,
-    "sample_size": 32,
-    "time_embedding_type": "positional",
-    "up_block_types": ["UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"],
-}
+CIFAR10 = DDPM_CIFAR10_CONFIG
 
 SMALL = {  # two levels, attention at the coarse one
     "block_out_channels": (16, 32),
