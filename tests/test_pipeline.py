@@ -471,9 +471,13 @@ def test_compile_is_cached_on_the_pipeline(small_pipe, monkeypatch) -> None:
     assert len(compiled) == 2 and compiled[1] is small_pipe.unet  # a new UNet is recompiled
 
 
-@pytest.mark.parametrize("method", ["f-pndm", "plms", "ipndm"])
-def test_sampling_loop_reads_no_tensor_on_the_host(small_pipe, monkeypatch, method) -> None:
-    """After the first model call nothing reads a tensor value on the host (no device sync)."""
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("method", ["f-pndm", "plms", "ipndm", "ddim"])
+def test_sampling_loop_reads_no_tensor_on_the_host(small_pipe, monkeypatch, method, batch) -> None:
+    """After the first model call nothing reads a tensor value on the host (no device sync).
+
+    Batch 2 as well: the UNet must learn that the batch shares one time from the stride alone.
+    """
 
     def host_read(*args, **kwargs):
         raise AssertionError("the sampling loop read a tensor value on the host")
@@ -483,8 +487,9 @@ def test_sampling_loop_reads_no_tensor_on_the_host(small_pipe, monkeypatch, meth
             for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__"):
                 monkeypatch.setattr(torch.Tensor, name, host_read)
 
+    seeds = list(range(batch))
     out = small_pipe(
-        1, 6, seeds=[0], output_type="pt", method=method, callback=forbid_after_first_call
+        batch, 6, seeds=seeds, output_type="pt", method=method, callback=forbid_after_first_call
     )
     monkeypatch.undo()
     assert bool(torch.isfinite(out.images).all())
