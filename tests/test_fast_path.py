@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_unet import SMALL  # the same two-level test UNet
 
 from pndm import PNDMPipeline, PNDMScheduler, UNet2DModel
 from pndm.fast import (
@@ -30,14 +31,6 @@ from pndm.samplers.core import transfer
 from pndm.schedule import NoiseSchedule
 
 ATOL = 1e-5  # float32 rewrites: measured differences ~1e-6 (summed taps, folded biases)
-SMALL = {
-    "block_out_channels": (16, 32),
-    "norm_num_groups": 8,
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
-    "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
-    "sample_size": 16,
-}
 # bf16 UNet, float32 solver, images in [0, 1] (u = 2^-8): as tests/test_pipeline.py
 BF16_MAX, BF16_MEAN = 4 * 2**-8, 2**-9
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
