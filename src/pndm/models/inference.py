@@ -4,18 +4,23 @@
 derived from them (Winograd kernels, sub-pixel kernels, the stacked time projections) are made
 on first use and reused by every later model call, then dropped on exit, so nothing can go stale
 across runs. Outside the block everything is computed per call, and Winograd is not used (its
-kernel transform would cost about what it saves).
+kernel transform would cost about what it saves). Inside it, big temporaries come from reused
+`scratch` buffers instead of fresh allocations that the OS would page in again at every layer.
 
-Winograd F(2x2, 3x3) (Lavin & Gray 2016): a 3x3 convolution over 2x2 output tiles as 16 matrix
-products on transformed 4x4 input tiles, 2.25x fewer multiply-adds than direct convolution and,
-in float32, a smaller rounding error than oneDNN's direct kernel (max 3e-6 against 2e-5 on
-unit-variance inputs). The transforms are memory passes, so it pays only where the channel
-counts make the matrix products dominate: measured on a 2-core AVX2 CPU, batch 8, channels-last,
-1.4-1.6x for 256 output channels at 16x16 and 8x8, 0.65-1.1x at 32x32 with 128 channels.
+Winograd F(4x4, 3x3) (Lavin & Gray 2016): a 3x3 convolution over 4x4 output tiles as 36 matrix
+products on transformed 6x6 input tiles, 4x fewer multiply-adds than direct convolution. The
+interpolation points 0, 1, -1, 1/2, -2 (and infinity) keep the float32 rounding error near the
+direct kernel's (max 1.3-2.0e-5 against oneDNN's 0.7-1.4e-5 on unit-variance inputs with
+He-scaled weights, 128-512 channels; the textbook points 0, +-1, +-2 give 4-5e-5). Every
+transform is a matrix product too, so nothing runs as slow elementwise passes. Measured on a
+2-core AVX2 CPU, channels-last float32, batch 8 (`benchmarks/winograd.py`): 1.2-2.3x faster than
+oneDNN's direct kernel from 128 channels at 32x32 down to 256 channels at 4x4; below about 64
+for C_in C_out / (C_in + C_out) it loses.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -30,8 +35,8 @@ _CACHE: ContextVar[dict[tuple[int, str], torch.Tensor] | None] = ContextVar(
 )
 # Winograd pays where C_in C_out / (C_in + C_out), the matrix products' work per byte moved by
 # the transforms, reaches this, and the batch has at least this many input pixels (measured).
-WINOGRAD_MIN_CHANNEL_RATIO = 100
-WINOGRAD_MIN_PIXELS = 512
+WINOGRAD_MIN_CHANNEL_RATIO = 64
+WINOGRAD_MIN_PIXELS = 256
 
 
 @contextmanager
@@ -66,26 +71,71 @@ def derived(module: nn.Module, kind: str, make: Callable[[], torch.Tensor]) -> t
     return cache[key]
 
 
+def scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised ``like``-typed tensor for temporaries that die within one call.
+
+    Inside `weight_cache` one growing buffer per name is reused: a fresh multi-MiB allocation
+    is page-faulted in again at every layer, which measured up to 7x the cost of the arithmetic
+    on it. Callers must not return views of it.
+    """
+    cache = _CACHE.get()
+    if cache is None or torch.compiler.is_compiling():
+        return like.new_empty(shape)
+    numel, key = math.prod(shape), (0, f"scratch:{name}")
+    buffer = cache.get(key)
+    if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype:
+        buffer = cache[key] = like.new_empty(numel)
+    return buffer[:numel].view(shape)
+
+
 def is_channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-# --- Winograd F(2x2, 3x3) -----------------------------------------------------------------------
+# --- Winograd F(4x4, 3x3) -----------------------------------------------------------------------
 
-# Kernel transform G (4x3): U = G g G^T per (C_out, C_in) pair.
-_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+# Y = A^T [(G g G^T) * (B^T d B)] A for a 6x6 input tile d and a 3x3 kernel g (points 0, 1, -1,
+# 1/2, -2, infinity): the Toom-Cook matrices, exact in binary except G (made once per run).
+_BT = (
+    (1.0, -1.5, -2.0, 1.5, 1.0, 0.0),
+    (0.0, -1.0, 0.5, 2.5, 1.0, 0.0),
+    (0.0, 1.0, -2.5, 0.5, 1.0, 0.0),
+    (0.0, -2.0, -1.0, 2.0, 1.0, 0.0),
+    (0.0, 0.5, -1.0, -0.5, 1.0, 0.0),
+    (0.0, 1.0, -1.5, -2.0, 1.5, 1.0),
+)
+_G = (
+    (1.0, 0.0, 0.0),
+    (1 / 3, 1 / 3, 1 / 3),
+    (-1 / 3, 1 / 3, -1 / 3),
+    (-16 / 15, -8 / 15, -4 / 15),
+    (1 / 15, -2 / 15, 4 / 15),
+    (0.0, 0.0, 1.0),
+)
+_AT = (
+    (1.0, 1.0, 1.0, 1.0, 1.0, 0.0),
+    (0.0, 1.0, -1.0, 0.5, -2.0, 0.0),
+    (0.0, 1.0, 1.0, 0.25, 4.0, 0.0),
+    (0.0, 1.0, -1.0, 0.125, -8.0, 1.0),
+)
+B_T = torch.tensor(_BT)  # float32 CPU, the only place the transforms run
+A_T2 = torch.kron(torch.tensor(_AT), torch.tensor(_AT))  # (16, 36): both output transforms
+# Output pixels per chunk of the batch: larger chunks fall out of the cache (measured: 32 images
+# of 128 channels at 32x32 run at 0.7x in one piece, 1.25x in chunks of 8).
+WINOGRAD_CHUNK_PIXELS = 8192
 
 
 def winograd_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """(16, C_in, C_out): the transformed 3x3 kernels G g G^T, tile position first."""
-    g = weight.new_tensor(_G)  # made once per run inside weight_cache, never per step
-    u = torch.einsum("au,oiuv,bv->abio", g, weight, g)
-    return u.reshape(16, weight.shape[1], weight.shape[0])
+    """(36, C_in, C_out): the transformed 3x3 kernels G g G^T (in float64), tile position first."""
+    g = torch.tensor(_G, dtype=torch.float64)  # made once per run inside weight_cache
+    u = torch.einsum("au,oiuv,bv->abio", g, weight.double(), g)
+    return u.reshape(36, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
 
 
 def use_winograd(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether `conv(x)` runs as Winograd: a 3x3 stride-1 'same' conv, channels-last float32 on
-    the CPU, without autograd, inside `weight_cache`, where it measurably pays (see above)."""
+    the CPU, H and W multiples of 4, without autograd, inside `weight_cache`, where it measurably
+    pays (see above)."""
     b, c, h, w = x.shape
     k = conv.out_channels
     shape_ok = conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
@@ -96,8 +146,8 @@ def use_winograd(conv: nn.Conv2d, x: torch.Tensor) -> bool:
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
-        and h % 2 == 0
-        and w % 2 == 0
+        and h % 4 == 0
+        and w % 4 == 0
         and b * h * w >= WINOGRAD_MIN_PIXELS
         and c * k >= WINOGRAD_MIN_CHANNEL_RATIO * (c + k)
         and is_channels_last(x)
@@ -118,50 +168,42 @@ def conv3x3(conv: nn.Conv2d, x: torch.Tensor, bias: Any = "own") -> torch.Tensor
 def winograd_conv3x3(
     x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """3x3 'same' convolution of channels-last x (B, C, H, W), H and W even, as F(2x2, 3x3).
+    """3x3 'same' convolution of float32 CPU x (B, C, H, W), H and W multiples of 4, as
+    F(4x4, 3x3) with `winograd_kernels`; over chunks of the batch. Returns channels-last."""
+    b, _, h, w = x.shape
+    if h % 4 or w % 4:
+        raise ValueError(f"Winograd F(4x4, 3x3) needs H and W multiples of 4, got {h}x{w}")
+    out = x.new_empty((b, h, w, kernels.shape[2]))  # NHWC
+    step = max(1, WINOGRAD_CHUNK_PIXELS // (h * w))
+    for start in range(0, b, step):
+        _winograd_chunk(x[start : start + step], kernels, bias, out[start : start + step])
+    return out.permute(0, 3, 1, 2)
 
-    Input tiles d (4x4, stride 2) -> V = B^T d B, per tile position a matrix product with the
-    kernels U, then Y = A^T M A (2x2 outputs), with B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],
-    [0,1,0,-1]] and A^T = [[1,1,1,0],[0,1,-1,-1]], each applied separably along rows then
-    columns on strided views. Returns channels-last (B, C_out, H, W).
-    """
+
+def _winograd_chunk(
+    x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
+) -> None:
+    """out (B, H, W, K) = conv(x). Input tiles (stride 4) -> V = B^T d B, as a product along the
+    rows then the columns; per tile position M = V U; Y = A^T M A as one product with A^T (x) A^T;
+    then Y is laid out into ``out`` (+ bias)."""
     b, c, h, w = x.shape
-    nh, nw, k = h // 2, w // 2, kernels.shape[2]
-    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # (B, H+2, W+2, C), contiguous
-    v = _input_transform(padded, nh, nw)  # (16, B nh nw, C)
-    m = torch.bmm(v, kernels).view(4, 4, b, nh, nw, k)
-    out = torch.empty((b, nh, 2, nw, 2, k), dtype=x.dtype, device=x.device)  # NHWC of (H, W)
-    _output_transform(m, out, bias)
-    return out.view(b, h, w, k).permute(0, 3, 1, 2)
-
-
-def _input_transform(padded: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
-    b, _, _, c = padded.shape
-    rows = padded.new_empty((4, b, nh, padded.shape[2], c))
-    _bt(padded, 1, 2 * nh, rows)
-    tiles = padded.new_empty((4, 4, b, nh, nw, c))
-    _bt(rows, 3, 2 * nw, tiles.transpose(0, 1))
-    return tiles.view(16, b * nh * nw, c)
-
-
-def _bt(src: torch.Tensor, dim: int, span: int, out: torch.Tensor) -> None:
-    """out[j] = (B^T d)_j along ``dim`` of src, d_k = src[2i + k] (tiles i); out: 4 x src shape."""
-    step = (slice(None),) * dim + (slice(None, None, 2),)
-    d = [src.narrow(dim, k, span - 1)[step] for k in range(4)]  # d_k[i] = src[2i + k]
-    torch.sub(d[0], d[2], out=out[0])
-    torch.add(d[1], d[2], out=out[1])
-    torch.sub(d[2], d[1], out=out[2])
-    torch.sub(d[1], d[3], out=out[3])
-
-
-def _output_transform(m: torch.Tensor, out: torch.Tensor, bias: torch.Tensor | None) -> None:
-    """out (B, nh, 2, nw, 2, K) = A^T M A (+ bias); M (4, 4, B, nh, nw, K)."""
-    rows = m.new_empty((2,) + m.shape[1:])  # A^T along the first tile axis
-    torch.add(m[1], m[2], out=rows[0]).add_(m[0])
-    torch.sub(m[1], m[2], out=rows[1]).sub_(m[3])
-    for phase, sign in ((0, 1.0), (1, -1.0)):  # A^T along the second tile axis
-        dst = out.select(4, phase).permute(2, 0, 1, 3, 4)  # (2, B, nh, nw, K) view of out
-        torch.add(rows[:, 1], rows[:, 2], alpha=sign, out=dst)
-        dst.add_(rows[:, 0] if phase == 0 else rows[:, 3], alpha=sign)
-        if bias is not None:
-            dst.add_(bias)
+    nh, nw, k = h // 4, w // 4, kernels.shape[2]
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(b, h + 2, (w + 2) * c)
+    row_tiles = padded.unfold(1, 6, 4).transpose(2, 3)  # (B, nh, 6, (W+2) C), rows 4i..4i+5
+    rows = scratch("rows", (b, nh, 6, (w + 2) * c), x)
+    for image in range(b):  # one image at a time: its tiles have one stride
+        torch.matmul(B_T, row_tiles[image], out=rows[image])
+    rows = rows.view(b * nh * 6, w + 2, c)
+    v = scratch("tiles", (nw, b * nh * 6, 6, c), x)  # memory order (j, B, i, a, b, C)
+    for j in range(nw):
+        torch.matmul(B_T, rows[:, 4 * j : 4 * j + 6], out=v[j])
+    m = scratch("products", (36, nw * b * nh, k), x)
+    torch.bmm(v.view(nw * b * nh, 36, c).transpose(0, 1), kernels, out=m)  # per tile position
+    y = scratch("outputs", (16, nw * b * nh * k), x)
+    torch.mm(A_T2, m.view(36, -1), out=y)
+    y = y.view(4, 4, nw, b, nh, k)
+    dst = out.view(b, nh, 4, nw, 4, k).permute(2, 4, 3, 0, 1, 5)  # (p, q, j, B, i, K) view
+    if bias is None:
+        dst.copy_(y)
+    else:
+        torch.add(y, bias, out=dst)
