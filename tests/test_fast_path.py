@@ -8,6 +8,7 @@ inductor takes about a minute on two cores).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -332,6 +333,28 @@ def test_compile_mode_is_passed_and_cached(monkeypatch) -> None:
     pipe(compile="max-autotune-no-cudagraphs", **KWARGS)
     pipe(compile=True, **KWARGS)
     assert calls == ["max-autotune-no-cudagraphs", None]
+
+
+def test_compiled_unet_is_one_graph_for_every_step_and_run(monkeypatch) -> None:
+    """torch.compile traces the UNet as one graph: no graph break (the weight cache is not
+    touched while compiling) and no recompilation when the time, the step count or the run
+    changes. Dynamo's real tracing, with a backend that counts the graphs it is handed."""
+    import torch._dynamo
+
+    graphs: list[int] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        graphs.append(len(gm.graph.nodes))
+        return gm.forward
+
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: real(module, backend=backend))
+    torch._dynamo.reset()
+    pipe = small_pipe()
+    for steps in (3, 5):
+        pipe(compile=True, channels_last=True, **{**KWARGS, "num_inference_steps": steps})
+    torch._dynamo.reset()
+    assert len(graphs) == 1 and graphs[0] > 100  # the whole UNet, once
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ def weight_cache() -> Iterator[None]:
 
 
 def cache_active() -> bool:
-    return _CACHE.get() is not None and not torch.compiler.is_compiling()
+    return not torch.compiler.is_compiling() and _CACHE.get() is not None
 
 
 def derived(module: nn.Module, kind: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -59,8 +59,10 @@ def derived(module: nn.Module, kind: str, make: Callable[[], torch.Tensor]) -> t
     Only CPU results are kept: a CUDA graph may capture a derived weight, which must then live as
     long as the graph, not as long as the block.
     """
+    if torch.compiler.is_compiling():  # first: dynamo cannot trace ContextVar.get (graph break)
+        return make()
     cache = _CACHE.get()
-    if cache is None or torch.compiler.is_compiling():
+    if cache is None:
         return make()
     key = (id(module), kind)
     if key not in cache:
@@ -78,8 +80,10 @@ def scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     is page-faulted in again at every layer, which measured up to 7x the cost of the arithmetic
     on it. Callers must not return views of it.
     """
+    if torch.compiler.is_compiling():
+        return like.new_empty(shape)
     cache = _CACHE.get()
-    if cache is None or torch.compiler.is_compiling():
+    if cache is None:
         return like.new_empty(shape)
     numel, key = math.prod(shape), (0, f"scratch:{name}")
     buffer = cache.get(key)
