@@ -18,6 +18,10 @@ resident-set growth during one call (sampled every 2 ms). TFLOP/s: the UNet's no
 (counted on diffusers' forward; 2 FLOPs per multiply-add) times the model calls, over the time;
 against the card's dense bf16 peak where the card is known (none for CPUs).
 
+Everything but the UNet: ours_fast's pipeline once more with the UNet's forward replaced by a
+constant output (noise, grid, ε wrapper, solver, post-processing), per model call and as a
+fraction of ours_fast's time per model call: an upper bound on the solver's work between calls.
+
 Quality guard: max and mean |ours_fast - ours| on the 0..255 pixel scale (same seeds), and
 max |ours - diffusers|, |ours_fast - diffusers| on the [0, 1] images.
 
@@ -203,6 +207,26 @@ def make_variants(args: argparse.Namespace, device: torch.device, skip_prk: bool
     }
 
 
+def without_unet(args: argparse.Namespace, device: torch.device, skip_prk: bool) -> dict:
+    """ms per model call of ours_fast's pipeline when the UNet costs nothing (its forward returns
+    a constant), fastest of the repeats after a warm-up."""
+    dtype = DTYPES[args.dtype]
+    unet = pndm.UNet2DModel(**CIFAR10).eval().to(device, dtype)
+    out = torch.zeros(args.batch_size, 3, 32, 32, device=device, dtype=dtype)
+    unet.forward = lambda *_, **__: (out,)  # instance attribute: hooks still see each call
+    pipe = pndm.PNDMPipeline(unet, pndm.PNDMScheduler(skip_prk_steps=skip_prk))
+    pipe.set_progress_bar_config(disable=True)
+    options = {"channels_last": not args.no_channels_last}
+
+    def run(seed: int) -> np.ndarray:
+        gen = torch.Generator("cpu").manual_seed(seed)
+        return pipe(args.batch_size, args.steps, gen, output_type="np", **options).images
+
+    calls = count_calls(unet, lambda: run(args.seed))
+    best = min(timed(run, args.seed, device)[0] for _ in range(args.repeats))
+    return {"model_calls": calls, "ms_per_model_call": 1e3 * best / calls}
+
+
 def fast_options(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     options: dict[str, Any] = {"channels_last": not args.no_channels_last}
     if args.compile:
@@ -247,6 +271,11 @@ def measure(args: argparse.Namespace, device: torch.device, skip_prk: bool) -> d
             result["variants"][name]["seconds"].append(seconds)
         print(f"  repeat {r + 1}/{args.repeats} done", file=sys.stderr)
     summarise(result, args, images)
+    overhead = without_unet(args, device, skip_prk)
+    overhead["fraction_of_ours_fast_call"] = (
+        overhead["ms_per_model_call"] / result["variants"]["ours_fast"]["ms_per_model_call"]
+    )
+    result["without_unet"] = overhead
     return result
 
 
@@ -381,6 +410,11 @@ def print_table(report: dict[str, Any]) -> None:
             f"| {label} | quality | fast vs fp32 max {q['fast_vs_ours_float32_max_px']:.3f} px, "
             f"mean {q['fast_vs_ours_float32_mean_px']:.4f} px; max |ours - diffusers| "
             f"{q['ours_vs_diffusers_max_abs']:.2e} | | | | | |"
+        )
+        o = case["without_unet"]
+        print(
+            f"| {label} | all but the UNet | {o['model_calls']} | | {o['ms_per_model_call']:.2f} "
+            f"| | | {100 * o['fraction_of_ours_fast_call']:.2f}% of ours_fast's ms/call |"
         )
 
 

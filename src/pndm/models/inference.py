@@ -127,13 +127,22 @@ A_T2 = torch.kron(torch.tensor(_AT), torch.tensor(_AT))  # (16, 36): both output
 # Output pixels per chunk of the batch: larger chunks fall out of the cache (measured: 32 images
 # of 128 channels at 32x32 run at 0.7x in one piece, 1.25x in chunks of 8).
 WINOGRAD_CHUNK_PIXELS = 8192
+KERNEL_CHUNK_COLUMNS = 32768  # 9 MB of float64 per product
 
 
 def winograd_kernels(weight: torch.Tensor) -> torch.Tensor:
-    """(36, C_in, C_out): the transformed 3x3 kernels G g G^T (in float64), tile position first."""
+    """(36, C_in, C_out): the transformed 3x3 kernels G g G^T, tile position first; float64
+    products with G (x) G (36 x 9), each rounded once to the weight's dtype. In column chunks:
+    one whole float64 product of a 512x256 layer is 38 MB, 4x slower than cache-sized pieces."""
+    k, c = weight.shape[:2]
     g = torch.tensor(_G, dtype=torch.float64)  # made once per run inside weight_cache
-    u = torch.einsum("au,oiuv,bv->abio", g, weight.double(), g)
-    return u.reshape(36, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+    gg = torch.kron(g, g)
+    taps = weight.detach().permute(2, 3, 1, 0).reshape(9, c * k)  # (u v, C_in C_out)
+    out = weight.new_empty((36, c * k))
+    for start in range(0, c * k, KERNEL_CHUNK_COLUMNS):
+        part = slice(start, start + KERNEL_CHUNK_COLUMNS)
+        out[:, part] = gg @ taps[:, part].double()
+    return out.view(36, c, k)
 
 
 def use_winograd(conv: nn.Conv2d, x: torch.Tensor) -> bool:
