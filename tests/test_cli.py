@@ -44,6 +44,14 @@ def test_console_script_help() -> None:
     assert result.returncode == 0 and "train" in result.stdout and "info" in result.stdout
 
 
+def test_help_does_not_import_torch() -> None:
+    """Building every subcommand's parser (all that --help needs) leaves torch unimported."""
+    code = "import sys, pndm.cli; pndm.cli.build_parser(); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [

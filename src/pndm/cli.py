@@ -51,7 +51,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _train_defaults() -> dict[str, Any]:
-    from pndm.train import TrainConfig
+    from pndm.train_config import TrainConfig
 
     return {f.name: f.default for f in fields(TrainConfig) if f.name != "extra"}
 

@@ -24,11 +24,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from pndm.io import PathLike, remove_entries
+
+if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
+    import torch
 
 # Where a checkpoint nests the model's weights; EMA weights are what the original code samples with.
 EMA_KEYS = ("ema", "ema_model", "ema_state_dict", "model_ema")
@@ -105,6 +106,8 @@ def scheduler_config(alpha_index_offset: int = 1) -> dict[str, Any]:
 
 def load_checkpoint(path: PathLike) -> Any:
     """``torch.load(weights_only=True)`` on CPU; clear errors for missing or unreadable files."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -115,6 +118,8 @@ def load_checkpoint(path: PathLike) -> Any:
 
 
 def _is_tensor_dict(obj: Any) -> bool:
+    import torch
+
     return isinstance(obj, Mapping) and bool(obj) and all(torch.is_tensor(v) for v in obj.values())
 
 
@@ -281,6 +286,8 @@ def convert_state_dict(
     state: Mapping[str, Any], config: OriginalConfig, source: PathLike = "checkpoint"
 ) -> torch.nn.Module:
     """A ``pndm.UNet2DModel`` holding the original weights; strict key and shape checks."""
+    import torch
+
     from pndm.models.unet_2d import UNet2DModel
 
     with torch.device("meta"):
