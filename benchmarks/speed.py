@@ -7,7 +7,7 @@ process. The variants alternate within every repeat (their order rotates), after
 each (where torch.compile and CUDA-graph capture happen). Variants:
 
     diffusers   diffusers.PNDMPipeline, float32
-    ours        pndm.PNDMPipeline, default options (float32, NCHW)
+    ours        pndm.PNDMPipeline, default options (float32; on the CPU channels-last inputs)
     ours_fast   pndm.PNDMPipeline with the fast options: --dtype weights/activations (solver in
                 float32), channels_last, --compile, CUDA graphs on CUDA (--no-cuda-graphs)
 

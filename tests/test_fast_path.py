@@ -7,6 +7,7 @@ inductor takes about a minute on two cores).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 
@@ -288,10 +289,29 @@ def test_one_time_detection(t, shared) -> None:
 KWARGS = {"batch_size": 2, "num_inference_steps": 4, "seeds": [0, 1], "output_type": "np"}
 
 
-def test_channels_last_option_matches_the_plain_path() -> None:
-    plain = small_pipe()(**KWARGS).images
-    fast = small_pipe()(channels_last=True, **KWARGS).images
+@pytest.mark.parametrize("channels_last", [True, None])
+def test_channels_last_option_matches_the_plain_path(channels_last) -> None:
+    """True and the CPU default (None) against NCHW, on a UNet with a Winograd level."""
+    unet = small_unet(block_out_channels=(32, 256), norm_num_groups=8)
+    args = {**KWARGS, "batch_size": 8, "seeds": list(range(8))}
+    plain = small_pipe(copy.deepcopy(unet))(channels_last=False, **args).images
+    fast = small_pipe(unet)(channels_last=channels_last, **args).images
     np.testing.assert_allclose(fast, plain, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize(
+    ("option", "inputs_last", "weights_last"),
+    [(None, True, False), (False, False, False), (True, True, True)],
+)
+def test_channels_last_layouts_on_the_cpu(option, inputs_last, weights_last) -> None:
+    """By default the CPU gets channels-last inputs and the UNet is left as it is."""
+    pipe = small_pipe()
+    seen: list[bool] = []
+    pipe.unet.register_forward_pre_hook(lambda m, a: seen.append(inference.is_channels_last(a[0])))
+    pipe(channels_last=option, **KWARGS)
+    assert set(seen) == {inputs_last}
+    weight = pipe.unet.conv_in.weight
+    assert inference.is_channels_last(weight) is weights_last
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

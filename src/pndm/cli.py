@@ -257,7 +257,12 @@ def _add_sample(subparsers: Subparsers) -> None:
         help="UNet weights and activations dtype (the solver stays float32)",
     )
     fast = p.add_argument_group("fast path (off by default)")
-    fast.add_argument("--channels-last", action="store_true", help="channels-last UNet and inputs")
+    fast.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="channels-last UNet and inputs (default: channels-last inputs on the CPU only)",
+    )
     fast.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (slow first batch)"
     )

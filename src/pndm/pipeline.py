@@ -15,9 +15,11 @@ state to fp16 instead would round x_n at every step, and the PNDM history (four 
 weights up to 59/24) amplifies that. A float64 UNet gets a float64 solver.
 
 Speed. The samplers precompute their coefficients on the device before the loop, so a step is only
-tensor arithmetic: no host-device sync, no tensor built from Python numbers. Opt-in fast paths:
+tensor arithmetic: no host-device sync, no tensor built from Python numbers. On the CPU the UNet
+gets channels-last inputs by default (its weights untouched), which is what lets its wide 3x3
+convolutions run as Winograd (`pndm.models.inference`). Opt-in fast paths:
 ``channels_last=True`` converts the UNet (in place; it stays converted) and feeds it
-channels-last inputs; ``cuda_graphs=True`` replays each model call from a CUDA graph
+channels-last inputs on any device; ``cuda_graphs=True`` replays each model call from a CUDA graph
 (`pndm.fast.CudaGraphModel`, captured once per input shape and cached on the pipeline);
 ``compile=True`` (or a torch.compile mode) runs ``torch.compile(unet)``, compiled once and cached on
 the pipeline for later calls. Within a call the UNet's weights are constants
@@ -190,7 +192,7 @@ class PNDMPipeline:
         latents: torch.Tensor | None = None,
         timesteps: Sequence[float] | None = None,
         callback: Callback | None = None,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
         compile: bool | str = False,
         cuda_graphs: bool = False,
         **method_options: Any,
@@ -214,7 +216,9 @@ class PNDMPipeline:
             callback: ``callback(i, t, x)`` before every model call: i counts calls from 0
                 (one step of a multistage method makes several), t is the (B,) float64 time
                 tensor, x the model input in the solver's dtype. Reading t or x may sync.
-            channels_last: convert the UNet (in place, it stays so) and its inputs to channels-last.
+            channels_last: True: convert the UNet (in place, it stays so) and its inputs to
+                channels-last; False: neither; None: channels-last inputs on the CPU only (the
+                UNet untouched), plain NCHW elsewhere.
             compile: run ``torch.compile(unet)``, compiled on first use and cached; True or a
                 mode ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs").
             cuda_graphs: replay every model call from a CUDA graph (CUDA only; captured on the
@@ -280,21 +284,22 @@ class PNDMPipeline:
         return int(config["in_channels"]), int(height), int(width)
 
     def _model(
-        self, *, channels_last: bool, compile: bool | str, cuda_graphs: bool = False
+        self, *, channels_last: bool | None, compile: bool | str, cuda_graphs: bool = False
     ) -> Callable[..., torch.Tensor]:
         """``model(x, t) -> output`` in the UNet's conventions, with the fast paths applied."""
         unet = self.unet
         if channels_last:
             unet.to(memory_format=torch.channels_last)
+        last = self.device.type == "cpu" if channels_last is None else channels_last
         mode = compile_mode(compile)
         if mode is not None:
             unet = self._compiled_unet(mode)
-        layout = torch.channels_last if channels_last else torch.contiguous_format
+        layout = torch.channels_last if last else torch.contiguous_format
 
         def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return unet(x.contiguous(memory_format=layout), t, return_dict=False)[0]
 
-        return self._graphed_model(model, (channels_last, mode)) if cuda_graphs else model
+        return self._graphed_model(model, (last, mode)) if cuda_graphs else model
 
     def _compiled_unet(self, mode: str) -> Any:
         """``torch.compile(self.unet)``, made once per UNet object and mode, reused across calls."""
