@@ -179,7 +179,6 @@ def test_winograd_runs_only_where_it_pays(monkeypatch) -> None:
 
 def test_scratch_buffers_are_reused_only_inside_the_weight_cache() -> None:
     like = torch.zeros(1)
-    assert inference.scratch("t", (2, 3), like).data_ptr() != 0
     with weight_cache():
         small = inference.scratch("t", (2, 3), like)
         again = inference.scratch("t", (3, 2), like)

@@ -49,8 +49,14 @@ def weight_cache() -> Iterator[None]:
         _CACHE.reset(token)
 
 
+def _active_cache() -> dict[tuple[int, str], torch.Tensor] | None:
+    """The cache of the enclosing `weight_cache`; None outside one, and while dynamo traces (it
+    cannot trace ``ContextVar.get``: reading it there would break the compiled graph)."""
+    return None if torch.compiler.is_compiling() else _CACHE.get()
+
+
 def cache_active() -> bool:
-    return not torch.compiler.is_compiling() and _CACHE.get() is not None
+    return _active_cache() is not None
 
 
 def derived(module: nn.Module, kind: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -59,9 +65,7 @@ def derived(module: nn.Module, kind: str, make: Callable[[], torch.Tensor]) -> t
     Only CPU results are kept: a CUDA graph may capture a derived weight, which must then live as
     long as the graph, not as long as the block.
     """
-    if torch.compiler.is_compiling():  # first: dynamo cannot trace ContextVar.get (graph break)
-        return make()
-    cache = _CACHE.get()
+    cache = _active_cache()
     if cache is None:
         return make()
     key = (id(module), kind)
@@ -80,14 +84,13 @@ def scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     is page-faulted in again at every layer, which measured up to 7x the cost of the arithmetic
     on it. Callers must not return views of it.
     """
-    if torch.compiler.is_compiling():
-        return like.new_empty(shape)
-    cache = _CACHE.get()
+    cache = _active_cache()
     if cache is None:
         return like.new_empty(shape)
     numel, key = math.prod(shape), (0, f"scratch:{name}")
     buffer = cache.get(key)
-    if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype:
+    stale = buffer is None or buffer.dtype != like.dtype or buffer.device != like.device
+    if stale or buffer.numel() < numel:
         buffer = cache[key] = like.new_empty(numel)
     return buffer[:numel].view(shape)
 
@@ -99,7 +102,7 @@ def is_channels_last(x: torch.Tensor) -> bool:
 # --- Winograd F(4x4, 3x3) -----------------------------------------------------------------------
 
 # Y = A^T [(G g G^T) * (B^T d B)] A for a 6x6 input tile d and a 3x3 kernel g (points 0, 1, -1,
-# 1/2, -2, infinity): the Toom-Cook matrices, exact in binary except G (made once per run).
+# 1/2, -2, infinity): the Toom-Cook matrices, exact in binary except G (kept in float64).
 _BT = (
     (1.0, -1.5, -2.0, 1.5, 1.0, 0.0),
     (0.0, -1.0, 0.5, 2.5, 1.0, 0.0),
@@ -124,6 +127,8 @@ _AT = (
 )
 B_T = torch.tensor(_BT)  # float32 CPU, the only place the transforms run
 A_T2 = torch.kron(torch.tensor(_AT), torch.tensor(_AT))  # (16, 36): both output transforms
+_G64 = torch.tensor(_G, dtype=torch.float64)
+G_G = torch.kron(_G64, _G64)  # (36, 9): the kernel transform, float64
 # Output pixels per chunk of the batch: larger chunks fall out of the cache (measured: 32 images
 # of 128 channels at 32x32 run at 0.7x in one piece, 1.25x in chunks of 8).
 WINOGRAD_CHUNK_PIXELS = 8192
@@ -135,13 +140,11 @@ def winograd_kernels(weight: torch.Tensor) -> torch.Tensor:
     products with G (x) G (36 x 9), each rounded once to the weight's dtype. In column chunks:
     one whole float64 product of a 512x256 layer is 38 MB, 4x slower than cache-sized pieces."""
     k, c = weight.shape[:2]
-    g = torch.tensor(_G, dtype=torch.float64)  # made once per run inside weight_cache
-    gg = torch.kron(g, g)
     taps = weight.detach().permute(2, 3, 1, 0).reshape(9, c * k)  # (u v, C_in C_out)
     out = weight.new_empty((36, c * k))
     for start in range(0, c * k, KERNEL_CHUNK_COLUMNS):
         part = slice(start, start + KERNEL_CHUNK_COLUMNS)
-        out[:, part] = gg @ taps[:, part].double()
+        out[:, part] = G_G @ taps[:, part].double()
     return out.view(36, c, k)
 
 
