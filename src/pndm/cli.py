@@ -213,7 +213,8 @@ def _set_threads(threads: int) -> None:
 
 
 def _add_sample(subparsers: Subparsers) -> None:
-    from pndm.sampling import DEFAULT_BATCH_SIZE, DEFAULT_STEPS, DTYPES
+    from pndm.devices import DTYPES
+    from pndm.sampling import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
 
     p = subparsers.add_parser(
         "sample",

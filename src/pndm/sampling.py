@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from pndm.devices import resolve_device, resolve_dtype
 from pndm.io import atomic_write
 
 OUTPUT_KINDS = ("grid", "folder", "npz")
-DTYPES = ("float32", "float16", "bfloat16")
 DEFAULT_STEPS = 50
 DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.fast.default_batch_size
 GRID_PADDING = 2
@@ -192,33 +192,13 @@ def check_job(job: SampleJob) -> Output:
         from pndm.samplers import get_sampler
 
         get_sampler(job.method)  # lists the valid names on a typo
-    if job.dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {job.dtype!r}; choose one of {', '.join(DTYPES)}")
+    resolve_dtype(job.dtype)
     resolve_device(job.device)
     return resolve_output(job.out, job.overwrite)
 
 
-def resolve_device(name: str) -> Any:
-    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if re.fullmatch(r"cuda(:\d+)?", name):
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine")
-        device = torch.device(name)
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA devices")
-        return device
-    raise ValueError(f"unknown device {name!r}; choose one of auto, cpu, cuda, cuda:N")
-
-
 def load_pipeline(job: SampleJob) -> Any:
     """The PNDMPipeline of ``job.model`` (default: the shipped model) on the job's device."""
-    import torch
 
     from pndm.pipeline import PNDMPipeline
 
@@ -229,7 +209,7 @@ def load_pipeline(job: SampleJob) -> Any:
         folder = shipped_model_path()
     if not Path(folder).is_dir():
         raise FileNotFoundError(f"model folder not found: {folder}")
-    pipe = PNDMPipeline.from_pretrained(folder, torch_dtype=getattr(torch, job.dtype))
+    pipe = PNDMPipeline.from_pretrained(folder, torch_dtype=resolve_dtype(job.dtype))
     pipe = pipe.to(resolve_device(job.device))
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole job instead
     return pipe

@@ -1,0 +1,40 @@
+"""Devices and dtypes by name: the one place that turns ``--device`` / ``--dtype`` into torch's.
+
+``pndm sample`` and ``pndm train`` (and the library calls behind them) take the same names and give
+the same errors, listing the valid choices.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
+
+
+def resolve_device(name: str) -> Any:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` -> torch.device."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if isinstance(name, str) and re.fullmatch(r"cuda(:\d+)?", name):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: CUDA is not available on this machine")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA devices")
+        return device
+    raise ValueError(f"unknown device {name!r}; choose one of {DEVICE_CHOICES}")
+
+
+def resolve_dtype(name: str) -> Any:
+    """``float32``, ``float16`` or ``bfloat16`` -> torch.dtype."""
+    import torch
+
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
+    return getattr(torch, name)
