@@ -10,12 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from pndm import sampling
+from pndm import jobs
 from pndm.assets import shipped_model_path
 from pndm.cli import main
+from pndm.images import contact_sheet
+from pndm.jobs import parse_seeds
 from pndm.models.unet_2d import UNet2DModel
 from pndm.pipeline import PNDMPipeline
-from pndm.sampling import make_grid, parse_seeds
 from pndm.scheduler import PNDMScheduler
 
 SIZE = 8
@@ -82,9 +83,9 @@ def test_parse_seeds_rejects(spec: str, needle: str) -> None:
         parse_seeds(spec)
 
 
-def test_make_grid_layout() -> None:
+def test_contact_sheet_layout() -> None:
     images = np.stack([np.full((4, 4, 3), i + 1, np.uint8) for i in range(5)])
-    grid = make_grid(images, padding=2)
+    grid = contact_sheet(images, padding=2)
     assert grid.shape == (2 * 6 + 2, 3 * 6 + 2, 3)  # 5 images: 3 columns, 2 rows
     assert grid[2:6, 2:6].min() == 1 and grid[8:12, 8:12].max() == 5
     assert grid[8:12, 14:18].max() == 0  # the sixth tile is empty
@@ -166,7 +167,7 @@ def test_folder_resume_skips_existing_images(
 def test_interrupted_run_resumes_to_the_same_images(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, calls = sampling._sample, []
+    real, calls = jobs._sample, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -176,10 +177,10 @@ def test_interrupted_run_resumes_to_the_same_images(
 
     out = tmp_path / "imgs"
     args = ["--seeds", "0-5", "--batch-size", "2", "--out", str(out)]
-    monkeypatch.setattr(sampling, "_sample", interrupted)
+    monkeypatch.setattr(jobs, "_sample", interrupted)
     assert sample(model_dir, *args) == 130
     assert sorted(p.name for p in out.iterdir()) == ["seed000000.png", "seed000001.png"]
-    monkeypatch.setattr(sampling, "_sample", real)
+    monkeypatch.setattr(jobs, "_sample", real)
     assert sample(model_dir, *args) == 0
     assert sample(model_dir, "--seeds", "0-5", "--out", str(tmp_path / "clean")) == 0
     for seed in range(6):

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from pndm import ImagePipelineOutput, PNDMPipeline, PNDMScheduler, UNet2DModel
-from pndm.pipeline import randn_tensor
+from pndm.noise import randn_tensor
 from pndm.samplers import nfe
 
 diffusers = pytest.importorskip("diffusers")
@@ -248,7 +248,7 @@ def test_noise_device_rules() -> None:
     """CPU generators draw on the CPU for any device; others only for their own device type."""
     from types import SimpleNamespace
 
-    from pndm.pipeline import _draw_device
+    from pndm.noise import _draw_device
 
     def gen(kind):
         return SimpleNamespace(device=torch.device(kind))
@@ -444,28 +444,59 @@ def test_methods_run_with_their_nfe(small_pipe, method, options) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
+def _unet_state(unet) -> list:
+    """Everything a call could change about a UNet: values, layout, dtype, device, grad, mode."""
+    return [unet.training] + [
+        (name, t.detach().clone(), t.stride(), t.dtype, t.device, t.requires_grad)
+        for name, t in [*unet.named_parameters(), *unet.named_buffers()]
+    ]
+
+
+def _assert_same_state(before: list, after: list) -> None:
+    assert before[0] == after[0]
+    for (name, *a), (_, *b) in zip(before[1:], after[1:], strict=True):
+        assert torch.equal(a[0], b[0]) and a[1:] == b[1:], name
+
+
 def test_channels_last_gives_the_same_images(small_pipe) -> None:
     kwargs = {"batch_size": 2, "num_inference_steps": 3, "seeds": [0, 1], "output_type": "pt"}
-    plain = small_pipe(**kwargs).images
+    plain = small_pipe(channels_last=False, **kwargs).images
     fast = small_pipe(channels_last=True, **kwargs).images
-    assert small_pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"channels_last": True}, {"channels_last": None}, {"compile": True}, {"method": "pf"}],
+)
+def test_call_arguments_leave_the_unet_as_it_was(small_pipe, monkeypatch, options) -> None:
+    monkeypatch.setattr(torch, "compile", lambda module, **_: module)  # no minutes-long compile
+    before = _unet_state(small_pipe.unet)
+    small_pipe(num_inference_steps=3, seeds=[0], output_type="pt", **options)
+    _assert_same_state(before, _unet_state(small_pipe.unet))
 
 
 def test_compile_is_cached_on_the_pipeline(small_pipe, monkeypatch) -> None:
     compiled: list = []
+    calls: list = []
 
     def fake_compile(module):
         compiled.append(module)
-        return functools.partial(module.__call__)  # stands in for dynamo's wrapper
+
+        def run(*args, **kwargs):  # stands in for dynamo's wrapper, and proves it is used
+            calls.append(1)
+            return module(*args, **kwargs)
+
+        return run
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    kwargs = {"num_inference_steps": 2, "seeds": [0], "output_type": "pt"}
-    plain = small_pipe(**kwargs).images
-    first = small_pipe(compile=True, **kwargs).images
+    kwargs = {"num_inference_steps": 2, "seeds": [0], "output_type": "pt", "method": "ddim"}
+    small_pipe(**kwargs)
+    assert compiled == [] and calls == []
+    small_pipe(compile=True, **kwargs)
     small_pipe(compile=True, **kwargs)
     assert compiled == [small_pipe.unet]  # compiled once, reused
-    torch.testing.assert_close(first, plain, rtol=0, atol=0)
+    assert len(calls) == 4  # every model call of both runs went through the compiled UNet
     small_pipe.unet = UNet2DModel.from_config(small_pipe.unet.config)
     small_pipe(compile=True, **kwargs)
     assert len(compiled) == 2 and compiled[1] is small_pipe.unet  # a new UNet is recompiled

@@ -214,14 +214,14 @@ def _set_threads(threads: int) -> None:
 
 def _add_sample(subparsers: Subparsers) -> None:
     from pndm.devices import DTYPES
-    from pndm.sampling import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
+    from pndm.jobs import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
 
     p = subparsers.add_parser(
         "sample",
-        help="sample images with PNDM (or another method) into a grid, PNGs or an .npz",
+        help="sample images with PNDM (or another method) into a contact sheet, PNGs or an .npz",
         description="Sample images from a diffusers pipeline folder. OUT ending in .png: one "
-        "grid; .npz: uint8 NHWC array 'arr_0' plus 'seeds'; a folder (no suffix, or ending "
-        "in /): one seedNNNNNN.png per image, skipping those already there (resume). Each "
+        "contact sheet; .npz: uint8 NHWC array 'arr_0' plus 'seeds'; a folder (no suffix, or "
+        "ending in /): one seedNNNNNN.png per image, skipping those already there (resume). Each "
         "image depends on its seed only, whatever the batch size.",
         formatter_class=_HelpFormatter,
     )
@@ -276,7 +276,7 @@ def _add_sample(subparsers: Subparsers) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pndm.sampling import SampleJob, parse_seeds, run_job
+    from pndm.jobs import SampleJob, parse_seeds, run_job
 
     if args.num_images is not None and args.num_images < 1:
         raise UsageError(f"--num-images must be at least 1, got {args.num_images}")

@@ -1,12 +1,14 @@
-"""Fast-path helpers for sampling: CUDA-graph model calls and a memory-aware batch size.
+"""Everything that prepares a model for speed: input layout, torch.compile, CUDA graphs, the
+per-run weight cache, and a memory-aware batch size.
 
-The pipeline's fast options (``channels_last``, ``compile``, ``cuda_graphs``, a half-precision
-UNet via ``pipe.to(torch.bfloat16)``) all act on the *model call*: the solver itself stays
-float32 and, with its coefficients and times precomputed on the device, runs no host-device
-synchronisation inside the loop. A model call of the CIFAR-10 UNet is about 300 kernels, so at
-small batches on a large GPU it is expected to be launch-bound, which replaying it from a CUDA
-graph removes (not yet measured: no GPU was available). The solver adds a few elementwise kernels
-per step; graphing the whole loop would also freeze the sampler's Python control flow.
+`prepare_model` is the one entry point the pipeline uses: it returns ``model(x, t)`` with the fast
+paths applied and the context within which the UNet's weights are constants (so derived kernels
+are made once per run). Nothing here changes the UNet itself: ``channels_last`` only lays out the
+inputs (the activations follow; PyTorch's convolutions pick the channels-last kernels from them),
+so a call leaves the UNet as it was. The solver stays float32 and, with its coefficients and times
+precomputed on the device, runs no host-device synchronisation inside the loop. A model call of
+the CIFAR-10 UNet is about 300 kernels, so at small batches on a large GPU it is launch-bound,
+which replaying it from a CUDA graph removes.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from pndm.models.inference import weight_cache
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -36,6 +42,61 @@ def compile_mode(compile: bool | str) -> str | None:
             f"{', '.join(COMPILE_MODES)}"
         )
     return str(compile)
+
+
+@dataclass
+class FastCache:
+    """What `prepare_model` keeps between calls: the compiled UNet and the captured graphs."""
+
+    compiled: tuple[Any, ...] | None = None  # (unet, mode, torch.compile(unet))
+    graphed: tuple[Any, ...] | None = None  # (what it was captured for, CudaGraphModel)
+
+
+def prepare_model(
+    unet: Any,
+    cache: FastCache,
+    *,
+    channels_last: bool | None = None,
+    compile: bool | str = False,
+    cuda_graphs: bool = False,
+) -> tuple[Model, AbstractContextManager[Any]]:
+    """``(model, context)``: ``model(x, t)`` is the UNet's raw output with the fast paths on;
+    call it inside ``context`` (the per-run weight cache).
+
+    channels_last: True: channels-last inputs; False: NCHW; None: channels-last on the CPU only
+    (where it lets the wide 3x3 convolutions run as Winograd). compile: True or a torch.compile
+    mode, compiled once per UNet and mode and kept in ``cache``. cuda_graphs: replay each call
+    from a CUDA graph, captured once per UNet, weights' storage, layout and compile mode.
+    """
+    device = next(unet.parameters()).device
+    last = device.type == "cpu" if channels_last is None else bool(channels_last)
+    layout = torch.channels_last if last else torch.contiguous_format
+    mode = compile_mode(compile)
+    net = unet if mode is None else _compiled(unet, mode, cache)
+
+    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return net(x.contiguous(memory_format=layout), t, return_dict=False)[0]
+
+    if cuda_graphs:
+        model = _graphed(unet, model, (last, mode), cache)
+    return model, weight_cache()
+
+
+def _compiled(unet: Any, mode: str, cache: FastCache) -> Any:
+    if cache.compiled is None or cache.compiled[:2] != (unet, mode):
+        compiled = torch.compile(unet) if mode == "default" else torch.compile(unet, mode=mode)
+        cache.compiled = (unet, mode, compiled)
+    return cache.compiled[2]
+
+
+def _graphed(unet: Any, model: Model, key: tuple[Any, ...], cache: FastCache) -> Model:
+    weight = next(unet.parameters())
+    if weight.device.type != "cuda":
+        raise ValueError(f"cuda_graphs=True needs the UNet on a CUDA device, not {weight.device}")
+    key = (unet, weight.data_ptr(), weight.dtype, *key)
+    if cache.graphed is None or cache.graphed[0] != key:
+        cache.graphed = (key, CudaGraphModel(model))
+    return cache.graphed[1]
 
 
 class CudaGraphModel:

@@ -83,3 +83,24 @@ def make_eps_fn(
         return eps_from_output(output, x, alpha_bar, prediction_type)
 
     return eps_fn
+
+
+def observed(
+    eps_fn: EpsFn,
+    callback: Callable[[int, torch.Tensor, torch.Tensor], Any] | None = None,
+    tick: Callable[[int], Any] | None = None,
+) -> EpsFn:
+    """``eps_fn`` with ``callback(i, t, x)`` before model call i (from 0) and ``tick(1)`` after."""
+    count = 0
+
+    def eps_observed(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        nonlocal count
+        if callback is not None:
+            callback(count, t, x)
+        count += 1
+        eps = eps_fn(x, t)
+        if tick is not None:
+            tick(1)
+        return eps
+
+    return eps_observed

@@ -1,4 +1,4 @@
-"""Sampling jobs behind ``pndm sample``: seeds -> images -> a grid PNG, per-seed PNGs or an .npz.
+"""The jobs behind ``pndm sample``: seeds -> batches -> a contact sheet, per-seed PNGs or an .npz.
 
 Every image is decided by its seed alone (the pipeline draws each image's noise from its own
 generator), so a job can be split into batches of any size and a folder output can resume: seeds
@@ -20,13 +20,11 @@ from typing import Any
 import numpy as np
 
 from pndm.devices import resolve_device, resolve_dtype
-from pndm.io import atomic_write
+from pndm.images import contact_sheet, save_npz, save_png, to_uint8
 
-OUTPUT_KINDS = ("grid", "folder", "npz")
+OUTPUT_KINDS = ("sheet", "folder", "npz")
 DEFAULT_STEPS = 50
 DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.fast.default_batch_size
-GRID_PADDING = 2
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds below 2**64
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 
@@ -54,10 +52,10 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def _check_seeds(seeds: list[int]) -> list[int]:
-    if max(seeds) > MAX_SEED:
-        raise ValueError(f"seeds must be at most {MAX_SEED}")
+    from pndm.noise import check_seed  # imports torch: not at `pndm --help` time
+
     seen: set[int] = set()
-    for seed in seeds:
+    for seed in map(check_seed, seeds):
         if seed in seen:
             raise ValueError(f"seed {seed} is listed twice")
         seen.add(seed)
@@ -73,7 +71,8 @@ def seed_filename(seed: int) -> str:
 
 @dataclass(frozen=True)
 class Output:
-    """Where the images go: ``kind`` is "grid" (.png), "folder" (one PNG per seed) or "npz"."""
+    """Where the images go: ``kind`` is "sheet" (a .png contact sheet), "folder" (one PNG per
+    seed) or "npz"."""
 
     path: Path
     kind: str
@@ -87,7 +86,8 @@ def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
     suffix = out.suffix.lower()
     if not is_folder and suffix not in (".png", ".npz"):
         raise ValueError(
-            f"unsupported output {text!r}: use a .png (grid), an .npz (uint8 array) or a folder"
+            f"unsupported output {text!r}: use a .png (contact sheet), an .npz (uint8 array) or "
+            "a folder"
         )
     if not out.parent.is_dir():
         raise FileNotFoundError(f"parent folder of the output does not exist: {out.parent}")
@@ -99,42 +99,7 @@ def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
         raise FileExistsError(f"output {out} is a folder; give a file name")
     if out.exists() and not overwrite:
         raise FileExistsError(f"output file {out} exists; pass --overwrite to replace it")
-    return Output(out, "grid" if suffix == ".png" else "npz")
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """NHWC floats in [0, 1] -> uint8 by rounding (as diffusers' ``numpy_to_pil``)."""
-    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
-def make_grid(images: np.ndarray, padding: int = GRID_PADDING) -> np.ndarray:
-    """uint8 NHWC -> one HWC image: near-square tiles (ceil(sqrt n) columns), black padding."""
-    n, h, w, c = images.shape
-    cols = math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
-    grid = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
-    for i, image in enumerate(images):
-        top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
-        grid[top : top + h, left : left + w] = image
-    return grid
-
-
-def save_png(path: Path, image: np.ndarray) -> None:
-    """One uint8 HWC image (1 or 3 channels) as PNG, atomically."""
-    from PIL import Image
-
-    pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
-
-
-def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int]) -> None:
-    """``arr_0``: uint8 NHWC (what FID tools read); ``seeds``: int64, one per image."""
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez(f, arr_0=images, seeds=np.asarray(seeds, dtype=np.int64))
-
-    atomic_write(path, write)
+    return Output(out, "sheet" if suffix == ".png" else "npz")
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -322,7 +287,7 @@ def _folder_writer(folder: Path) -> Callable[[list[int], np.ndarray], None]:
 
 def _write_all(output: Output, images: np.ndarray | None, seeds: Sequence[int]) -> None:
     assert images is not None
-    if output.kind == "grid":
-        save_png(output.path, make_grid(images))
+    if output.kind == "sheet":
+        save_png(output.path, contact_sheet(images))
     else:
         save_npz(output.path, images, seeds)

@@ -1,0 +1,85 @@
+"""Images: solver output -> [0, 1] floats, uint8, PIL; contact sheets; PNG and .npz writers.
+
+Every writer is atomic (`pndm.io.atomic_write`): a reader never sees a half-written file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import PIL.Image
+
+from pndm.io import atomic_write
+
+if TYPE_CHECKING:  # torch-free at import: `pndm --help` builds the sample parser from here
+    import torch
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+SHEET_PADDING = 2
+
+
+def check_output_type(output_type: str) -> None:
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(
+            f"unknown output_type {output_type!r}; choose one of {', '.join(OUTPUT_TYPES)}"
+        )
+
+
+def postprocess(
+    x: torch.Tensor, output_type: str
+) -> list[PIL.Image.Image] | np.ndarray | torch.Tensor:
+    """Samples in [-1, 1] -> images in [0, 1] of the requested ``output_type`` (float32)."""
+    images = (x / 2 + 0.5).clamp(0, 1).float()
+    if output_type == "pt":
+        return images
+    array = images.cpu().permute(0, 2, 3, 1).numpy()
+    return array if output_type == "np" else numpy_to_pil(array)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] -> uint8 by rounding (as diffusers' ``numpy_to_pil``)."""
+    return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def numpy_to_pil(images: np.ndarray) -> list[PIL.Image.Image]:
+    """(B, H, W, C) or (H, W, C) floats in [0, 1] -> PIL images (mode "L" for one channel)."""
+    if images.ndim == 3:
+        images = images[None, ...]
+    return [_to_pil(p) for p in to_uint8(images)]
+
+
+def _to_pil(image: np.ndarray) -> PIL.Image.Image:
+    """uint8 HWC with 1 or 3 channels -> PIL ("L" or "RGB")."""
+    return PIL.Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+
+
+def contact_sheet(images: np.ndarray, padding: int = SHEET_PADDING) -> np.ndarray:
+    """uint8 NHWC -> one HWC image: near-square tiles (ceil(sqrt n) columns), black padding."""
+    n, h, w, c = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    sheet = np.zeros((rows * (h + padding) + padding, cols * (w + padding) + padding, c), np.uint8)
+    for i, image in enumerate(images):
+        top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
+        sheet[top : top + h, left : left + w] = image
+    return sheet
+
+
+def save_png(path: Path, image: np.ndarray) -> None:
+    """One uint8 HWC image (1 or 3 channels) as PNG, atomically."""
+    pil = _to_pil(image)
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int]) -> None:
+    """``arr_0``: uint8 NHWC (what FID tools read); ``seeds``: one per image, exact (uint64)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, arr_0=images, seeds=np.asarray(seeds, dtype=np.uint64))
+
+    atomic_write(path, write)
