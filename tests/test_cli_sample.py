@@ -209,16 +209,17 @@ def test_no_half_written_png(
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
-        (["--steps", "0"], ["--steps must be at least 1"]),
+        (["--steps", "0"], ["--steps must be an integer"]),
         (["--method", "pndmm"], ["unknown method 'pndmm'", "f-pndm", "ddim"]),
         (["--seeds", "5-2"], ["descending"]),
         (["--seeds", "x"], ["not a seed"]),
-        (["--num-images", "0"], ["--num-images must be at least 1"]),
-        (["--batch-size", "0"], ["--batch-size must be at least 1"]),
+        (["--num-images", "0"], ["--num-images: must be an integer >= 1"]),
+        (["--seeds", ""], ["bad seeds"]),
+        (["--batch-size", "0"], ["--batch-size must be an integer >= 1"]),
         (["--seeds", "1", "--num-images", "2"], ["not allowed with"]),
         (["--dtype", "int8"], ["invalid choice"]),
         (["--device", "tpu"], ["unknown device 'tpu'"]),
-        (["--steps", "2000"], ["num_inference_steps must be an integer in [1, 1000]"]),
+        (["--steps", "2000"], ["--steps must be an integer in [1, 1000]"]),
     ],
 )
 def test_bad_options(
@@ -259,7 +260,7 @@ def test_error_after_loading_is_one_line_with_progress_on(
         "--out",
         str(tmp_path / "g.png"),
     ]
-    assert_one_line_error(capsys, main(argv), "num_inference_steps")
+    assert_one_line_error(capsys, main(argv), "--steps must be an integer in [1, 1000]")
 
 
 def test_missing_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,6 @@ sqrt(1 - ᾱ)·ε. Non-parity tests run the same weights at sample_size 16 to sa
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import warnings

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,9 @@ class UsageError(Exception):
 
 
 USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, ImportError)
+# Library errors name the argument; the user typed the flag that sets it.
+FLAGS = {"num_inference_steps": "--steps", "batch_size": "--batch-size"}
+_ARGUMENT_NAMES = re.compile(r"\b(" + "|".join(FLAGS) + r")\b")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -177,7 +181,7 @@ def _add_train_run_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         help="replace the pipeline and checkpoint in an existing OUTPUT",
     )
     g.add_argument("--device", default=d["device"], help="torch device, e.g. cpu or cuda")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--threads", type=_count, default=None, help="torch CPU threads")
     g.add_argument(
         "--log-every",
         type=int,
@@ -204,8 +208,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _set_threads(threads: int) -> None:
     import torch
 
-    if threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
 
 
@@ -242,7 +244,7 @@ def _add_sample(subparsers: Subparsers) -> None:
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default=None, help="seeds, e.g. 0-63, 1,5,9 or 0-3,10")
     seeds.add_argument(
-        "--num-images", type=int, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
+        "--num-images", type=_count, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
     )
     p.add_argument(
         "--batch-size",
@@ -278,9 +280,9 @@ def _add_sample(subparsers: Subparsers) -> None:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from pndm.jobs import SampleJob, parse_seeds, run_job
 
-    if args.num_images is not None and args.num_images < 1:
-        raise UsageError(f"--num-images must be at least 1, got {args.num_images}")
-    seeds = parse_seeds(args.seeds) if args.seeds else list(range(args.num_images or 16))
+    seeds = (
+        parse_seeds(args.seeds) if args.seeds is not None else list(range(args.num_images or 16))
+    )
     job = SampleJob(
         out=args.out,  # a str: a trailing "/" marks a folder output
         seeds=seeds,
@@ -474,7 +476,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    """The error as one line, in the CLI's words (flags instead of argument names)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return _ARGUMENT_NAMES.sub(lambda m: FLAGS[m[1]], text)
+
+
+def _count(text: str) -> int:
+    """argparse type of counts (--num-images, --threads): an integer >= 1."""
+    from pndm.checks import check_count
+
+    try:
+        return check_count("the value", int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
 
 
 def run() -> None:

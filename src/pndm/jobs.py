@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pndm.checks import check_count
 from pndm.devices import resolve_device, resolve_dtype
 from pndm.images import contact_sheet, save_npz, save_png, to_uint8
 
@@ -147,10 +148,9 @@ class SampleSummary:
 
 def check_job(job: SampleJob) -> Output:
     """Validate everything that needs no model, so mistakes fail before any loading."""
-    if isinstance(job.steps, bool) or job.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {job.steps}")
-    if job.batch_size is not None and job.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {job.batch_size}")
+    check_count("num_inference_steps", job.steps)
+    if job.batch_size is not None:
+        check_count("batch_size", job.batch_size)
     if not job.seeds:
         raise ValueError("no seeds to sample")
     if job.method is not None:

@@ -23,6 +23,7 @@ import PIL.Image
 import torch
 
 from pndm import folders, images, noise
+from pndm.checks import check_count
 from pndm.config import FrozenConfig
 from pndm.fast import FastCache, prepare_model
 from pndm.io import PathLike
@@ -172,12 +173,10 @@ class PNDMPipeline:
         batch_size: Any, output_type: str, generator: Any, seeds: Any, latents: Any
     ) -> list[int] | None:
         """The arguments that need no model; returns the seeds as a list of ints."""
-        integer = isinstance(batch_size, int | np.integer) and not isinstance(batch_size, bool)
-        if not integer or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = check_count("batch_size", batch_size)
         images.check_output_type(output_type)
         noise.check_source(generator, seeds, latents)
-        return None if seeds is None else noise.check_seeds(seeds, int(batch_size))
+        return None if seeds is None else noise.check_seeds(seeds, batch_size)
 
     def _method(self, method: str | None) -> str:
         config = self.scheduler.config

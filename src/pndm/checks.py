@@ -1,0 +1,19 @@
+"""Checks of plain counts shared by the library and the CLI: one bound, one wording.
+
+Torch-free, so the CLI can use it while it builds its parser. Library errors name the argument
+(``batch_size``); the CLI turns argument names into its flags (`pndm.cli.FLAGS`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int if it is an integer (not a bool) >= ``minimum``; else a ValueError."""
+    integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not integer or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
