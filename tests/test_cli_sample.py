@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,91 @@ def test_no_temporary_files_left_anywhere(model_dir: Path, tmp_path: Path) -> No
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert leftovers == [], leftovers
     assert sorted(os.listdir(tmp_path / "c")) == [f"seed{i:06d}.png" for i in range(3)]
+
+
+# ----------------------------------------------------------------------------- hostile input
+
+
+def _read_only(folder: Path) -> Path:
+    """A folder nobody can write to, root included (chmod, plus chattr +i where root)."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return folder
+    (folder / "probe").unlink()
+    pytest.skip("cannot make a read-only folder on this file system as this user")
+
+
+@pytest.mark.parametrize("name", ["g.png", "g.npz", "pngs/"])
+def test_read_only_output_fails_before_sampling(
+    name: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    folder = _read_only(tmp_path / "ro")
+    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    try:
+        code = sample(model_dir, "--out", str(folder / name))
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+    assert_one_line_error(capsys, code, "cannot write to the output folder")
+
+
+def test_too_many_images_are_refused_before_any_list_is_built(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in (["--num-images", str(10**9)], ["--seeds", f"0-{10**9}"]):
+        code = sample(model_dir, *args, "--out", str(tmp_path / "f/"))
+        assert_one_line_error(capsys, code, "images in one run is more than 10000000")
+
+
+def test_an_image_too_large_for_memory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    unet = UNet2DModel(
+        sample_size=100_000, block_out_channels=(8,), layers_per_block=1, norm_num_groups=8,
+        down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",),
+    )  # fmt: skip
+    folder = tmp_path / "huge"
+    PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(folder)
+    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    code = sample(folder, "--num-images", "1", "--out", str(tmp_path / "x.png"))
+    assert_one_line_error(capsys, code, "one image of this model (sample_size 100000) needs")
+
+
+def test_in_memory_outputs_that_cannot_fit_are_refused(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from pndm import fast
+
+    real = fast.free_memory
+    monkeypatch.setattr(
+        fast, "free_memory", lambda d: real(d) if d.type != "cpu" or d.index else 10**9
+    )
+    monkeypatch.setattr(fast, "check_fits", lambda *a: None)  # the UNet check is another test
+    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    code = sample(model_dir, "--num-images", "3000000", "--out", str(tmp_path / "x.npz"))
+    assert_one_line_error(capsys, code, "GiB of memory", "into a folder")
+
+
+def test_a_nan_model_fails_in_one_line_and_writes_nothing(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipe = PNDMPipeline.from_pretrained(model_dir)
+    with torch.no_grad():
+        pipe.unet.conv_out.bias.fill_(float("nan"))
+    pipe.save_pretrained(tmp_path / "nan-model")
+    for out in ("g.png", "g.npz", "f/"):
+        code = sample(tmp_path / "nan-model", "--num-images", "2", "--out", str(tmp_path / out))
+        assert_one_line_error(capsys, code, "NaN or inf at model call 1 of")
+        assert not (tmp_path / out).exists() or list((tmp_path / out).iterdir()) == []
+
+
+def test_seeds_up_to_2_64_minus_1_are_stored_exactly(model_dir: Path, tmp_path: Path) -> None:
+    seeds = [0, 2**63, 2**64 - 1]
+    out = tmp_path / "big.npz"
+    assert sample(model_dir, "--seeds", ",".join(map(str, seeds)), "--out", str(out)) == 0
+    with np.load(out) as data:
+        assert [int(s) for s in data["seeds"]] == seeds

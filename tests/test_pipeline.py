@@ -27,6 +27,7 @@ import torch
 from pndm import ImagePipelineOutput, PNDMPipeline, PNDMScheduler, UNet2DModel
 from pndm.noise import randn_tensor
 from pndm.samplers import nfe
+from pndm.wrapper import NonFiniteOutput, Observed
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -504,10 +505,13 @@ def test_compile_is_cached_on_the_pipeline(small_pipe, monkeypatch) -> None:
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("method", ["f-pndm", "plms", "ipndm", "ddim"])
 def test_sampling_loop_reads_no_tensor_on_the_host(small_pipe, monkeypatch, method, batch) -> None:
-    """After the first model call nothing reads a tensor value on the host (no device sync).
+    """From the first model call to the end of the sampler nothing reads a tensor value on the
+    host (no device sync); the one finiteness check after the loop may.
 
     Batch 2 as well: the UNet must learn that the batch shares one time from the stride alone.
     """
+    loop = pytest.MonkeyPatch()
+    real_check = Observed.check_finite
 
     def host_read(*args, **kwargs):
         raise AssertionError("the sampling loop read a tensor value on the host")
@@ -515,13 +519,21 @@ def test_sampling_loop_reads_no_tensor_on_the_host(small_pipe, monkeypatch, meth
     def forbid_after_first_call(i, t, x):
         if i == 0:
             for name in ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__"):
-                monkeypatch.setattr(torch.Tensor, name, host_read)
+                loop.setattr(torch.Tensor, name, host_read)
 
+    def check_after_the_loop(self, x):
+        assert len(loop._setattr) == 7, "the loop was not watched"
+        loop.undo()
+        return real_check(self, x)
+
+    monkeypatch.setattr(Observed, "check_finite", check_after_the_loop)
     seeds = list(range(batch))
-    out = small_pipe(
-        batch, 6, seeds=seeds, output_type="pt", method=method, callback=forbid_after_first_call
-    )
-    monkeypatch.undo()
+    try:
+        out = small_pipe(
+            batch, 6, seeds=seeds, output_type="pt", method=method, callback=forbid_after_first_call
+        )
+    finally:
+        loop.undo()
     assert bool(torch.isfinite(out.images).all())
 
 
@@ -621,3 +633,20 @@ def test_cuda_channels_last_and_compile(small_pipe) -> None:
     plain = small_pipe(2, 4, seeds=[0, 1], output_type="pt").images
     fast = small_pipe(2, 4, seeds=[0, 1], output_type="pt", channels_last=True, compile=True).images
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize(("bad_call", "value"), [(1, float("nan")), (3, float("inf"))])
+def test_a_model_returning_nan_or_inf_stops_with_the_call_named(small_pipe, bad_call, value):
+    calls = []
+
+    def poison(module, args, output):
+        calls.append(1)
+        if len(calls) == bad_call:  # in place: the hook's return value would replace the output
+            (output[0] if isinstance(output, tuple) else output.sample).fill_(value)
+
+    handle = small_pipe.unet.register_forward_hook(poison)
+    try:
+        with pytest.raises(NonFiniteOutput, match=rf"NaN or inf at model call {bad_call} of 6 "):
+            small_pipe(1, 5, seeds=[0], output_type="np")  # PLMS: 6 calls
+    finally:
+        handle.remove()

@@ -278,11 +278,9 @@ def _add_sample(subparsers: Subparsers) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pndm.jobs import SampleJob, parse_seeds, run_job
+    from pndm.jobs import SampleJob, default_seeds, parse_seeds, run_job
 
-    seeds = (
-        parse_seeds(args.seeds) if args.seeds is not None else list(range(args.num_images or 16))
-    )
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else default_seeds(args.num_images)
     job = SampleJob(
         out=args.out,  # a str: a trailing "/" marks a folder output
         seeds=seeds,

@@ -201,6 +201,30 @@ def free_memory(device: torch.device) -> int:
         return 4 << 30
 
 
+def per_image_bytes(
+    model: Any, dtype: torch.dtype, sample_shape: Sequence[int] | None = None
+) -> int:
+    """`image_bytes` for the UNet plus the sampler's state (x, four ε's of F-PNDM, a stage input
+    and the float32 noise: 8 images in float32)."""
+    config = model.config
+    if sample_shape is None:
+        size = config["sample_size"]
+        height, width = (size, size) if isinstance(size, int) else size
+        sample_shape = (config["in_channels"], height, width)
+    return image_bytes(config, sample_shape, dtype) + 8 * math.prod(sample_shape) * 4
+
+
+def check_fits(device: torch.device | str, dtype: torch.dtype, model: Any) -> None:
+    """Refuse, before any work, a model whose one image needs more than all the free memory."""
+    device = torch.device(device)
+    need, free = per_image_bytes(model, dtype), free_memory(device)
+    if need > free:
+        raise ValueError(
+            f"one image of this model (sample_size {model.config['sample_size']}) needs about "
+            f"{need / 2**30:.3g} GiB on {device}, but only {free / 2**30:.3g} GiB are free"
+        )
+
+
 def default_batch_size(
     device: torch.device | str,
     dtype: torch.dtype,
@@ -208,20 +232,10 @@ def default_batch_size(
     sample_shape: Sequence[int] | None = None,
     fraction: float = 0.5,
 ) -> int:
-    """The number of images per batch that fits ``fraction`` of the free memory on ``device``.
-
-    Per image: `image_bytes` for the UNet plus the sampler's state (x, four ε's of F-PNDM, a
-    stage input and the float32 noise: 8 images in float32). On CPU the result is capped at
-    `CPU_MAX_BATCH`, where larger batches stop paying; on CUDA at `MAX_BATCH`.
-    """
+    """The number of images per batch that fits ``fraction`` of the free memory on ``device``
+    (`per_image_bytes` each), capped at `CPU_MAX_BATCH` on CPU, where larger batches stop
+    paying, and at `MAX_BATCH` on CUDA."""
     device = torch.device(device)
-    config = model.config
-    if sample_shape is None:
-        size = config["sample_size"]
-        height, width = (size, size) if isinstance(size, int) else size
-        sample_shape = (config["in_channels"], height, width)
-    solver = 8 * math.prod(sample_shape) * 4
-    per_image = image_bytes(config, sample_shape, dtype) + solver
     budget = int(free_memory(device) * fraction)
     cap = CPU_MAX_BATCH if device.type == "cpu" else MAX_BATCH
-    return max(1, min(cap, budget // per_image))
+    return max(1, min(cap, budget // per_image_bytes(model, dtype, sample_shape)))

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from pndm.images import contact_sheet, save_npz, save_png, to_uint8
 OUTPUT_KINDS = ("sheet", "folder", "npz")
 DEFAULT_STEPS = 50
 DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.fast.default_batch_size
+DEFAULT_NUM_IMAGES = 16
+# Per run: 200x the 50,000 images of an FID run; a larger set is several runs into one folder.
+MAX_IMAGES = 10_000_000
+PNG_COMPRESSION_BOUND = 10  # a PNG is assumed at least 1/10 of its raw size (disk check)
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 
@@ -34,22 +39,38 @@ _RANGE = re.compile(r"^(\d+)-(\d+)$")
 
 def parse_seeds(spec: str) -> list[int]:
     """``"0-63"``, ``"1,5,9"``, ``"0-3,10"`` -> the listed seeds in order (ranges inclusive)."""
-    seeds: list[int] = []
-    for part in (p.strip() for p in spec.split(",")):
-        match = _RANGE.match(part)
-        if match:
-            lo, hi = int(match[1]), int(match[2])
-            if lo > hi:
-                raise ValueError(f"seed range {part!r} is descending; write it as {hi}-{lo}")
-            seeds.extend(range(lo, hi + 1))
-        elif part.isdigit():
-            seeds.append(int(part))
-        else:
-            raise ValueError(
-                f"bad seeds {spec!r}: {part!r} is not a seed or a range a-b "
-                "(examples: 0-63, 1,5,9, 0-3,10)"
-            )
-    return _check_seeds(seeds)
+    ranges = [_seed_range(part.strip(), spec) for part in spec.split(",")]
+    check_image_count(sum(len(r) for r in ranges))
+    return _check_seeds([seed for r in ranges for seed in r])
+
+
+def default_seeds(num_images: int | None) -> list[int]:
+    """Seeds 0 .. num_images - 1 (default `DEFAULT_NUM_IMAGES`)."""
+    n = DEFAULT_NUM_IMAGES if num_images is None else check_count("num_images", num_images)
+    return list(range(check_image_count(n)))
+
+
+def check_image_count(n: int) -> int:
+    if n > MAX_IMAGES:
+        raise ValueError(
+            f"{n} images in one run is more than {MAX_IMAGES}; sample them in several runs "
+            "into one folder (a folder resumes and extends)"
+        )
+    return n
+
+
+def _seed_range(part: str, spec: str) -> range:
+    match = _RANGE.match(part)
+    if match:
+        lo, hi = int(match[1]), int(match[2])
+        if lo > hi:
+            raise ValueError(f"seed range {part!r} is descending; write it as {hi}-{lo}")
+        return range(lo, hi + 1)
+    if part.isdigit():
+        return range(int(part), int(part) + 1)
+    raise ValueError(
+        f"bad seeds {spec!r}: {part!r} is not a seed or a range a-b (examples: 0-63, 1,5,9, 0-3,10)"
+    )
 
 
 def _check_seeds(seeds: list[int]) -> list[int]:
@@ -95,12 +116,25 @@ def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
     if is_folder:
         if out.exists() and not out.is_dir():
             raise FileExistsError(f"output {out} exists and is not a folder")
+        check_writable(out if out.is_dir() else out.parent)
         return Output(out, "folder")
     if out.is_dir():
         raise FileExistsError(f"output {out} is a folder; give a file name")
     if out.exists() and not overwrite:
         raise FileExistsError(f"output file {out} exists; pass --overwrite to replace it")
+    check_writable(out.parent)
     return Output(out, "sheet" if suffix == ".png" else "npz")
+
+
+def check_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only test that also holds for root and for
+    read-only file systems, where permission bits say nothing."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pndm-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write to the output folder {folder}: {err.strerror}") from None
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -185,6 +219,37 @@ def default_method(pipe: Any) -> str:
     return "plms" if pipe.scheduler.config.get("skip_prk_steps") else "f-pndm"
 
 
+def check_fits(pipe: Any, output: Output, n: int) -> None:
+    """Refuse, before sampling, a request whose images cannot fit: in memory (a sheet or an
+    .npz holds them all), on disk, or one image in the UNet's working memory."""
+    import torch
+
+    from pndm import fast
+
+    fast.check_fits(pipe.device, pipe.dtype, pipe.unet)
+    config = pipe.unet.config
+    size = config["sample_size"]
+    raw = (
+        n * int(config["in_channels"]) * math.prod((size, size) if isinstance(size, int) else size)
+    )
+    if output.kind != "folder":
+        _need("memory", 2 * raw, fast.free_memory(torch.device("cpu")))
+        return
+    folder = output.path if output.path.is_dir() else output.path.parent
+    stats = os.statvfs(folder)
+    _need("disk", raw // PNG_COMPRESSION_BOUND, stats.f_bavail * stats.f_frsize)
+    if stats.f_files and n > stats.f_favail:  # f_files 0: no inode limit (e.g. some FUSE)
+        raise ValueError(f"{n} PNG files need {n} free inodes; {folder} has {stats.f_favail}")
+
+
+def _need(what: str, need: int, free: int) -> None:
+    if need > free:
+        raise ValueError(
+            f"the images need about {need / 2**30:.3g} GiB of {what}; {free / 2**30:.3g} GiB "
+            "are free (sample fewer images per run, or into a folder)"
+        )
+
+
 def _chunks(seeds: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(seeds), size):
         yield list(seeds[start : start + size])
@@ -235,6 +300,7 @@ def run_job(job: SampleJob, load: Callable[[SampleJob], Any] = load_pipeline) ->
     if not todo:  # a finished folder: nothing to load
         return SampleSummary(0, skipped, None, 0.0, job.method or "-", job.steps, output)
     pipe = load(job)
+    check_fits(pipe, output, len(todo))
     method = job.method or default_method(pipe)
     pipe.scheduler.grid(job.steps)  # a bad step count fails here, before the progress bar
     start = time.perf_counter()

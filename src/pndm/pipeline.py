@@ -29,7 +29,7 @@ from pndm.fast import FastCache, prepare_model
 from pndm.io import PathLike
 from pndm.outputs import BaseOutput
 from pndm.samplers import get_sampler, nfe
-from pndm.wrapper import EpsFn, make_eps_fn, observed
+from pndm.wrapper import EpsFn, Observed, make_eps_fn
 
 Callback = Callable[[int, torch.Tensor, torch.Tensor], Any]
 randn_tensor = noise.randn_tensor  # diffusers' name, where diffusers users look for it
@@ -47,6 +47,19 @@ class PNDMPipeline:
 
     ``scheduler`` may be any scheduler with a ``.config`` mapping (a diffusers DDPMScheduler
     included); as in diffusers it is replaced by ``PNDMScheduler.from_config(scheduler.config)``.
+
+    Calling it takes diffusers' arguments (``output_type`` "pil", "np" (B, H, W, C) or "pt"
+    (B, C, H, W), all in [0, 1]), then keyword-only extensions:
+        method: a name in ``pndm.samplers.SAMPLERS``; None: the scheduler's own PNDM, "f-pndm"
+            (N + 9 calls), or "plms" (N + 1) with ``skip_prk_steps``.
+        seeds: one integer per image; image i's noise is decided by seeds[i] alone, whatever the
+            batch. latents: x_T itself. Each excludes ``generator`` and the other.
+        timesteps: model times t_0 > ... > t_{N-1} instead of the config's spacing (the final
+            target is appended).
+        callback: ``callback(i, t, x)`` before model call i (t: (B,) float64, x: the model input).
+        channels_last, compile, cuda_graphs: fast paths (`pndm.fast.prepare_model`); a call
+            leaves the UNet as it was.
+        **method_options: the sampler's options (e.g. ``order=`` for "vab"); unknown names raise.
     """
 
     def __init__(self, unet: Any, scheduler: Any) -> None:
@@ -135,36 +148,27 @@ class PNDMPipeline:
         cuda_graphs: bool = False,
         **method_options: Any,
     ) -> ImagePipelineOutput | tuple[Any]:
-        """Generate ``batch_size`` images with ``num_inference_steps`` steps.
-
-        diffusers' arguments first (``output_type`` "pil", "np" (B, H, W, C) or "pt", all in
-        [0, 1]), then extensions: ``method`` (a name in ``SAMPLERS``; None: "f-pndm", or "plms"
-        with ``skip_prk_steps``); ``seeds`` (one per image: image i's noise is decided by
-        seeds[i] alone), ``latents`` (x_T itself), each excluding ``generator``; ``timesteps``
-        (model times t_0 > ... > t_{N-1}; the final target is appended); ``callback(i, t, x)``
-        before model call i; ``channels_last``, ``compile``, ``cuda_graphs`` (`fast.prepare_model`;
-        they leave the UNet as it was); ``**method_options`` of the sampler (e.g. ``order=``).
-        Returns ``ImagePipelineOutput(images=...)``, or ``(images,)`` if not ``return_dict``.
-        """
+        """Generate ``batch_size`` images with ``num_inference_steps`` steps (arguments: see the
+        class docstring). Returns ``ImagePipelineOutput(images=...)``, or ``(images,)``."""
         seeds = self._check_call(batch_size, output_type, generator, seeds, latents)
         name = self._method(method)
         grid = self.scheduler.grid(num_inference_steps, timesteps)
         calls = nfe(name, grid.numel() - 1, **method_options)  # also checks the option names
+        shape = noise.noise_shape(self.unet.config, batch_size, latents)
         x = noise.initial_noise(
-            noise.noise_shape(self.unet.config, batch_size, latents),
+            shape,
             self.device,
-            torch.float64 if self.dtype == torch.float64 else torch.float32,
+            self._solver_dtype,
             generator=generator,
             seeds=seeds,
             latents=latents,
         )
-        model, context = prepare_model(
-            self.unet, self._fast_cache, channels_last=channels_last, compile=compile,
-            cuda_graphs=cuda_graphs,
-        )  # fmt: skip
+        fast = {"channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
+        model, context = prepare_model(self.unet, self._fast_cache, **fast)
         with self.progress_bar(total=calls) as bar, context:
-            eps_fn = observed(self._eps_fn(model, x.dtype), callback, bar.update)
+            eps_fn = Observed(self._eps_fn(model, x.dtype), callback, bar.update)
             x = get_sampler(name)(eps_fn, x, grid, self.scheduler.schedule, **method_options)
+        eps_fn.check_finite(x)
         result = images.postprocess(x, output_type)
         return ImagePipelineOutput(images=result) if return_dict else (result,)
 
@@ -189,6 +193,10 @@ class PNDMPipeline:
             return "plms" if config.skip_prk_steps else "f-pndm"
         get_sampler(method)  # raises, listing the methods
         return method
+
+    @property
+    def _solver_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == torch.float64 else torch.float32
 
     def _eps_fn(self, model: Any, solver_dtype: torch.dtype) -> EpsFn:
         """The model as ε(x, t) in the solver's dtype (prediction type from the config)."""

@@ -85,22 +85,48 @@ def make_eps_fn(
     return eps_fn
 
 
-def observed(
-    eps_fn: EpsFn,
-    callback: Callable[[int, torch.Tensor, torch.Tensor], Any] | None = None,
-    tick: Callable[[int], Any] | None = None,
-) -> EpsFn:
-    """``eps_fn`` with ``callback(i, t, x)`` before model call i (from 0) and ``tick(1)`` after."""
-    count = 0
+class NonFiniteOutput(ValueError):
+    """The model returned NaN or inf: the images would be garbage, so none are returned."""
 
-    def eps_observed(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        nonlocal count
-        if callback is not None:
-            callback(count, t, x)
-        count += 1
-        eps = eps_fn(x, t)
-        if tick is not None:
-            tick(1)
+
+class Observed:
+    """``eps_fn`` with ``callback(i, t, x)`` before model call i (from 0) and ``tick(1)`` after.
+
+    Every call also records, on the device, whether its ε was finite (no host sync in the loop);
+    `check_finite` reads all the records once, after the run, and names the first bad call.
+    """
+
+    def __init__(
+        self,
+        eps_fn: EpsFn,
+        callback: Callable[[int, torch.Tensor, torch.Tensor], Any] | None = None,
+        tick: Callable[[int], Any] | None = None,
+    ) -> None:
+        self.eps_fn, self.callback, self.tick = eps_fn, callback, tick
+        self.finite: list[torch.Tensor] = []
+        self.times: list[torch.Tensor] = []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.callback is not None:
+            self.callback(len(self.finite), t, x)
+        eps = self.eps_fn(x, t)
+        self.finite.append(torch.isfinite(eps).all())
+        self.times.append(t[:1])
+        if self.tick is not None:
+            self.tick(1)
         return eps
 
-    return eps_observed
+    def check_finite(self, x: torch.Tensor) -> None:
+        """Raise `NonFiniteOutput` naming the first model call whose ε had NaN or inf (one sync)."""
+        if self.finite:
+            finite = torch.stack(self.finite).cpu()
+            if not bool(finite.all()):
+                i = int((~finite).nonzero()[0])
+                t = float(self.times[i].item())
+                raise NonFiniteOutput(
+                    f"the model returned NaN or inf at model call {i + 1} of {len(self.finite)} "
+                    f"(t = {t:g}); no images were produced. Check the weights and the dtype "
+                    "(float16 can overflow; try float32 or bfloat16)"
+                )
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteOutput("the sampler produced NaN or inf; no images were produced")
