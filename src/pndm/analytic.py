@@ -211,6 +211,26 @@ def _scalar_time(t: ArrayLike, name: str) -> float:
     return float(t[0])
 
 
+def _solve_ivp() -> Any:
+    try:
+        from scipy.integrate import solve_ivp
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "reference_flow needs scipy: pip install scipy (or install pndm's `test` extra)"
+        ) from exc
+    return solve_ivp
+
+
+def _check_sigma_schedule(schedule: Any) -> None:
+    needed = ("alpha_bar", "sigma_tilde", "timestep_from_sigma")
+    missing = [name for name in needed if not hasattr(schedule, name)]
+    if missing:
+        raise TypeError(
+            f"reference_flow needs a schedule with {', '.join(needed)}; "
+            f"{type(schedule).__name__} lacks {', '.join(missing)}"
+        )
+
+
 def reference_flow(
     eps_fn: EpsFn,
     x: torch.Tensor,
@@ -227,22 +247,10 @@ def reference_flow(
     no ᾱ', (ii) ᾱ = 1/(1+σ̃²) is smooth in σ̃ even where a discrete schedule's ᾱ(t) has kinks at
     integers, and (iii) for Gaussian data the right-hand side has Lipschitz constant
     ≤ σ̃/(τ²+σ̃²) ≤ 1/(2τ) and x̄ is nearly linear in σ̃ at high noise, so DOP853 takes few, large
-    steps there (in t the drift carries the factor β(t)/2 ≈ 10 at t = 1).
-    Needs ``schedule.sigma_tilde`` and ``schedule.timestep_from_sigma``.
-    """
-    try:
-        from scipy.integrate import solve_ivp
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "reference_flow needs scipy: pip install scipy (or install pndm's `test` extra)"
-        ) from exc
-    needed = ("alpha_bar", "sigma_tilde", "timestep_from_sigma")
-    missing = [name for name in needed if not hasattr(schedule, name)]
-    if missing:
-        raise TypeError(
-            f"reference_flow needs a schedule with {', '.join(needed)}; "
-            f"{type(schedule).__name__} lacks {', '.join(missing)}"
-        )
+    steps there (in t the drift carries the factor β(t)/2 ≈ 10 at t = 1). Needs
+    ``schedule.sigma_tilde`` and ``schedule.timestep_from_sigma``."""
+    solve_ivp = _solve_ivp()
+    _check_sigma_schedule(schedule)
     t0, t1 = _scalar_time(t_from, "t_from"), _scalar_time(t_to, "t_to")
     sig0, sig1 = (float(schedule.sigma_tilde(_f64(t))) for t in (t0, t1))
     shape, batch = x.shape, x.shape[0]
@@ -257,8 +265,7 @@ def reference_flow(
 
     if sig0 == sig1:
         return x.clone()
-    y0 = xbar0.reshape(-1).numpy()
-    sol = solve_ivp(rhs, (sig0, sig1), y0, method="DOP853", rtol=rtol, atol=atol)
+    sol = solve_ivp(rhs, (sig0, sig1), xbar0.reshape(-1).numpy(), "DOP853", rtol=rtol, atol=atol)
     if not sol.success:
         raise RuntimeError(f"reference_flow: solve_ivp failed: {sol.message}")
     xbar1 = torch.from_numpy(sol.y[:, -1]).reshape(shape)

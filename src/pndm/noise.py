@@ -69,7 +69,6 @@ def initial_noise(
     shape: tuple[int, ...],
     device: torch.device,
     dtype: torch.dtype,
-    *,
     generator: Generator = None,
     seeds: Sequence[int] | None = None,
     latents: torch.Tensor | None = None,
