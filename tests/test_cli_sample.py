@@ -15,10 +15,10 @@ from pndm import jobs
 from pndm.assets import shipped_model_path
 from pndm.cli import main
 from pndm.images import contact_sheet
-from pndm.jobs import parse_seeds
 from pndm.models.unet_2d import UNet2DModel
 from pndm.pipeline import PNDMPipeline
 from pndm.scheduler import PNDMScheduler
+from pndm.seeds import parse_seeds
 
 SIZE = 8
 FAST = ["--steps", "5", "--no-progress"]

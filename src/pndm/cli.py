@@ -278,7 +278,8 @@ def _add_sample(subparsers: Subparsers) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pndm.jobs import SampleJob, default_seeds, parse_seeds, run_job
+    from pndm.jobs import SampleJob, run_job
+    from pndm.seeds import default_seeds, parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else default_seeds(args.num_images)
     job = SampleJob(

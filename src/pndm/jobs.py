@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import sys
 import tempfile
 import time
@@ -27,61 +26,7 @@ from pndm.images import contact_sheet, save_npz, save_png, to_uint8
 OUTPUT_KINDS = ("sheet", "folder", "npz")
 DEFAULT_STEPS = 50
 DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.fast.default_batch_size
-DEFAULT_NUM_IMAGES = 16
-# Per run: 200x the 50,000 images of an FID run; a larger set is several runs into one folder.
-MAX_IMAGES = 10_000_000
 PNG_COMPRESSION_BOUND = 10  # a PNG is assumed at least 1/10 of its raw size (disk check)
-_RANGE = re.compile(r"^(\d+)-(\d+)$")
-
-
-# --- seeds ----------------------------------------------------------------------------------
-
-
-def parse_seeds(spec: str) -> list[int]:
-    """``"0-63"``, ``"1,5,9"``, ``"0-3,10"`` -> the listed seeds in order (ranges inclusive)."""
-    ranges = [_seed_range(part.strip(), spec) for part in spec.split(",")]
-    check_image_count(sum(len(r) for r in ranges))
-    return _check_seeds([seed for r in ranges for seed in r])
-
-
-def default_seeds(num_images: int | None) -> list[int]:
-    """Seeds 0 .. num_images - 1 (default `DEFAULT_NUM_IMAGES`)."""
-    n = DEFAULT_NUM_IMAGES if num_images is None else check_count("num_images", num_images)
-    return list(range(check_image_count(n)))
-
-
-def check_image_count(n: int) -> int:
-    if n > MAX_IMAGES:
-        raise ValueError(
-            f"{n} images in one run is more than {MAX_IMAGES}; sample them in several runs "
-            "into one folder (a folder resumes and extends)"
-        )
-    return n
-
-
-def _seed_range(part: str, spec: str) -> range:
-    match = _RANGE.match(part)
-    if match:
-        lo, hi = int(match[1]), int(match[2])
-        if lo > hi:
-            raise ValueError(f"seed range {part!r} is descending; write it as {hi}-{lo}")
-        return range(lo, hi + 1)
-    if part.isdigit():
-        return range(int(part), int(part) + 1)
-    raise ValueError(
-        f"bad seeds {spec!r}: {part!r} is not a seed or a range a-b (examples: 0-63, 1,5,9, 0-3,10)"
-    )
-
-
-def _check_seeds(seeds: list[int]) -> list[int]:
-    from pndm.noise import check_seed  # imports torch: not at `pndm --help` time
-
-    seen: set[int] = set()
-    for seed in map(check_seed, seeds):
-        if seed in seen:
-            raise ValueError(f"seed {seed} is listed twice")
-        seen.add(seed)
-    return seeds
 
 
 def seed_filename(seed: int) -> str:
