@@ -103,7 +103,7 @@ def test_folder_output_is_per_seed_and_batch_independent(
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert "wrote 5 images" in summary and "f-pndm, 5 steps, NFE 14," in summary
     assert "images/s" in summary
-    names = sorted(p.name for p in a.iterdir())
+    names = sorted(p.name for p in a.iterdir() if p.name != "pndm.json")
     assert names == [f"seed{s:06d}.png" for s in (0, 1, 2, 3, 10)]
     assert sample(model_dir, "--seeds", "10,2", "--batch-size", "5", "--out", f"{b}/") == 0
     for name in ("seed000002.png", "seed000010.png"):
@@ -155,12 +155,12 @@ def test_folder_resume_skips_existing_images(
 ) -> None:
     out = tmp_path / "imgs"
     assert sample(model_dir, "--seeds", "0-1", "--out", str(out)) == 0
-    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("seed*")}
     capsys.readouterr()
     assert sample(model_dir, "--seeds", "0-3", "--out", str(out)) == 0
     assert "wrote 2 images (2 already there)" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in before} == before
-    assert len(list(out.iterdir())) == 4
+    assert len(list(out.glob("seed*"))) == 4
     assert sample(model_dir, "--seeds", "0-3", "--out", str(out)) == 0  # nothing left: no load
     assert "wrote 0 images (4 already there)" in capsys.readouterr().err
 
@@ -180,7 +180,8 @@ def test_interrupted_run_resumes_to_the_same_images(
     args = ["--seeds", "0-5", "--batch-size", "2", "--out", str(out)]
     monkeypatch.setattr(jobs, "_sample", interrupted)
     assert sample(model_dir, *args) == 130
-    assert sorted(p.name for p in out.iterdir()) == ["seed000000.png", "seed000001.png"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["pndm.json", "seed000000.png", "seed000001.png"]
     monkeypatch.setattr(jobs, "_sample", real)
     assert sample(model_dir, *args) == 0
     assert sample(model_dir, "--seeds", "0-5", "--out", str(tmp_path / "clean")) == 0
@@ -201,7 +202,7 @@ def test_no_half_written_png(
     out = tmp_path / "imgs"
     monkeypatch.setattr(Image.Image, "save", broken_save)
     assert sample(model_dir, "--num-images", "2", "--out", str(out)) == 130
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == ["pndm.json"]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -299,7 +300,8 @@ def test_no_temporary_files_left_anywhere(model_dir: Path, tmp_path: Path) -> No
         assert sample(model_dir, "--num-images", "3", "--out", str(tmp_path / out)) == 0
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert leftovers == [], leftovers
-    assert sorted(os.listdir(tmp_path / "c")) == [f"seed{i:06d}.png" for i in range(3)]
+    expected = ["pndm.json"] + [f"seed{i:06d}.png" for i in range(3)]
+    assert sorted(os.listdir(tmp_path / "c")) == expected
 
 
 # ----------------------------------------------------------------------------- hostile input
@@ -379,7 +381,7 @@ def test_a_nan_model_fails_in_one_line_and_writes_nothing(
     for out in ("g.png", "g.npz", "f/"):
         code = sample(tmp_path / "nan-model", "--num-images", "2", "--out", str(tmp_path / out))
         assert_one_line_error(capsys, code, "NaN or inf at model call 1 of")
-        assert not (tmp_path / out).exists() or list((tmp_path / out).iterdir()) == []
+        assert not (tmp_path / out).exists() or not list((tmp_path / out).glob("seed*"))
 
 
 def test_seeds_up_to_2_64_minus_1_are_stored_exactly(model_dir: Path, tmp_path: Path) -> None:

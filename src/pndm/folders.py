@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pndm.config import DIFFUSERS_VERSION
-from pndm.io import PathLike, component_dir, read_json, write_json
+from pndm.io import PathLike, component_dir, find_weights, read_json, write_json
 from pndm.models.unet_2d import UNet2DModel
 from pndm.scheduler import PNDMScheduler
 
@@ -53,9 +53,8 @@ def load_components(
 def load_unet(
     folder: Path, torch_dtype: torch.dtype | str | None = None, variant: str | None = None
 ) -> UNet2DModel:
-    subfolder = "unet" if (folder / "unet" / "config.json").is_file() else None
     return UNet2DModel.from_pretrained(
-        folder, subfolder=subfolder, torch_dtype=torch_dtype, variant=variant
+        unet_folder(folder), torch_dtype=torch_dtype, variant=variant
     )
 
 
@@ -129,3 +128,19 @@ def _check_model_index(folder: Path) -> None:
     entry = read_json(path).get("unet")
     if entry is not None and (not isinstance(entry, list) or entry[-1] != "UNet2DModel"):
         raise ValueError(f"{path} names unet {entry!r}; PNDMPipeline needs a UNet2DModel")
+
+
+def unet_folder(folder: Path) -> Path:
+    return folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
+
+
+def model_files(folder: Path, variant: str | None = None) -> list[Path]:
+    """The files that decide a pipeline folder's images: the UNet config and weights the loader
+    reads, and the scheduler config (the identity `pndm.json` records as their hash)."""
+    unet = unet_folder(folder)
+    scheduler = component_dir(folder, "scheduler", PNDMScheduler.config_name)
+    return [
+        component_dir(unet, None, "config.json") / "config.json",
+        find_weights(unet, variant),
+        scheduler / PNDMScheduler.config_name,
+    ]

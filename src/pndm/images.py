@@ -83,3 +83,22 @@ def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int]) -> None:
             np.savez(f, arr_0=images, seeds=np.asarray(seeds, dtype=np.uint64))
 
     atomic_write(path, write)
+
+
+def is_complete_png(path: Path, width: int, height: int, mode: str) -> bool:
+    """True if ``path`` is a whole PNG of this size and mode (every row decodes)."""
+    try:
+        with PIL.Image.open(path) as image:
+            if image.format != "PNG" or image.size != (width, height) or image.mode != mode:
+                return False
+            image.load()  # a truncated or corrupt file raises here
+        return True
+    except (OSError, ValueError, SyntaxError):  # PIL's errors for unreadable images
+        return False
+
+
+def png_mode(channels: int) -> str:
+    """The PIL mode of a PNG with this many channels: "L" or "RGB"."""
+    if channels not in (1, 3):
+        raise ValueError(f"PNG outputs need 1 or 3 channels; this model makes {channels}")
+    return "L" if channels == 1 else "RGB"

@@ -1,88 +1,33 @@
-"""The jobs behind ``pndm sample``: seeds -> batches -> a contact sheet, per-seed PNGs or an .npz.
+"""The jobs behind ``pndm sample``: seeds -> ranks -> batches -> a contact sheet, an .npz, or a
+folder of per-seed PNGs guarded by a manifest.
 
 Every image is decided by its seed alone (the pipeline draws each image's noise from its own
-generator), so a job can be split into batches of any size and a folder output can resume: seeds
-whose PNG already exists are skipped. Every file is written atomically (temporary file + rename).
+generator), so a job splits into batches of any size and, under torchrun, into ranks
+(`pndm.distributed`). A folder resumes: a seed counts as done only if its PNG is complete and of
+the expected size and mode; `pndm.manifest` refuses a run whose settings differ from the folder's.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pndm import distributed, targets
 from pndm.checks import check_count
 from pndm.devices import resolve_device, resolve_dtype
-from pndm.images import contact_sheet, save_npz, save_png, to_uint8
+from pndm.distributed import Ranks
+from pndm.images import to_uint8
+from pndm.targets import Output
 
-OUTPUT_KINDS = ("sheet", "folder", "npz")
 DEFAULT_STEPS = 50
 DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.fast.default_batch_size
-PNG_COMPRESSION_BOUND = 10  # a PNG is assumed at least 1/10 of its raw size (disk check)
-
-
-def seed_filename(seed: int) -> str:
-    return f"seed{seed:06d}.png"
-
-
-# --- outputs --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Output:
-    """Where the images go: ``kind`` is "sheet" (a .png contact sheet), "folder" (one PNG per
-    seed) or "npz"."""
-
-    path: Path
-    kind: str
-
-
-def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
-    """Decide the output kind from the path and refuse what cannot or must not be written."""
-    text = os.fspath(path)
-    out = Path(text)
-    is_folder = out.is_dir() or text.endswith(("/", os.sep)) or out.suffix == ""
-    suffix = out.suffix.lower()
-    if not is_folder and suffix not in (".png", ".npz"):
-        raise ValueError(
-            f"unsupported output {text!r}: use a .png (contact sheet), an .npz (uint8 array) or "
-            "a folder"
-        )
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"parent folder of the output does not exist: {out.parent}")
-    if is_folder:
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"output {out} exists and is not a folder")
-        check_writable(out if out.is_dir() else out.parent)
-        return Output(out, "folder")
-    if out.is_dir():
-        raise FileExistsError(f"output {out} is a folder; give a file name")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output file {out} exists; pass --overwrite to replace it")
-    check_writable(out.parent)
-    return Output(out, "sheet" if suffix == ".png" else "npz")
-
-
-def check_writable(folder: Path) -> None:
-    """Create and remove a file in ``folder``: the only test that also holds for root and for
-    read-only file systems, where permission bits say nothing."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".pndm-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise ValueError(f"cannot write to the output folder {folder}: {err.strerror}") from None
-
-
-# --- the job --------------------------------------------------------------------------------
 
 
 @dataclass
@@ -102,34 +47,40 @@ class SampleJob:
     cuda_graphs: bool = False
     overwrite: bool = False
     progress: bool = True
+    threads: int | None = None  # CPU threads per process; None: torch's, or cores / local ranks
 
 
 @dataclass
 class SampleSummary:
-    images: int  # sampled in this run
+    images: int  # sampled in this run, all ranks
     skipped: int  # already on disk (folder resume)
     nfe: int | None  # model calls per image
     seconds: float
     method: str
     steps: int
     output: Output
+    per_rank: list[int] = field(default_factory=list)  # images sampled by each rank
 
     def line(self) -> str:
         rate = self.images / self.seconds if self.seconds > 0 else float("inf")
         skipped = f" ({self.skipped} already there)" if self.skipped else ""
+        ranks = f" on {len(self.per_rank)} ranks {self.per_rank}" if len(self.per_rank) > 1 else ""
         nfe = "?" if self.nfe is None else str(self.nfe)
         return (
-            f"wrote {self.images} images{skipped} to {self.output.path} ({self.output.kind}): "
-            f"{self.method}, {self.steps} steps, NFE {nfe}, {self.seconds:.1f} s, "
-            f"{rate:.2f} images/s"
+            f"wrote {self.images} images{skipped}{ranks} to {self.output.path} "
+            f"({self.output.kind}): {self.method}, {self.steps} steps, NFE {nfe}, "
+            f"{self.seconds:.1f} s, {rate:.2f} images/s"
         )
 
 
-def check_job(job: SampleJob) -> Output:
+def check_job(job: SampleJob, ranks: Ranks | None = None) -> Output:
     """Validate everything that needs no model, so mistakes fail before any loading."""
+    ranks = ranks or Ranks()
     check_count("num_inference_steps", job.steps)
     if job.batch_size is not None:
         check_count("batch_size", job.batch_size)
+    if job.threads is not None:
+        check_count("threads", job.threads)
     if not job.seeds:
         raise ValueError("no seeds to sample")
     if job.method is not None:
@@ -137,36 +88,170 @@ def check_job(job: SampleJob) -> Output:
 
         get_sampler(job.method)  # lists the valid names on a typo
     resolve_dtype(job.dtype)
-    resolve_device(job.device)
-    return resolve_output(job.out, job.overwrite)
+    job_device(job, ranks)
+    output = targets.resolve_output(job.out, job.overwrite)
+    if ranks.many and output.kind != "folder":
+        raise ValueError(
+            f"under torchrun write a folder (--out {output.path.with_suffix('')}/) and pack it "
+            f"with `pndm pack FOLDER {output.path.name}`: ranks write their own PNGs"
+        )
+    return output
 
 
-def load_pipeline(job: SampleJob) -> Any:
-    """The PNDMPipeline of ``job.model`` (default: the shipped model) on the job's device."""
+def job_device(job: SampleJob, ranks: Ranks) -> Any:
+    """The job's device; under torchrun each rank's CUDA device is ``cuda:LOCAL_RANK``."""
+    device = resolve_device(job.device)
+    if ranks.many and device.type == "cuda":
+        if job.device not in ("auto", "cuda"):
+            raise ValueError(
+                f"under torchrun each rank takes its GPU from LOCAL_RANK; use --device cuda or "
+                f"auto, not {job.device!r}"
+            )
+        return resolve_device(f"cuda:{ranks.local_rank}")
+    return device
 
-    from pndm.pipeline import PNDMPipeline
 
-    folder = job.model
-    if folder is None:
+def model_folder(job: SampleJob) -> Path:
+    if job.model is None:
         from pndm.assets import shipped_model_path
 
-        folder = shipped_model_path()
-    if not Path(folder).is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
-    pipe = PNDMPipeline.from_pretrained(folder, torch_dtype=resolve_dtype(job.dtype))
-    pipe = pipe.to(resolve_device(job.device))
-    pipe.set_progress_bar_config(disable=True)  # one bar for the whole job instead
+        return shipped_model_path()
+    if not Path(job.model).is_dir():
+        raise FileNotFoundError(f"model folder not found: {job.model}")
+    return Path(job.model)
+
+
+def load_pipeline(job: SampleJob, device: Any) -> Any:
+    """The PNDMPipeline of the job's model folder on ``device``, its progress bar off."""
+    from pndm.pipeline import PNDMPipeline
+
+    pipe = PNDMPipeline.from_pretrained(model_folder(job), torch_dtype=resolve_dtype(job.dtype))
+    pipe.to(device).set_progress_bar_config(disable=True)  # one bar for the whole job instead
     return pipe
 
 
-def default_method(pipe: Any) -> str:
+Loader = Callable[[SampleJob, Any], Any]
+
+
+def run_job(job: SampleJob, load: Loader = load_pipeline) -> SampleSummary:
+    """Sample ``job.seeds`` (this rank's share under torchrun) and write them to ``job.out``."""
+    ranks = Ranks.from_env()
+    output = check_job(job, ranks)
+    job_plan = plan(job)
+    manifest = _folder_manifest(job, output, job_plan) if output.kind == "folder" else None
+    device = job_device(job, ranks)
+    _set_threads(job, ranks, device)
+    distributed.start(ranks, device)
+    try:
+        if manifest is not None:
+            _open_folder(output.path, manifest, ranks, device)
+        return _run(job, load, ranks, device, output, job_plan)
+    finally:
+        distributed.stop()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the model folder's files decide before the model is loaded."""
+
+    method: str
+    settings: dict[str, Any]  # the pixel-deciding settings (`pndm.manifest.SETTINGS`)
+    image: dict[str, Any]  # width, height and PNG mode of every image
+
+
+def plan(job: SampleJob) -> Plan:
+    """Read the model folder's configs (not its weights into a model): the method, the image
+    size, the step count checked against the scheduler, the model's content hash."""
+    from pndm import folders, manifest
+    from pndm.images import png_mode
+    from pndm.io import read_json
+
+    files = folders.model_files(model_folder(job))
+    unet, scheduler = read_json(files[0]), read_json(files[2])
+    folders.scheduler_from_config(scheduler).grid(job.steps)  # a bad step count fails here
+    size = unet.get("sample_size")
+    if size is None:
+        raise ValueError(f"{files[0]} has no sample_size: pndm sample cannot tell the image size")
+    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
+    method = job.method or _default_method(scheduler)
+    settings = {"model": manifest.files_hash(files), "method": method, "method_options": {}}
+    settings |= {"steps": job.steps, "timesteps": None, "dtype": job.dtype}
+    image = {"width": width, "height": height, "mode": png_mode(int(unet["in_channels"]))}
+    return Plan(method, settings, image)
+
+
+def _folder_manifest(job: SampleJob, output: Output, plan: Plan) -> Any:
+    """The folder's manifest after this run, checked against the folder's (before loading)."""
+    from pndm import __version__, manifest
+
+    versions = {"pndm": __version__, "torch": _torch_version()}
+    wanted = manifest.Manifest(plan.settings, plan.image, versions, list(job.seeds))
+    return manifest.merge(output.path, wanted, job.overwrite)
+
+
+def _default_method(scheduler_config: dict[str, Any]) -> str:
     """F-PNDM, or PLMS for a scheduler config with ``skip_prk_steps`` (as diffusers' step())."""
-    return "plms" if pipe.scheduler.config.get("skip_prk_steps") else "f-pndm"
+    return "plms" if scheduler_config.get("skip_prk_steps") else "f-pndm"
 
 
-def check_fits(pipe: Any, output: Output, n: int) -> None:
-    """Refuse, before sampling, a request whose images cannot fit: in memory (a sheet or an
-    .npz holds them all), on disk, or one image in the UNet's working memory."""
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+def _set_threads(job: SampleJob, ranks: Ranks, device: Any) -> None:
+    """``job.threads``; under torchrun on the CPU, the machine's cores shared by its ranks."""
+    import torch
+
+    threads = job.threads
+    if threads is None and ranks.local_world > 1 and device.type == "cpu":
+        threads = max(1, (os.cpu_count() or 1) // ranks.local_world)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _open_folder(folder: Path, manifest: Any, ranks: Ranks, device: Any) -> None:
+    """Rank 0 makes the folder, removes a killed run's temporaries and writes the manifest;
+    every rank waits for it before looking at any file."""
+    from pndm import manifest as manifests
+
+    if ranks.lead:
+        folder.mkdir(exist_ok=True)
+        targets.remove_debris(folder)
+        manifests.write(folder, manifest)
+    distributed.barrier(device)
+
+
+def _run(
+    job: SampleJob, load: Loader, ranks: Ranks, device: Any, output: Output, plan: Plan
+) -> SampleSummary:
+    mine = ranks.share(job.seeds)
+    todo = _todo(job, output, plan, mine)
+    skipped = sum(distributed.gather(len(mine) - len(todo), device))
+    method = plan.method
+    if not sum(distributed.gather(len(todo), device)):  # a finished folder: nothing to load
+        return SampleSummary(0, skipped, None, 0.0, method, job.steps, output)
+    pipe = load(job, device)
+    _check_fits(pipe, output, len(todo))
+    start = time.perf_counter()
+    images, nfe, per_rank = _sample_all(pipe, todo, job, method, output, ranks)
+    if output.kind != "folder":
+        targets.write_all(output, images, job.seeds)
+    seconds = time.perf_counter() - start
+    return SampleSummary(sum(per_rank), skipped, nfe, seconds, method, job.steps, output, per_rank)
+
+
+def _todo(job: SampleJob, output: Output, plan: Plan, seeds: list[int]) -> list[int]:
+    """This rank's seeds still to sample: all, or in a folder those without a complete PNG."""
+    if output.kind != "folder" or job.overwrite:
+        return seeds
+    image = plan.image
+    return targets.missing_seeds(output.path, seeds, image["width"], image["height"], image["mode"])
+
+
+def _check_fits(pipe: Any, output: Output, n: int) -> None:
+    """One image must fit the UNet's working memory; all of them the output (`targets`)."""
     import torch
 
     from pndm import fast
@@ -174,30 +259,8 @@ def check_fits(pipe: Any, output: Output, n: int) -> None:
     fast.check_fits(pipe.device, pipe.dtype, pipe.unet)
     config = pipe.unet.config
     size = config["sample_size"]
-    raw = (
-        n * int(config["in_channels"]) * math.prod((size, size) if isinstance(size, int) else size)
-    )
-    if output.kind != "folder":
-        _need("memory", 2 * raw, fast.free_memory(torch.device("cpu")))
-        return
-    folder = output.path if output.path.is_dir() else output.path.parent
-    stats = os.statvfs(folder)
-    _need("disk", raw // PNG_COMPRESSION_BOUND, stats.f_bavail * stats.f_frsize)
-    if stats.f_files and n > stats.f_favail:  # f_files 0: no inode limit (e.g. some FUSE)
-        raise ValueError(f"{n} PNG files need {n} free inodes; {folder} has {stats.f_favail}")
-
-
-def _need(what: str, need: int, free: int) -> None:
-    if need > free:
-        raise ValueError(
-            f"the images need about {need / 2**30:.3g} GiB of {what}; {free / 2**30:.3g} GiB "
-            "are free (sample fewer images per run, or into a folder)"
-        )
-
-
-def _chunks(seeds: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(seeds), size):
-        yield list(seeds[start : start + size])
+    shape = (int(config["in_channels"]), *((size, size) if isinstance(size, int) else size))
+    targets.check_room(output, n, shape, fast.free_memory(torch.device("cpu")))
 
 
 class _CallCounter:
@@ -235,48 +298,39 @@ def _sample(pipe: Any, seeds: list[int], job: SampleJob, method: str) -> np.ndar
     return to_uint8(np.asarray(result.images))
 
 
-def run_job(job: SampleJob, load: Callable[[SampleJob], Any] = load_pipeline) -> SampleSummary:
-    """Sample ``job.seeds`` in batches of ``job.batch_size`` and write them to ``job.out``."""
-    output = check_job(job)
-    todo = job.seeds
-    if output.kind == "folder" and not job.overwrite:
-        todo = [s for s in job.seeds if not (output.path / seed_filename(s)).is_file()]
-    skipped = len(job.seeds) - len(todo)
-    if not todo:  # a finished folder: nothing to load
-        return SampleSummary(0, skipped, None, 0.0, job.method or "-", job.steps, output)
-    pipe = load(job)
-    check_fits(pipe, output, len(todo))
-    method = job.method or default_method(pipe)
-    pipe.scheduler.grid(job.steps)  # a bad step count fails here, before the progress bar
-    start = time.perf_counter()
-    images, nfe = _sample_all(pipe, todo, job, method, output)
-    if output.kind != "folder":
-        _write_all(output, images, job.seeds)
-    seconds = time.perf_counter() - start
-    return SampleSummary(len(todo), skipped, nfe, seconds, method, job.steps, output)
+def _batches(seeds: Sequence[int], size: int) -> list[list[int]]:
+    return [list(seeds[start : start + size]) for start in range(0, len(seeds), size)]
 
 
 def _sample_all(
-    pipe: Any, seeds: list[int], job: SampleJob, method: str, output: Output
-) -> tuple[np.ndarray | None, int | None]:
-    """(the images unless written per seed, NFE per image); PNGs of a folder as batches finish."""
-    write = _folder_writer(output.path) if output.kind == "folder" else None
-    batch_size = job.batch_size or _fitting_batch_size(pipe)
-    counter = _CallCounter(pipe.unet)
-    kept: list[np.ndarray] = []
+    pipe: Any, seeds: list[int], job: SampleJob, method: str, output: Output, ranks: Ranks
+) -> tuple[np.ndarray | None, int | None, list[int]]:
+    """(the images unless written per seed, NFE per image, images per rank). PNGs of a folder
+    are written as batches finish; every rank runs as many rounds as the busiest one, so the
+    progress bar (rank 0's) counts all ranks' images."""
+    batches = _batches(seeds, job.batch_size or _fitting_batch_size(pipe))
+    rounds = max(distributed.gather(len(batches), pipe.device))
+    total = sum(distributed.gather(len(seeds), pipe.device))
+    write = targets.folder_writer(output.path) if output.kind == "folder" else None
+    counter, kept = _CallCounter(pipe.unet), []
     try:
-        with _progress(len(seeds), job.progress) as bar:
-            for chunk in _chunks(seeds, batch_size):
-                images = _sample(pipe, chunk, job, method)
-                if write is not None:
+        with _progress(total, job.progress and ranks.lead) as bar:
+            for i in range(rounds):
+                chunk = batches[i] if i < len(batches) else []
+                images = _sample(pipe, chunk, job, method) if chunk else None
+                if images is not None and write is not None:
                     write(chunk, images)
-                else:
+                elif images is not None:
                     kept.append(images)
-                bar.update(len(chunk))
+                bar.update(sum(distributed.gather(len(chunk), pipe.device)))
     finally:
         counter.close()
-    batches = math.ceil(len(seeds) / batch_size)
-    return (np.concatenate(kept) if kept else None), counter.calls // batches
+    nfe = counter.calls // len(batches) if batches else None
+    return (
+        (np.concatenate(kept) if kept else None),
+        nfe,
+        distributed.gather(len(seeds), pipe.device),
+    )
 
 
 def _fitting_batch_size(pipe: Any) -> int:
@@ -284,21 +338,3 @@ def _fitting_batch_size(pipe: Any) -> int:
     from pndm.fast import default_batch_size
 
     return default_batch_size(pipe.device, pipe.dtype, pipe.unet)
-
-
-def _folder_writer(folder: Path) -> Callable[[list[int], np.ndarray], None]:
-    folder.mkdir(exist_ok=True)
-
-    def write(seeds: list[int], images: np.ndarray) -> None:
-        for seed, image in zip(seeds, images, strict=True):
-            save_png(folder / seed_filename(seed), image)
-
-    return write
-
-
-def _write_all(output: Output, images: np.ndarray | None, seeds: Sequence[int]) -> None:
-    assert images is not None
-    if output.kind == "sheet":
-        save_png(output.path, contact_sheet(images))
-    else:
-        save_npz(output.path, images, seeds)
