@@ -272,12 +272,20 @@ def _add_sample(subparsers: Subparsers) -> None:
     fast.add_argument(
         "--cuda-graphs", action="store_true", help="replay each model call from a CUDA graph"
     )
+    p.add_argument(
+        "--threads",
+        type=_count,
+        default=None,
+        help="CPU threads per process (default: torch's; under torchrun, cores / local ranks). "
+        "On the CPU a convolution's rounding depends on it: pin it to reproduce images exactly",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=_cmd_sample)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from pndm.distributed import Ranks
     from pndm.jobs import SampleJob, run_job
     from pndm.seeds import default_seeds, parse_seeds
 
@@ -296,8 +304,36 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         cuda_graphs=args.cuda_graphs,
         overwrite=args.overwrite,
         progress=args.progress,
+        threads=args.threads,
     )
-    print(run_job(job).line(), file=sys.stderr)
+    summary = run_job(job)
+    if Ranks.from_env().lead:
+        print(summary.line(), file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- pack
+
+
+def _add_pack(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "pack",
+        help="pack a sample folder into the uint8 NHWC .npz that FID tools read",
+        description="Assemble the PNGs of a folder written by 'pndm sample' into OUT.npz "
+        "('arr_0': uint8 NHWC in the order of the folder's pndm.json, 'seeds': uint64), "
+        "streaming one image at a time. Refuses, naming them, when seeds are missing.",
+    )
+    p.add_argument("folder", type=Path, help="a folder written by pndm sample")
+    p.add_argument("out", type=Path, help="the .npz to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.set_defaults(func=_cmd_pack)
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from pndm.pack import pack
+
+    count = pack(args.folder, args.out, overwrite=args.overwrite)
+    print(f"wrote {count} images to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -440,6 +476,7 @@ def _forward_check(unet: Any) -> str:
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     _add_train,
     _add_sample,
+    _add_pack,
     _add_convert,
     _add_info,
 ]

@@ -1,0 +1,250 @@
+"""Scale: torchrun ranks, the sample-folder manifest, resume after SIGKILL, and ``pndm pack``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pndm import manifest
+from pndm.cli import main
+from pndm.images import is_complete_png
+
+FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
+PNDM = [sys.executable, "-m", "pndm.cli"]
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def sample(*args: str) -> int:
+    return main(["sample", *FAST, *args])
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("pndm: error: "), err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+# ----------------------------------------------------------------------------- torchrun
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_equal_one_process(tmp_path: Path) -> None:
+    """2 gloo ranks write byte-identical PNGs to a 1-process run at the same --batch-size, each
+    rank sampling its own half of the seeds (a batch padded to the job's size: see
+    test_an_image_depends_on_its_batch_only_through_the_batch_size)."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    args = ["sample", "--seeds", "0-10", "--batch-size", "2", "--out", str(tmp_path / "ranks")]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", *args, *FAST]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "wrote 11 images on 2 ranks [6, 5]" in result.stderr
+    assert result.stderr.count("wrote 11 images") == 1  # only rank 0 prints the summary
+    assert sample("--seeds", "0-10", "--batch-size", "2", "--out", str(tmp_path / "one")) == 0
+    assert files(tmp_path / "ranks") == files(tmp_path / "one")
+
+
+@pytest.mark.slow
+def test_torchrun_refuses_single_file_outputs(tmp_path: Path) -> None:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", "sample", *FAST]
+    result = subprocess.run(
+        [*cmd, "--out", str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0 and "pndm pack" in result.stderr
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_an_image_depends_on_its_batch_only_through_the_batch_size() -> None:
+    """At a fixed batch size an image's every bit is independent of its neighbours and its
+    place in the batch, which is what padding each batch to the job's size relies on. (Across
+    batch sizes oneDNN picks other kernels: the last bits may differ, like across threads.)"""
+    import torch
+
+    from pndm import PNDMPipeline
+    from pndm.assets import shipped_model_path
+
+    unet = PNDMPipeline.from_pretrained(shipped_model_path()).unet
+    x = torch.randn(16, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    t = torch.full((8,), 500.0)
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        first = unet(x[:8], t).sample
+        shuffled = unet(x[:8][perm], t).sample
+        neighbours = unet(torch.cat([x[:4], x[12:]]), t).sample
+    assert torch.equal(shuffled, first[perm])
+    assert torch.equal(neighbours[:4], first[:4])
+
+
+# ----------------------------------------------------------------------------- SIGKILL, resume
+
+
+def _watch_then_kill(proc: subprocess.Popen, folder: Path, after: int) -> None:
+    """Until ``after`` seed PNGs exist: every file under a seed's name must be complete."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = sorted(folder.glob("seed*.png")) if folder.is_dir() else []
+        for path in done:
+            assert is_complete_png(path, 16, 16, "L"), f"partial file under a final name: {path}"
+        if len(done) >= after:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_completes_exactly_the_missing_seeds(tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = [*PNDM, "sample", "--seeds", "0-23", "--batch-size", "3", "--out", str(out), *FAST]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    _watch_then_kill(proc, out, after=4)
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    before = {p.name for p in out.glob("seed*.png")}
+    assert 4 <= len(before) < 24
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"wrote {24 - len(before)} images ({len(before)} already there)" in rerun.stderr
+    assert sample("--seeds", "0-23", "--batch-size", "3", "--out", str(tmp_path / "whole")) == 0
+    assert files(out) == files(tmp_path / "whole")
+
+
+def test_a_corrupt_file_under_a_seed_name_is_redone(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "f"
+    assert sample("--seeds", "0-3", "--out", str(out)) == 0
+    good = (out / "seed000002.png").read_bytes()
+    (out / "seed000002.png").write_bytes(good[: len(good) // 2])  # truncated
+    Image.new("L", (8, 8)).save(out / "seed000003.png")  # wrong size
+    (out / ".seed000001.png.abc.tmp").write_bytes(b"debris of a killed run")
+    capsys.readouterr()
+    assert sample("--seeds", "0-3", "--out", str(out)) == 0
+    assert "wrote 2 images (2 already there)" in capsys.readouterr().err
+    assert sample("--seeds", "0-3", "--out", str(tmp_path / "clean")) == 0
+    assert files(out) == files(tmp_path / "clean")
+
+
+# ----------------------------------------------------------------------------- manifest
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    out = tmp_path / "f"
+    assert sample("--seeds", "0-1", "--out", str(out)) == 0
+    return out
+
+
+def _other_weights(tmp_path: Path) -> Path:
+    from pndm.assets import shipped_model_path
+    from pndm.io import read_weights, save_state_dict
+
+    model = tmp_path / "other-model"
+    shutil.copytree(shipped_model_path(), model)
+    weights = model / "unet" / "diffusion_pytorch_model.safetensors"
+    state = read_weights(weights)
+    state["conv_out.bias"] = state["conv_out.bias"] + 0.01
+    save_state_dict(weights, state)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "ddim"], "method 'ddim' (pndm.json: 'f-pndm')"),
+        (["--steps", "5"], "steps 5 (pndm.json: 4)"),
+        (["--dtype", "bfloat16"], "dtype 'bfloat16' (pndm.json: 'float32')"),
+        (["--model", "OTHER"], "model 'sha256:"),
+    ],
+)
+def test_other_settings_are_refused_before_loading(
+    folder, tmp_path, capsys, monkeypatch, args, needle
+):
+    from pndm import folders
+
+    if "OTHER" in args:
+        args = ["--model", str(_other_weights(tmp_path))]
+    monkeypatch.setattr(folders, "load_unet", lambda *a, **k: pytest.fail("loaded the model"))
+    before = files(folder)
+    capsys.readouterr()
+    code = sample("--seeds", "0-3", *args, "--out", str(folder))
+    one_line_error(capsys, code, "holds images made with other settings", needle)
+    assert files(folder) == before
+
+
+def test_timesteps_and_method_options_are_pixel_deciding() -> None:
+    base = {"model": "m", "method": "ipndm", "method_options": {}, "steps": 4}
+    base |= {"timesteps": None, "dtype": "float32"}
+    assert manifest.differences(base, dict(base)) == []
+    assert manifest.differences(base, base | {"timesteps": [999.0, 500.0]}) == [
+        "timesteps [999.0, 500.0] (pndm.json: null)"
+    ]
+    assert manifest.differences(base, base | {"method_options": {"afs": True}}) == [
+        'method_options {"afs": true} (pndm.json: {})'
+    ]
+
+
+def test_more_seeds_extend_the_manifest_in_order(folder: Path) -> None:
+    assert sample("--seeds", "7,5,0-3", "--out", str(folder)) == 0
+    assert json.loads((folder / "pndm.json").read_text())["seeds"] == "0-1,7,5,2-3"
+    assert manifest.read(folder).seeds == [0, 1, 7, 5, 2, 3]
+
+
+def test_other_versions_only_warn(folder: Path, capsys) -> None:
+    data = json.loads((folder / "pndm.json").read_text())
+    data["versions"]["torch"] = "1.0.0"
+    (folder / "pndm.json").write_text(json.dumps(data))
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"torch .* \(pndm.json: 1.0.0\)"):
+        assert sample("--seeds", "0-2", "--out", str(folder)) == 0
+
+
+def test_a_folder_of_unknown_images_is_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "old"
+    out.mkdir()
+    Image.new("L", (16, 16)).save(out / "seed000000.png")
+    one_line_error(capsys, sample("--seeds", "0-1", "--out", str(out)), "no pndm.json")
+
+
+# ----------------------------------------------------------------------------- pack
+
+
+def test_pack_is_the_npz_in_manifest_order(folder: Path, tmp_path: Path) -> None:
+    assert sample("--seeds", "9,4", "--out", str(folder)) == 0
+    assert main(["pack", str(folder), str(tmp_path / "p.npz")]) == 0
+    assert sample("--seeds", "0,1,9,4", "--out", str(tmp_path / "direct.npz")) == 0
+    with np.load(tmp_path / "p.npz") as packed, np.load(tmp_path / "direct.npz") as direct:
+        assert packed["arr_0"].dtype == np.uint8 and packed["arr_0"].shape == (4, 16, 16, 1)
+        assert packed["seeds"].dtype == np.uint64
+        assert packed["seeds"].tolist() == [0, 1, 9, 4]
+        np.testing.assert_array_equal(packed["arr_0"], direct["arr_0"])
+        np.testing.assert_array_equal(packed["seeds"], direct["seeds"])
+
+
+def test_pack_refuses_missing_seeds_naming_them(folder: Path, tmp_path: Path, capsys) -> None:
+    assert sample("--seeds", "0-9", "--out", str(folder)) == 0
+    for seed in (3, 4, 5, 6, 7, 8):
+        os.unlink(folder / f"seed{seed:06d}.png")
+    capsys.readouterr()
+    code = main(["pack", str(folder), str(tmp_path / "p.npz")])
+    one_line_error(capsys, code, "6 of 10 seeds", "(3, 4, 5, 6, 7 ...)")
+    assert not (tmp_path / "p.npz").exists()
+
+
+def test_pack_refuses_a_plain_folder_and_an_existing_output(tmp_path: Path, folder, capsys):
+    one_line_error(capsys, main(["pack", str(tmp_path), str(tmp_path / "p.npz")]), "no pndm.json")
+    (tmp_path / "p.npz").write_bytes(b"keep me")
+    one_line_error(capsys, main(["pack", str(folder), str(tmp_path / "p.npz")]), "--overwrite")
+    assert (tmp_path / "p.npz").read_bytes() == b"keep me"
