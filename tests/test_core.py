@@ -16,13 +16,14 @@ import pytest
 import torch
 
 from pndm.samplers._common import Grid
-from pndm.samplers.adams import (
-    adams_bashforth_table,
-    adams_moulton_table,
+from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table, lagrange_integrals
+from pndm.samplers.core import (
+    AB_WEIGHTS,
     equal_step_table,
-    lagrange_integrals,
+    linear_combination,
+    transfer,
+    transfer_coefficients,
 )
-from pndm.samplers.core import AB_WEIGHTS, linear_combination, transfer, transfer_coefficients
 from pndm.schedule import VPSchedule
 
 

@@ -68,7 +68,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def grid_agrees(s: PNDMScheduler, n: int) -> bool:
     """diffusers' stride arithmetic (t - T//n, mids at t - T//n//2) lands on our grid points."""
-    grid, stride = s._grid(n, None), T // n
+    grid, stride = s.grid(n).tolist(), T // n
     steps = list(zip(grid[:-1], grid[1:], strict=True))
     targets_agree = all(t - stride == u or (u < 0 and t - stride < 0) for t, u in steps)
     return targets_agree and (s.config.skip_prk_steps or stride % 2 == 0)
