@@ -89,7 +89,8 @@ def test_config_and_schedule_attributes_match(name: str) -> None:
         torch.testing.assert_close(getattr(ours, attr), getattr(theirs, attr), rtol=2e-6, atol=0)
     torch.testing.assert_close(ours.final_alpha_cumprod, theirs.final_alpha_cumprod)
     assert ours._compatibles == theirs._compatibles
-    assert (ours.order, ours.pndm_order, ours.init_noise_sigma) == (1, 4, 1.0)
+    for attr in ("order", "pndm_order", "init_noise_sigma"):  # diffusers' values, not ours again
+        assert getattr(ours, attr) == getattr(theirs, attr)
     assert len(ours) == len(theirs)
 
 

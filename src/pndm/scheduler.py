@@ -201,15 +201,15 @@ class PNDMScheduler(ConfigMixin):
             alpha_index_offset=int(alpha_index_offset),
         )
         self.schedule = NoiseSchedule.from_config(self.config)  # float64 ᾱ used for stepping
-        self._init_tensors()
+        self._init_attributes()
+
+    def _init_attributes(self) -> None:
+        """diffusers' float32 attributes (``betas``, ``alphas_cumprod``, ...) and an empty plan."""
         self._state = _State()
         self.num_inference_steps: int | None = None
         self.timesteps: torch.Tensor | None = None
         self.prk_timesteps: np.ndarray | None = None
         self.plms_timesteps: np.ndarray | None = None
-
-    def _init_tensors(self) -> None:
-        """diffusers' float32 attributes (``betas``, ``alphas``, ``alphas_cumprod``, ...)."""
         c = self.config
         betas = make_betas(
             c.num_train_timesteps, c.beta_start, c.beta_end, c.beta_schedule, c.trained_betas

@@ -58,6 +58,14 @@ class Tableau:
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
 
+    def __post_init__(self) -> None:
+        shape_ok = len(self.a) == len(self.c) - 1 and len(self.b) == len(self.c)
+        if not shape_ok or self.c[0] != 0 or not set(self.c) <= {0.0, 0.5, 1.0}:
+            raise ValueError(
+                "a Tableau needs c_0 = 0, nodes c_i in {0, 1/2, 1}, one a-row per stage after the "
+                f"first and one b per stage; got c={self.c}, a={self.a}, b={self.b}"
+            )
+
 
 # Runge-Kutta order 4 (pseudo RK4 in F-PNDM, paper eq. 13; classical RK4 in FON).
 RK4 = Tableau(
