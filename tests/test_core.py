@@ -16,13 +16,18 @@ import pytest
 import torch
 
 from pndm.samplers._common import Grid
-from pndm.samplers.adams import (
-    adams_bashforth_table,
-    adams_moulton_table,
+from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table, lagrange_integrals
+from pndm.samplers.core import (
+    AB_WEIGHTS,
+    EULER,
+    IMPROVED_EULER,
+    RK4,
+    Tableau,
     equal_step_table,
-    lagrange_integrals,
+    linear_combination,
+    transfer,
+    transfer_coefficients,
 )
-from pndm.samplers.core import AB_WEIGHTS, linear_combination, transfer, transfer_coefficients
 from pndm.schedule import VPSchedule
 
 
@@ -247,3 +252,27 @@ def test_adams_table_zero_length_step():
     am = adams_moulton_table(sigma, 3)
     assert am[2].tolist() == [1.0, 0.0, 0.0]
     np.testing.assert_allclose(am[3], [0.5, 0.5, 0.0], rtol=1e-14)
+
+
+# --- warm-up tableaux --------------------------------------------------------------------------
+
+
+def test_warmup_tableaux_are_the_textbook_ones():
+    """Classical RK4 (b = 1/6, 1/3, 1/3, 1/6 at c = 0, 1/2, 1/2, 1), Heun and Euler; every row of a
+    and b sums to 1 (consistency: a constant ε or slope is reproduced)."""
+    exact = [Fraction(1, 6), Fraction(1, 3), Fraction(1, 3), Fraction(1, 6)]
+    assert [Fraction(w).limit_denominator(100) for w in RK4.b] == exact
+    assert (
+        RK4.c == (0, 0.5, 0.5, 1) and IMPROVED_EULER.c == (0, 1) and IMPROVED_EULER.b == (0.5, 0.5)
+    )
+    assert EULER.b == (1.0,)
+    for tableau in (RK4, IMPROVED_EULER, EULER):
+        for row in (*tableau.a, tableau.b):
+            assert math.isclose(sum(row), 1.0, rel_tol=1e-15)
+
+
+def test_tableau_rejects_nodes_a_grid_does_not_have():
+    with pytest.raises(ValueError, match="nodes c_i in"):
+        Tableau(c=(0.0, 0.25), a=((1.0,),), b=(0.5, 0.5))
+    with pytest.raises(ValueError, match="one b per stage"):
+        Tableau(c=(0.0, 1.0), a=((1.0,),), b=(1.0,))

@@ -10,7 +10,16 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, PNDMScheduler
 
-from pndm.grids import FINAL_TIME, GRIDS, make_grid
+from pndm import PNDMScheduler as OurPNDMScheduler
+from pndm.grids import (
+    FINAL_TIME,
+    GRIDS,
+    check_num_steps,
+    default_method,
+    make_grid,
+    scheduler_grid,
+)
+from pndm.samplers import nfe
 from pndm.schedule import NoiseSchedule, VPSchedule
 
 T = 1000
@@ -205,3 +214,72 @@ def test_other_bad_options():
         make_grid("edm", VP, 10, rho=0.0)
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         make_grid("logsnr", VP, 10, sigma_min=2.0, sigma_max=1.0)
+
+
+# --- the step-count rule and the scheduler-config rule ------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, 10.0, True, None, "10"])
+def test_one_step_count_rule_everywhere(n):
+    """grids, samplers.nfe and the scheduler reject the same step counts with one wording."""
+    checks = [
+        lambda: check_num_steps(n),
+        lambda: make_grid("leading", DDPM, n),
+        lambda: make_grid("edm", VP, n),
+        lambda: nfe("ddim", n),
+        lambda: OurPNDMScheduler().set_timesteps(n),
+    ]
+    for check in checks:
+        with pytest.raises(
+            ValueError, match=f"num_inference_steps must be an integer >= 1, got {n!r}"
+        ):
+            check()
+
+
+def test_step_count_upper_bound_is_num_train_timesteps():
+    assert check_num_steps(np.int64(1000), 1000) == 1000
+    assert check_num_steps(5000) == 5000  # no schedule, no upper bound
+    message = (
+        r"num_inference_steps must be an integer in \[1, 1000\], got 1001: more than num_train"
+    )
+    for check in (
+        lambda: check_num_steps(1001, 1000),
+        lambda: make_grid("trailing", DDPM, 1001),
+        lambda: OurPNDMScheduler().set_timesteps(1001),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check()
+
+
+def test_default_method():
+    assert default_method({"skip_prk_steps": True}) == "plms"
+    assert default_method({"skip_prk_steps": False}) == default_method({}) == "f-pndm"
+
+
+@pytest.mark.parametrize(
+    ("config", "n", "expected"),
+    [
+        ({}, 10, [*range(900, -1, -100), -1]),
+        ({"steps_offset": 1}, 10, [*range(901, 0, -100), -1]),
+        ({"timestep_spacing": "trailing"}, 10, [*range(999, 98, -100), -1]),
+        ({"timestep_spacing": "linspace"}, 4, [999, 666, 333, 0, -1]),
+    ],
+)
+def test_scheduler_grid_reads_the_config(config, n, expected):
+    grid = scheduler_grid(config, DDPM, n)
+    assert grid.dtype == torch.float64 and grid.device.type == "cpu"
+    assert grid.tolist() == expected
+    assert torch.equal(OurPNDMScheduler(**config).grid(n), grid)
+
+
+def test_scheduler_grid_explicit_timesteps_and_errors():
+    assert scheduler_grid({}, DDPM, timesteps=[999, 500.5, 3]).tolist() == [999, 500.5, 3, -1]
+    for bad in ([10, 20], [], [1000, 5], [5, -1]):
+        with pytest.raises(ValueError, match=r"timesteps must be strictly decreasing values in"):
+            scheduler_grid({}, DDPM, timesteps=bad)
+    with pytest.raises(ValueError, match="num_train_timesteps=10; they must agree"):
+        scheduler_grid({"num_train_timesteps": 10}, DDPM, 5)
+    with pytest.raises(ValueError, match="unknown timestep_spacing 'uniform'"):
+        scheduler_grid({"timestep_spacing": "uniform"}, DDPM, 5)
+    with pytest.raises(ValueError, match="steps_offset"):
+        scheduler_grid({"steps_offset": 1}, DDPM, 1000)

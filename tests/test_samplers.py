@@ -8,12 +8,14 @@ and literal transcriptions, written here, of the original code (luping-liu/PNDM 
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, reference_flow
-from pndm.samplers import SAMPLERS, get_sampler, nfe
+from pndm.samplers import SAMPLERS, Method, get_sampler, nfe
 from pndm.samplers._common import log_alpha_bar_slope
 from pndm.schedule import NoiseSchedule, VPSchedule
 
@@ -149,6 +151,63 @@ def test_pf_reports_its_nfe():
     SAMPLERS["pf"](counter, _x(), grids.edm(VP, 4), VP, stats=stats)
     assert stats["nfe"] == len(counter.times) == 2 + 6 * (stats["steps"] + stats["rejected"])
     assert nfe("pf", 10) is None
+
+
+# --- the registry ---------------------------------------------------------------------------------
+
+# Each method, the module and name it is defined under (what a direct call uses).
+DEFINED_IN = {
+    "ddim": ("ddim", "ddim"),
+    "s-pndm": ("pndm", "s_pndm"),
+    "f-pndm": ("pndm", "f_pndm"),
+    "fon": ("pndm", "fon"),
+    "fon-orig": ("pndm", "fon_orig"),
+    "plms": ("plms", "plms"),
+    "ipndm": ("ipndm", "ipndm"),
+    "pf": ("pf", "pf"),
+    "vab": ("vab", "vab"),
+    "pec": ("pec", "pec"),
+    "dpmpp-2m": ("dpmpp", "dpmpp_2m"),
+}
+
+
+def test_registry_is_the_module_methods_with_their_data():
+    assert list(SAMPLERS) == list(DEFINED_IN)  # names and order: the CLI lists them so
+    for name, (module, attr) in DEFINED_IN.items():
+        method = SAMPLERS[name]
+        assert method is getattr(importlib.import_module(f"pndm.samplers.{module}"), attr)
+        assert isinstance(method, Method) and method.name == name
+        assert "NFE" in method.__doc__  # the contract: each docstring states its NFE
+    assert SAMPLERS["ipndm"].options == ("afs", "denoise_to_zero")
+    assert SAMPLERS["ddim"].options == ()
+
+
+class TinyEps(torch.nn.Module):
+    """A point mass's exact ε plus a small learned term whose parameters require grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(3, 3, dtype=torch.float64)
+        self.exact = PointMass(MU).eps_fn(VP)
+        self.grad_enabled: list[bool] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return self.exact(x, t) + 0.01 * torch.tanh(self.linear(x))
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_every_sampler_runs_without_autograd(name):
+    """Called through SAMPLERS or straight from its module, with an nn.Module whose parameters
+    require grad: no graph is built (fon and pf still take dᾱ/dt by autograd inside)."""
+    module, attr = DEFINED_IN[name]
+    direct = getattr(importlib.import_module(f"pndm.samplers.{module}"), attr)
+    options = {"index_size": 1e-3} if name == "fon-orig" else {}
+    for fn in (SAMPLERS[name], direct):
+        eps = TinyEps()
+        out = fn(eps, _x(), grids.edm(VP, 4), VP, **options)
+        assert not out.requires_grad and out.grad_fn is None
+        assert eps.grad_enabled and not any(eps.grad_enabled)
 
 
 # --- purity, dtype, device ------------------------------------------------------------------------

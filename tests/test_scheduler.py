@@ -16,7 +16,7 @@ import torch
 
 from pndm import PNDMScheduler, SchedulerOutput
 from pndm.config import FrozenConfig
-from pndm.samplers import SAMPLERS
+from pndm.samplers import SAMPLERS, core
 from pndm.wrapper import make_eps_fn
 
 DEFAULT_JSON = (
@@ -128,6 +128,31 @@ def test_explicit_timesteps_extension() -> None:
     assert rel(x, SAMPLERS["plms"](model, sample(), grid, s.schedule)) < 1e-6
     with pytest.raises(ValueError, match="strictly decreasing"):
         s.set_timesteps(timesteps=[10, 20])
+
+
+@pytest.mark.parametrize("skip", [False, True], ids=["f-pndm", "plms"])
+def test_scheduler_plan_follows_the_samplers_tables(monkeypatch, skip: bool) -> None:
+    """One edit of the samplers' data (the warm-up tableau and the AB4 row) changes the pure sampler
+    and the scheduler alike: they still agree with each other, and both differ from before."""
+    s = PNDMScheduler(skip_prk_steps=skip)
+    x = sample(torch.float64)
+    before = pure(s, x, 10)
+    ab = (*core.AB_WEIGHTS[:3], (2.0, -1.5, 0.75, -0.25))  # rows still sum to 1
+    monkeypatch.setattr(core, "AB_WEIGHTS", ab)
+    name = "PLMS" if skip else "F_PNDM"
+    three_eighths = core.Tableau(
+        c=(0.0, 0.5, 0.5, 1.0),
+        a=((1.0,), (0.0, 1.0), (0.0, 0.0, 1.0)),
+        b=(1 / 8, 3 / 8, 3 / 8, 1 / 8),
+    )
+    heun_biased = core.Tableau(c=(0.0, 1.0), a=((1.0,),), b=(1 / 4, 3 / 4))
+    warmup = heun_biased if skip else three_eighths
+    monkeypatch.setattr(core, name, core.Multistep(4, warmup, getattr(core, name).warmup_steps))
+    after_pure, after_scheduler = pure(s, x, 10), run(s, x, 10)
+    assert rel(after_scheduler, after_pure) < 1e-12
+    assert rel(after_pure, before) > 1e-4
+    monkeypatch.undo()
+    assert rel(run(s, x, 10), before) < 1e-12
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,35 +4,51 @@ The model is called at t_0 .. t_{N-1}; t_N is the target. Integer grids of train
 at ``FINAL_TIME`` (-1), where `NoiseSchedule.alpha_bar` gives the final ᾱ (diffusers'
 ``final_alpha_cumprod``, or ᾱ_0 under the original code's index offset). Grids in σ̃ (EDM, log-SNR)
 work on any schedule with ``sigma_tilde`` and ``timestep_from_sigma``.
+
+Two rules live here and nowhere else: `check_num_steps` (what a valid step count is) and
+`scheduler_grid` with `default_method` (a diffusers scheduler config -> its grid and its method).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 FINAL_TIME = -1.0
+# The timestep_spacing values of a diffusers scheduler config.
+SCHEDULER_SPACINGS = ("linspace", "leading", "trailing")
 
 
-def _check_steps(n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int | float) or int(n) != n or n < 1:
-        raise ValueError(f"the number of steps must be an integer >= 1, got {n!r}")
+def check_num_steps(
+    n: Any, num_train_timesteps: int | None = None, name: str = "num_inference_steps"
+) -> int:
+    """n as an int, after checking 1 <= n (<= num_train_timesteps when given): the one rule.
+
+    Integers only (Python or numpy; not bool, not float), as diffusers' ``set_timesteps``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+    T = num_train_timesteps
+    if T is not None and n > T:
+        raise ValueError(
+            f"{name} must be an integer in [1, {T}], got {n}: more than num_train_timesteps={T}"
+        )
     return int(n)
 
 
-def _num_train_timesteps(schedule: Any, n: int) -> int:
+def _integer_steps(schedule: Any, n: int) -> tuple[int, int]:
+    """(n, T) for an integer grid of n steps on a discrete schedule of T training steps."""
     T = getattr(schedule, "num_train_timesteps", None)
+    n = check_num_steps(n, T)
     if T is None:
         raise ValueError(
             "integer grids need a discrete schedule (NoiseSchedule); for a continuous schedule use "
             "one of: edm, logsnr, time_uniform, time_quadratic"
         )
-    if n > T:
-        raise ValueError(f"{n} steps is more than num_train_timesteps={T}; choose n <= {T}")
-    return T
+    return n, T
 
 
 def _integer_grid(ascending: torch.Tensor) -> torch.Tensor:
@@ -42,8 +58,7 @@ def _integer_grid(ascending: torch.Tensor) -> torch.Tensor:
 
 def leading(schedule: Any, n: int, steps_offset: int = 0) -> torch.Tensor:
     """diffusers 'leading': t_i = i*floor(T/n) + steps_offset, i = 0..n-1."""
-    n = _check_steps(n)
-    T = _num_train_timesteps(schedule, n)
+    n, T = _integer_steps(schedule, n)
     if isinstance(steps_offset, bool) or int(steps_offset) != steps_offset:
         raise ValueError(f"steps_offset must be an integer, got {steps_offset!r}")
     top = (n - 1) * (T // n) + int(steps_offset)
@@ -58,15 +73,13 @@ def leading(schedule: Any, n: int, steps_offset: int = 0) -> torch.Tensor:
 # rounds differently where i*T/n lands within an ulp of k + 1/2 (trailing n = 48, linspace n = 27).
 def trailing(schedule: Any, n: int) -> torch.Tensor:
     """diffusers 'trailing': t_k = round(T - k*T/n) - 1, k = 0..n-1."""
-    n = _check_steps(n)
-    T = _num_train_timesteps(schedule, n)
+    n, T = _integer_steps(schedule, n)
     return _integer_grid(torch.from_numpy(np.round(np.arange(T, 0, -T / n))[::-1] - 1))
 
 
 def linspace(schedule: Any, n: int) -> torch.Tensor:
     """diffusers 'linspace': t_i = round(i*(T-1)/(n-1)), i = 0..n-1."""
-    n = _check_steps(n)
-    T = _num_train_timesteps(schedule, n)
+    n, T = _integer_steps(schedule, n)
     return _integer_grid(torch.from_numpy(np.linspace(0, T - 1, n).round()))
 
 
@@ -75,8 +88,7 @@ def uniform(schedule: Any, n: int) -> torch.Tensor:
 
     Gives ceil(T/skip) steps, which can exceed n (n = 30 gives 31 steps for T = 1000).
     """
-    n = _check_steps(n)
-    T = _num_train_timesteps(schedule, n)
+    n, T = _integer_steps(schedule, n)
     return _integer_grid(torch.arange(0, T, T // n))
 
 
@@ -88,8 +100,7 @@ def ddim_quadratic(schedule: Any, n: int) -> torch.Tensor:
     (n = 50: 0, 0, 1, 2, 5); a repeat would be a zero-length step that still costs a model call,
     so each repeat moves up to the next free integer.
     """
-    n = _check_steps(n)
-    T = _num_train_timesteps(schedule, n)
+    n, T = _integer_steps(schedule, n)
     times = [float(int(v)) for v in np.linspace(0, np.sqrt(T * 0.8), n) ** 2]
     for i in range(1, n):
         times[i] = max(times[i], times[i - 1] + 1)
@@ -125,7 +136,7 @@ def edm(
     rho: float = 7.0,
 ) -> torch.Tensor:
     """Karras et al. (EDM) grid in σ̃: (σ_max^(1/ρ) + i/n (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, i ≤ n."""
-    n = _check_steps(n)
+    n = check_num_steps(n)
     lo, hi = _sigma_range(schedule, sigma_min, sigma_max)
     if rho <= 0:
         raise ValueError(f"rho must be positive, got {rho}")
@@ -138,7 +149,7 @@ def logsnr(
     schedule: Any, n: int, sigma_min: float | None = None, sigma_max: float | None = None
 ) -> torch.Tensor:
     """Uniform in log-SNR: σ̃_i = σ_max (σ_min/σ_max)^(i/n), i = 0..n."""
-    n = _check_steps(n)
+    n = check_num_steps(n)
     lo, hi = _sigma_range(schedule, sigma_min, sigma_max)
     ramp = torch.linspace(0, 1, n + 1, dtype=torch.float64)
     return _sigma_grid(schedule, hi * (lo / hi) ** ramp, sigma_min, sigma_max)
@@ -146,7 +157,7 @@ def logsnr(
 
 def time_uniform(schedule: Any, n: int, rho: float = 1.0) -> torch.Tensor:
     """Uniform in t^(1/ρ) between t_max and t_min (DEIS 'ts_order'); ρ = 1 is uniform in t."""
-    n = _check_steps(n)
+    n = check_num_steps(n)
     if rho <= 0:
         raise ValueError(f"rho must be positive, got {rho}")
     hi, lo = float(schedule.t_max), float(schedule.t_min)
@@ -158,7 +169,7 @@ def time_uniform(schedule: Any, n: int, rho: float = 1.0) -> torch.Tensor:
 
 def time_quadratic(schedule: Any, n: int) -> torch.Tensor:
     """Quadratic in t, dense at t_min: t_i = t_min + (t_max - t_min)(1 - i/n)^2, i = 0..n."""
-    n = _check_steps(n)
+    n = check_num_steps(n)
     hi, lo = float(schedule.t_max), float(schedule.t_min)
     ramp = torch.linspace(0, 1, n + 1, dtype=torch.float64)
     return lo + (hi - lo) * (1 - ramp) ** 2
@@ -182,3 +193,47 @@ def make_grid(name: str, schedule: Any, n: int, **options: Any) -> torch.Tensor:
     if name not in GRIDS:
         raise ValueError(f"unknown timestep spacing {name!r}; choose one of {', '.join(GRIDS)}")
     return GRIDS[name](schedule, n, **options)
+
+
+def default_method(config: Mapping[str, Any]) -> str:
+    """The scheduler config's own method: "plms" with ``skip_prk_steps``, else "f-pndm"."""
+    return "plms" if config.get("skip_prk_steps") else "f-pndm"
+
+
+def scheduler_grid(
+    config: Mapping[str, Any],
+    schedule: Any,
+    num_inference_steps: int | None = None,
+    timesteps: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """The grid t_0 > ... > t_N = FINAL_TIME of a diffusers scheduler config (float64, CPU).
+
+    ``timesteps``, if given, are the model times t_0 > ... > t_{N-1}, in [0, T - 1]; otherwise
+    ``num_inference_steps`` steps of the config's ``timestep_spacing`` (``steps_offset`` applies
+    to "leading", as in diffusers). ``schedule`` is the config's (a NoiseSchedule).
+    """
+    T = config.get("num_train_timesteps", 1000)
+    if schedule.num_train_timesteps != T:
+        raise ValueError(
+            f"trained_betas has {schedule.num_train_timesteps} entries but "
+            f"num_train_timesteps={T}; they must agree"
+        )
+    if timesteps is not None:
+        return _explicit_grid(timesteps, T)
+    n = check_num_steps(num_inference_steps, T)
+    spacing = config.get("timestep_spacing", "leading")
+    if spacing not in SCHEDULER_SPACINGS:
+        choices = ", ".join(map(repr, SCHEDULER_SPACINGS))
+        raise ValueError(f"unknown timestep_spacing {spacing!r}; choose one of {choices}")
+    if spacing == "leading":
+        return leading(schedule, n, config.get("steps_offset", 0))
+    return GRIDS[spacing](schedule, n)
+
+
+def _explicit_grid(timesteps: Sequence[float], T: int) -> torch.Tensor:
+    """A user grid of model times, strictly descending within [0, T - 1], plus the final -1."""
+    times = torch.as_tensor(np.asarray(timesteps, dtype=np.float64).ravel())
+    descending = bool((times[1:] < times[:-1]).all())
+    if not times.numel() or not descending or times[-1] < 0 or times[0] > T - 1:
+        raise ValueError(f"timesteps must be strictly decreasing values in [0, {T - 1}]")
+    return torch.cat([times, times.new_tensor([FINAL_TIME])])

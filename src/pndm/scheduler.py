@@ -1,9 +1,11 @@
 """PNDMScheduler: diffusers' stateful ``step()`` API as a thin adapter over the PNDM mathematics.
 
-``set_timesteps`` reads the grid t_0 > ... > t_N (t_N = -1, the final ᾱ) and turns it into a *plan*:
-one entry per model call, holding the call's time, which noise estimates ε' combines, and the
-transfer coefficients of φ(x_n, ε', t_n -> target) (paper eq. 9, ``samplers.core``) as host floats.
-``step`` only does tensor arithmetic: no stride arithmetic, no ᾱ look-ups, no host-device sync.
+``set_timesteps`` reads the grid t_0 > ... > t_N (t_N = -1, the final ᾱ; ``grids.scheduler_grid``)
+and turns it into a *plan*: one entry per model call, holding the call's time, which noise estimates
+ε' combines, and the transfer coefficients of φ(x_n, ε', t_n -> target) (paper eq. 9) as host
+floats. The plan is read from the pure samplers' own data (``samplers.core.F_PNDM`` and ``PLMS``:
+warm-up tableau, warm-up steps, Adams orders), so the two cannot drift apart. ``step`` only does
+tensor arithmetic: no stride arithmetic, no ᾱ look-ups, no host-device sync.
 
     F-PNDM (skip_prk_steps=False, paper Algorithm 2): steps 0-2 pseudo Runge-Kutta, 4 calls each
         (t_n, mid, mid, t_{n+1}; mid = (t_n + t_{n+1})/2); then pseudo AB4, 1 call each: N + 9.
@@ -27,16 +29,14 @@ import numpy as np
 import torch
 
 from pndm.config import ConfigMixin
-from pndm.grids import FINAL_TIME, GRIDS
+from pndm.grids import SCHEDULER_SPACINGS, scheduler_grid
 from pndm.outputs import BaseOutput
-from pndm.samplers.core import AB_WEIGHTS, transfer_coefficients
+from pndm.samplers import core
+from pndm.samplers.core import Multistep, equal_step_table, stage_time, transfer_coefficients
 from pndm.schedule import NoiseSchedule, make_betas
 from pndm.wrapper import PREDICTION_TYPES, eps_from_output
 
-SPACINGS = ("linspace", "leading", "trailing")
 V_PREDICTION_COMPAT = (None, "diffusers")
-RK4_WEIGHTS = (1 / 6, 1 / 3, 1 / 3, 1 / 6)
-IMPROVED_EULER_WEIGHTS = (1 / 2, 1 / 2)
 
 
 @dataclass
@@ -51,9 +51,9 @@ class _Call(NamedTuple):
 
     time: float
     kind: str  # "prk" or "plms": the step_* method diffusers would route this call to
-    new_base: bool  # the call's sample is x_n, the point this step transfers from
-    store: bool  # the call's ε joins the multistep history
-    weights: tuple[float, ...] | None  # ε' = Σ w_j·stage_j, oldest first; None: AB on history
+    first: bool  # the call at t_n: its sample is x_n, its ε is e_n and joins the history
+    weights: tuple[float, ...]  # ε' = Σ w_j·ε_j
+    on_history: bool  # ε_j: the history e_n, e_{n-1}, ... (Adams); else this step's stages
     base_time: float
     target_time: float
     c_x: float = 0.0  # x' = c_x·x_n + c_eps·ε'
@@ -61,35 +61,32 @@ class _Call(NamedTuple):
     to_eps: tuple[float, float] | None = None  # ε = p·output + q·sample, None for epsilon
 
 
-def _fpndm_calls(grid: list[float]) -> list[_Call]:
-    """F-PNDM: pseudo RK4 for steps 0-2 (eq. 13), pseudo AB4 after (eq. 12)."""
+def _warmup_calls(method: Multistep, t: float, t_next: float, kind: str) -> list[_Call]:
+    """One Runge-Kutta warm-up step (paper eq. 13): a call per stage of ``method.warmup``.
+
+    Stage i's output moves x_n to stage i + 1's time with row a_{i+1}; the last one, with b, to
+    t_{n+1}. F-PNDM: t_n, mid, mid, t_{n+1}; PLMS's improved Euler: t_n, t_{n+1}.
+    """
+    tableau = method.warmup
+    times = [stage_time(c, t, t_next) for c in tableau.c]
+    rows = [*tableau.a, tableau.b]
+    targets = [*times[1:], t_next]
+    return [
+        _Call(time, kind, i == 0, row, False, t, target)
+        for i, (time, row, target) in enumerate(zip(times, rows, targets, strict=True))
+    ]
+
+
+def _plan(method: Multistep, grid: list[float], warmup_kind: str) -> list[_Call]:
+    """The calls of ``method`` on the grid: its warm-up steps, then one Adams call per step."""
+    rows = equal_step_table(method.orders(len(grid) - 1)).tolist()
     calls = []
     for n, (t, t_next) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
-        if n >= 3:  # pseudo linear multistep, order 4
-            calls.append(_Call(t, "plms", True, True, None, t, t_next))
-            continue
-        mid = (t + t_next) / 2  # pseudo Runge-Kutta, order 4: e1 .. e4 from the base x_n
-        calls += [
-            _Call(t, "prk", True, True, (1.0,), t, mid),
-            _Call(mid, "prk", False, False, (0.0, 1.0), t, mid),
-            _Call(mid, "prk", False, False, (0.0, 0.0, 1.0), t, t_next),
-            _Call(t_next, "prk", False, False, RK4_WEIGHTS, t, t_next),
-        ]
+        if n < method.warmup_steps:
+            calls += _warmup_calls(method, t, t_next, warmup_kind)
+        else:  # pseudo linear multistep (eq. 12), newest first
+            calls.append(_Call(t, "plms", True, tuple(rows[n]), True, t, t_next))
     return calls
-
-
-def _plms_calls(grid: list[float]) -> list[_Call]:
-    """PLMS: pseudo improved Euler for step 0 (2 calls), then AB2, AB3, AB4 (1 call each).
-
-    For N = 1 the corrector calls the model at the target t_1, as the pure ``plms`` does.
-    """
-    t0, t1 = grid[0], grid[1]
-    calls = [
-        _Call(t0, "plms", True, True, (1.0,), t0, t1),  # predictor: Euler step with e_0
-        _Call(t1, "plms", False, False, IMPROVED_EULER_WEIGHTS, t0, t1),  # corrector, not stored
-    ]
-    pairs = zip(grid[1:-1], grid[2:], strict=True)
-    return calls + [_Call(t, "plms", True, True, None, t, t_next) for t, t_next in pairs]
 
 
 def _eps_conversion(prediction_type: str, alpha_bar: torch.Tensor) -> list:
@@ -117,6 +114,7 @@ class _State:
     """Everything ``step`` remembers; ``set_timesteps`` replaces it whole (diffusers PR #2376)."""
 
     plan: tuple[_Call, ...] = ()
+    history_size: int = 4
     counter: int = 0
     base: torch.Tensor | None = None  # x_n: the sample the current step transfers from
     stage: list[torch.Tensor] = field(default_factory=list)  # this step's ε's, oldest first
@@ -181,7 +179,7 @@ class PNDMScheduler(ConfigMixin):
         v_prediction_compat: str | None = None,
         alpha_index_offset: int = 0,
     ) -> None:
-        _check_choice("timestep_spacing", timestep_spacing, SPACINGS)
+        _check_choice("timestep_spacing", timestep_spacing, SCHEDULER_SPACINGS)
         _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
         _check_choice("v_prediction_compat", v_prediction_compat, V_PREDICTION_COMPAT)
         if isinstance(steps_offset, bool) or int(steps_offset) != steps_offset or steps_offset < 0:
@@ -203,15 +201,15 @@ class PNDMScheduler(ConfigMixin):
             alpha_index_offset=int(alpha_index_offset),
         )
         self.schedule = NoiseSchedule.from_config(self.config)  # float64 ᾱ used for stepping
-        self._init_tensors()
+        self._init_attributes()
+
+    def _init_attributes(self) -> None:
+        """diffusers' float32 attributes (``betas``, ``alphas_cumprod``, ...) and an empty plan."""
         self._state = _State()
         self.num_inference_steps: int | None = None
         self.timesteps: torch.Tensor | None = None
         self.prk_timesteps: np.ndarray | None = None
         self.plms_timesteps: np.ndarray | None = None
-
-    def _init_tensors(self) -> None:
-        """diffusers' float32 attributes (``betas``, ``alphas``, ``alphas_cumprod``, ...)."""
         c = self.config
         betas = make_betas(
             c.num_train_timesteps, c.beta_start, c.beta_end, c.beta_schedule, c.trained_betas
@@ -239,16 +237,18 @@ class PNDMScheduler(ConfigMixin):
         ``timesteps``, an extension, gives the model times t_0 > ... > t_{N-1}; the target -1 (the
         final ᾱ) is appended. Resets all state. Model calls: N + 9 (F-PNDM, N >= 3) or N + 1.
         """
-        grid = self._grid(num_inference_steps, timesteps)
-        build = _plms_calls if self.config.skip_prk_steps else _fpndm_calls
-        plan = self._with_coefficients(build(grid))
+        grid = self.grid(num_inference_steps, timesteps).tolist()
+        # read at call time, so the plan follows the samplers' data (core.F_PNDM, core.PLMS)
+        skip = self.config.skip_prk_steps
+        method, warmup_kind = (core.PLMS, "plms") if skip else (core.F_PNDM, "prk")
+        plan = self._with_coefficients(_plan(method, grid, warmup_kind))
         times = [c.time for c in plan]
         n_prk = sum(c.kind == "prk" for c in plan)
         self.num_inference_steps = len(grid) - 1
         self.prk_timesteps = _as_array(times[:n_prk])
         self.plms_timesteps = _as_array(times[n_prk:])
         self.timesteps = _as_tensor(_as_array(times), device)
-        self._state = _State(plan=tuple(plan))
+        self._state = _State(plan=tuple(plan), history_size=method.order)
 
     def grid(
         self, num_inference_steps: int | None = None, timesteps: Sequence[float] | None = None
@@ -257,31 +257,7 @@ class PNDMScheduler(ConfigMixin):
 
         Public so that a pure sampler can run on exactly this scheduler's grid (PNDMPipeline).
         """
-        return torch.tensor(self._grid(num_inference_steps, timesteps), dtype=torch.float64)
-
-    def _grid(self, n: int | None, timesteps: Sequence[float] | None) -> list[float]:
-        """The descending grid t_0 > ... > t_N = -1 as Python floats."""
-        T = self.config.num_train_timesteps
-        if self.schedule.num_train_timesteps != T:
-            raise ValueError(
-                f"trained_betas has {self.schedule.num_train_timesteps} entries but "
-                f"num_train_timesteps={T}; they must agree"
-            )
-        if timesteps is not None:
-            return _explicit_grid(timesteps, T)
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= T:
-            raise ValueError(
-                f"num_inference_steps must be an integer in [1, {T}] "
-                f"(num_train_timesteps), got {n!r}"
-            )
-        spacing = self.config.timestep_spacing
-        options = {"steps_offset": self.config.steps_offset} if spacing == "leading" else {}
-        grid = GRIDS[spacing](self.schedule, int(n), **options)
-        if grid[0] > T - 1:
-            raise ValueError(
-                f"steps_offset={self.config.steps_offset} puts t_0 past T - 1 = {T - 1}"
-            )
-        return grid.tolist()
+        return scheduler_grid(self.config, self.schedule, num_inference_steps, timesteps)
 
     def _with_coefficients(self, calls: list[_Call]) -> list[_Call]:
         """Fill in the transfer coefficients and ε conversions of every call (float64, host)."""
@@ -313,8 +289,7 @@ class PNDMScheduler(ConfigMixin):
         ``timestep`` is accepted for diffusers compatibility and not consulted: the plan made by
         ``set_timesteps`` gives every time. Returns ``SchedulerOutput`` or ``(prev_sample,)``.
         """
-        prev_sample = self._advance(model_output, sample, kind=None)
-        return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
+        return self._step(model_output, sample, return_dict, kind=None)
 
     def step_prk(
         self,
@@ -324,8 +299,7 @@ class PNDMScheduler(ConfigMixin):
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor]:
         """``step`` for a pseudo Runge-Kutta call (the first 12 calls of F-PNDM)."""
-        prev_sample = self._advance(model_output, sample, kind="prk")
-        return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
+        return self._step(model_output, sample, return_dict, kind="prk")
 
     def step_plms(
         self,
@@ -335,35 +309,32 @@ class PNDMScheduler(ConfigMixin):
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor]:
         """``step`` for a pseudo linear multistep call (PLMS, or F-PNDM after its warm-up)."""
-        prev_sample = self._advance(model_output, sample, kind="plms")
-        return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
+        return self._step(model_output, sample, return_dict, kind="plms")
 
-    def _advance(
-        self, model_output: torch.Tensor, sample: torch.Tensor, kind: str | None
-    ) -> torch.Tensor:
-        """One planned call: convert to ε, update stage and history, transfer from x_n."""
+    def _step(
+        self, model_output: torch.Tensor, sample: torch.Tensor, return_dict: bool, kind: str | None
+    ) -> SchedulerOutput | tuple[torch.Tensor]:
+        """The one body of step, step_prk and step_plms: one planned call, checked against
+        ``kind``; converts to ε, updates stage and history, transfers from x_n."""
         state = self._state
         call = self._next_call(kind)
         eps = model_output
         if call.to_eps is not None:  # convert at this call's own (x, t)
             p, q = call.to_eps
             eps = torch.add(torch.mul(model_output, p), sample, alpha=q)
-        if call.new_base:
+        if call.first:
             state.base, state.stage = sample, []
+            state.history = [*state.history, eps][-state.history_size :]
         state.stage.append(eps)
-        if call.store:
-            state.history = [*state.history[-3:], eps]
         prev_sample = _combine(state.base, call.c_x, self._terms(call))
         state.counter += 1
-        return prev_sample
+        return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
 
     def _terms(self, call: _Call) -> list[tuple[float, torch.Tensor]]:
         """(c_eps·w_j, ε_j) pairs of ε' for this call."""
-        if call.weights is not None:  # Runge-Kutta / improved Euler stage combination
-            pairs = zip(call.weights, self._state.stage, strict=True)
-        else:  # Adams-Bashforth of the available order (4 once warmed up), newest first
-            newest_first = self._state.history[::-1]
-            pairs = zip(AB_WEIGHTS[len(newest_first) - 1], newest_first, strict=True)
+        state = self._state
+        estimates = state.history[::-1] if call.on_history else state.stage
+        pairs = zip(call.weights, estimates, strict=False)
         return [(call.c_eps * w, e) for w, e in pairs if w]
 
     def _next_call(self, kind: str | None) -> _Call:
@@ -434,11 +405,11 @@ class PNDMScheduler(ConfigMixin):
     @property
     def cur_model_output(self) -> torch.Tensor | int:
         """diffusers' running Runge-Kutta sum e1/6 + e2/3 + e3/3 inside a step, else 0."""
-        state = self._state
-        k = state.counter
-        if k % 4 == 0 or state.plan[k - 1].kind != "prk":
+        state, k = self._state, self._state.counter
+        inside = 0 < k < len(state.plan) and not state.plan[k].first
+        if not inside or state.plan[k - 1].kind != "prk":
             return 0
-        return sum(w * e for w, e in zip(RK4_WEIGHTS, state.stage, strict=False))
+        return sum(w * e for w, e in zip(core.F_PNDM.warmup.b, state.stage, strict=False))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self.config)})"
@@ -460,12 +431,3 @@ def _as_tensor(times: np.ndarray, device: str | torch.device | None) -> torch.Te
     """int64 as diffusers; half-integer mid times as float32 (exact, and valid on any device)."""
     dtype = torch.int64 if times.dtype == np.int64 else torch.float32
     return torch.as_tensor(times, dtype=dtype, device=device)
-
-
-def _explicit_grid(timesteps: Sequence[float], T: int) -> list[float]:
-    """A user grid of model times, strictly descending within [0, T - 1], plus the final -1."""
-    times = [float(t) for t in np.asarray(timesteps, dtype=np.float64).ravel()]
-    descending = all(a > b for a, b in zip(times, times[1:], strict=False))
-    if not times or not descending or times[-1] < 0 or times[0] > T - 1:
-        raise ValueError(f"timesteps must be strictly decreasing values in [0, {T - 1}]")
-    return [*times, FINAL_TIME]

@@ -8,15 +8,20 @@ mutate their inputs, keep no state and keep x in its own dtype. Each docstring g
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-import torch
+from pndm.grids import check_num_steps
+from pndm.samplers._checks import Method, check_options
+from pndm.samplers.core import (
+    AB_WEIGHTS,
+    EpsFn,
+    Schedule,
+    linear_combination,
+    transfer,
+    transfer_coefficients,
+)
 
-from pndm.samplers._checks import check_options
-from pndm.samplers.core import AB_WEIGHTS, linear_combination, transfer, transfer_coefficients
-
-# Functions under private names: ``pndm.samplers.ddim`` etc. stay the modules.
+# Methods under private names: ``pndm.samplers.ddim`` etc. stay the modules.
 from pndm.samplers.ddim import ddim as _ddim
 from pndm.samplers.dpmpp import dpmpp_2m as _dpmpp_2m
 from pndm.samplers.ipndm import ipndm as _ipndm
@@ -29,16 +34,23 @@ from pndm.samplers.pndm import fon_orig as _fon_orig
 from pndm.samplers.pndm import s_pndm as _s_pndm
 from pndm.samplers.vab import vab as _vab
 
-Sampler = Callable[..., torch.Tensor]
-
-SAMPLERS: dict[str, Sampler] = {
-    fn.method_name: fn  # type: ignore[attr-defined]
-    for fn in (_ddim, _s_pndm, _f_pndm, _fon, _fon_orig, _plms, _ipndm, _pf, _vab, _pec, _dpmpp_2m)
+SAMPLERS: dict[str, Method] = {
+    "ddim": _ddim,
+    "s-pndm": _s_pndm,
+    "f-pndm": _f_pndm,
+    "fon": _fon,
+    "fon-orig": _fon_orig,
+    "plms": _plms,
+    "ipndm": _ipndm,
+    "pf": _pf,
+    "vab": _vab,
+    "pec": _pec,
+    "dpmpp-2m": _dpmpp_2m,
 }
 
 
-def get_sampler(name: str) -> Sampler:
-    """The sampling function called ``name``; lists the valid names on a typo."""
+def get_sampler(name: str) -> Method:
+    """The sampling method called ``name``; lists the valid names on a typo."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown method {name!r}; choose one of {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
@@ -46,16 +58,18 @@ def get_sampler(name: str) -> Sampler:
 
 def nfe(name: str, n: int, **options: Any) -> int | None:
     """Model calls of method ``name`` for n steps with these options (None: adaptive, as pf)."""
-    fn = get_sampler(name)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of steps must be an integer >= 1, got {n!r}")
-    check_options(name, options, fn.options)  # type: ignore[attr-defined]
-    return fn.nfe(n, **options)  # type: ignore[attr-defined]
+    method = get_sampler(name)
+    n = check_num_steps(n)
+    check_options(name, options, method.options)
+    return method.nfe(n, **options)
 
 
 __all__ = [
     "AB_WEIGHTS",
     "SAMPLERS",
+    "EpsFn",
+    "Method",
+    "Schedule",
     "get_sampler",
     "linear_combination",
     "nfe",

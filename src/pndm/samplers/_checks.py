@@ -1,18 +1,20 @@
-"""Input validation shared by every sampler: one place, one wording, the valid choices listed.
+"""A sampling method as data, and the input checks every method runs: one place, one wording.
 
-`sampler` wraps each sampling function: it checks ``x``, ``timesteps`` and the option names before
-the function runs (so a bad input never surfaces as a traceback from deep inside torch), and it
-attaches the method's name and NFE formula. The checks sync with the device once, before the loop.
+`Method` holds a method's name, pure function, NFE formula and option names. Calling it checks
+``x``, ``timesteps``, ``eps_fn``, ``schedule`` and the option names before the function runs (so a
+bad input never surfaces as a traceback from deep inside torch), then runs it under
+``torch.no_grad()``. The checks sync with the device once, before the loop.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from pndm.samplers.core import EpsFn, Schedule
 
 
 def check_options(method: str, options: dict[str, Any], valid: Iterable[str]) -> None:
@@ -73,34 +75,41 @@ def check_order(method: str, order: Any, valid: range) -> int:
     return order
 
 
-def _keyword_options(fn: Callable[..., Any]) -> tuple[str, ...]:
-    params = inspect.signature(fn).parameters.values()
-    return tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+def check_callables(eps_fn: Any, schedule: Any) -> None:
+    if not callable(eps_fn):
+        raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")
+    if not hasattr(schedule, "alpha_bar"):
+        raise ValueError(f"schedule must have alpha_bar(t), got {type(schedule).__name__}")
 
 
-def sampler(name: str, nfe: Callable[..., int | None]) -> Callable[[Callable], Callable]:
-    """Register ``fn(eps_fn, x, timesteps, schedule, *, options...)`` as the method ``name``.
+@dataclass(frozen=True)
+class Method:
+    """The sampling method ``name``: ``fn(eps_fn, x, timesteps, schedule, **options)``, its model
+    calls ``nfe(n, **options)`` for n steps (None: adaptive) and its option names.
 
-    The wrapper validates inputs and option names, then calls ``fn`` with ``timesteps`` as a float64
-    tensor on x's device. ``nfe(n, **options)`` gives the model calls for n steps (None: adaptive).
+    Calling it validates the inputs and options, then runs ``fn`` under ``torch.no_grad()`` with
+    ``timesteps`` as a float64 tensor on x's device. Its docstring is ``fn``'s (it states the NFE).
     """
 
-    def register(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        valid = _keyword_options(fn)
+    name: str
+    fn: Callable[..., torch.Tensor]
+    nfe: Callable[..., int | None]
+    options: tuple[str, ...] = ()
 
-        @functools.wraps(fn)
-        def checked(eps_fn, x, timesteps, schedule, **options):
-            check_options(name, options, valid)
-            if not callable(eps_fn):
-                raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")
-            if not hasattr(schedule, "alpha_bar"):
-                raise ValueError(f"schedule must have alpha_bar(t), got {type(schedule).__name__}")
-            check_x(x)
-            return fn(eps_fn, x, as_timesteps(timesteps, x.device), schedule, **options)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "__doc__", self.fn.__doc__)  # help() shows the method's own doc
 
-        checked.method_name = name  # type: ignore[attr-defined]
-        checked.options = valid  # type: ignore[attr-defined]
-        checked.nfe = nfe  # type: ignore[attr-defined]
-        return checked
-
-    return register
+    def __call__(
+        self,
+        eps_fn: EpsFn,
+        x: torch.Tensor,
+        timesteps: torch.Tensor | Iterable[float],
+        schedule: Schedule,
+        **options: Any,
+    ) -> torch.Tensor:
+        check_options(self.name, options, self.options)
+        check_callables(eps_fn, schedule)
+        check_x(x)
+        times = as_timesteps(timesteps, x.device)
+        with torch.no_grad():  # sampling never needs the model's autograd graph
+            return self.fn(eps_fn, x, times, schedule, **options)

@@ -8,18 +8,23 @@ methods differ only in the weight table and the warm-up (the paper's "gradient p
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from pndm.samplers.core import linear_combination, transfer_coefficients
+from pndm.samplers.core import (
+    EpsFn,
+    Multistep,
+    Schedule,
+    Tableau,
+    equal_step_table,
+    linear_combination,
+    stage_time,
+    transfer_coefficients,
+)
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-
-def alpha_bar_at(schedule: Any, t: torch.Tensor) -> torch.Tensor:
+def alpha_bar_at(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
     """schedule.alpha_bar(t) as float64 on t's device, checked to lie in (0, 1]."""
     a = torch.as_tensor(schedule.alpha_bar(t), dtype=torch.float64).to(t.device)
     if a.shape != t.shape:
@@ -52,13 +57,13 @@ class Grid:
 
     @classmethod
     def build(
-        cls, x: torch.Tensor, timesteps: torch.Tensor, schedule: Any, midpoints: bool = False
+        cls, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, midpoints: bool = False
     ) -> Grid:
         alpha_bar = alpha_bar_at(schedule, timesteps)
         c_x, c_eps = (c.to(x.dtype) for c in transfer_coefficients(alpha_bar[:-1], alpha_bar[1:]))
         if not midpoints:
             return cls(timesteps, alpha_bar, c_x, c_eps)
-        mid = (timesteps[:-1] + timesteps[1:]) / 2
+        mid = stage_time(0.5, timesteps[:-1], timesteps[1:])
         mid_alpha_bar = alpha_bar_at(schedule, mid)
         mid_c = (c.to(x.dtype) for c in transfer_coefficients(alpha_bar[:-1], mid_alpha_bar))
         return cls(timesteps, alpha_bar, c_x, c_eps, mid, mid_alpha_bar, *mid_c)
@@ -75,13 +80,27 @@ class Grid:
         """φ(x, ε, t_n -> t_mid) with coefficients made once (grids built with midpoints)."""
         return self.mid_c_x[n] * x + self.mid_c_eps[n] * eps  # type: ignore[index]
 
-    def stages(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 4) times and ᾱ of each step's four RK stages: t_n, t_mid, t_mid, t_{n+1}."""
-        if self.mid_times is None or self.mid_alpha_bar is None:
-            raise ValueError("Grid.stages needs a grid built with midpoints=True")
-        t, a = self.times, self.alpha_bar
-        times = torch.stack([t[:-1], self.mid_times, self.mid_times, t[1:]], dim=1)
-        return times, torch.stack([a[:-1], self.mid_alpha_bar, self.mid_alpha_bar, a[1:]], dim=1)
+    def time_at(self, c: float, n: int) -> torch.Tensor:
+        """t_n + c h_n (0-d, on the grid's device) for a tableau node c."""
+        return self._node(c)[0][n]
+
+    def transfer_to(self, c: float, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
+        """φ(x, ε, t_n -> t_n + c h_n) for a tableau node c in (0, 1]."""
+        return self.transfer(x, eps, n) if c == 1 else self.transfer_mid(x, eps, n)
+
+    def _node(self, c: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Times and ᾱ of node c (0, 1/2 or 1) of all N steps."""
+        if c in (0, 1):
+            k = int(c)
+            return self.times[k : self.steps + k], self.alpha_bar[k : self.steps + k]
+        if c != 0.5 or self.mid_times is None or self.mid_alpha_bar is None:
+            raise ValueError(f"node c = {c} needs a grid built with midpoints=True (c = 1/2)")
+        return self.mid_times, self.mid_alpha_bar
+
+    def stages(self, tableau: Tableau) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, s) times and ᾱ of each step's s tableau stages, t_n + c_i h_n."""
+        nodes = [self._node(c) for c in tableau.c]
+        return torch.stack([t for t, _ in nodes], dim=1), torch.stack([a for _, a in nodes], dim=1)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -98,23 +117,20 @@ def evaluate(eps_fn: EpsFn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return eps.to(x.dtype)
 
 
-Warmup = Callable[[EpsFn, torch.Tensor, torch.Tensor, Grid, int], torch.Tensor]
-
-
 def pseudo_multistep(
     eps_fn: EpsFn,
     x: torch.Tensor,
     grid: Grid,
     weights: torch.Tensor,
-    warmup: Warmup | None = None,
+    warmup: Tableau | None = None,
     warmup_steps: int = 0,
     first_eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x_{n+1} = φ(x_n, ε'_n, t_n -> t_{n+1}), ε'_n = Σ_j weights[n, j] e_{n-j} (φ: paper eq. 9).
+    """x_{n+1} = φ(x_n, ε'_n, t_n -> t_{n+1}), ε'_n = Σ_j weights[n, j] e_{n-j} (paper eq. 9, 12).
 
     The history holds raw e_n only (newest first, as many as ``weights`` has columns). For the first
-    ``warmup_steps`` steps ε'_n = warmup(eps_fn, x_n, e_n, grid, n) instead. ``first_eps`` replaces
-    the model call at t_0 (iPNDM's analytic first step).
+    ``warmup_steps`` steps ε'_n is the pseudo Runge-Kutta estimate of ``warmup`` instead (eq. 13).
+    ``first_eps`` replaces the model call at t_0 (iPNDM's analytic first step).
     """
     weights = weights.to(device=x.device, dtype=x.dtype)
     history: list[torch.Tensor] = []
@@ -122,23 +138,49 @@ def pseudo_multistep(
         analytic = n == 0 and first_eps is not None
         e = first_eps if analytic else evaluate(eps_fn, x, grid.times[n])
         history = [e, *history][: weights.shape[1]]
-        if n < warmup_steps:
-            eps_prime = warmup(eps_fn, x, e, grid, n)  # type: ignore[misc]
+        if warmup is not None and n < warmup_steps:
+            eps_prime = pseudo_runge_kutta(warmup, eps_fn, x, e, grid, n)
         else:
             eps_prime = linear_combination(weights[n], history)
         x = grid.transfer(x, eps_prime, n)
     return x
 
 
-def pseudo_improved_euler(
-    eps_fn: EpsFn, x: torch.Tensor, e: torch.Tensor, grid: Grid, n: int
+def multistep(
+    method: Multistep,
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    grid: Grid,
+    first_eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Pseudo improved Euler (order 2, 1 extra NFE): ε' = (e_n + ε(φ(x_n, e_n), t_{n+1}))/2."""
-    x_pred = grid.transfer(x, e, n)
-    return (e + evaluate(eps_fn, x_pred, grid.times[n + 1])) / 2
+    """`pseudo_multistep` with the equal-step table, warm-up and warm-up steps of ``method``."""
+    weights = equal_step_table(method.orders(grid.steps))
+    return pseudo_multistep(
+        eps_fn, x, grid, weights, method.warmup, method.warmup_steps, first_eps=first_eps
+    )
 
 
-def log_alpha_bar_slope(schedule: Any, t: torch.Tensor) -> torch.Tensor:
+def tableau_sum(weights: tuple[float, ...], stages: list[torch.Tensor]) -> torch.Tensor:
+    """Σ_i w_i k_i over the oldest-first stages, skipping zero weights (host floats, no sync)."""
+    terms = [w * k for w, k in zip(weights, stages, strict=False) if w]
+    return sum(terms[1:], terms[0])
+
+
+def pseudo_runge_kutta(
+    tableau: Tableau, eps_fn: EpsFn, x: torch.Tensor, e: torch.Tensor, grid: Grid, n: int
+) -> torch.Tensor:
+    """Pseudo Runge-Kutta ε' (paper eq. 13): every stage is φ from the base x_n; s - 1 extra NFE.
+
+    RK4: ε' = (e_1 + 2e_2 + 2e_3 + e_4)/6; improved Euler: ε' = (e_n + ε(φ(x_n, e_n), t_{n+1}))/2.
+    """
+    stages = [e]
+    for c, row in zip(tableau.c[1:], tableau.a, strict=True):
+        x_stage = grid.transfer_to(c, x, tableau_sum(row, stages), n)
+        stages.append(evaluate(eps_fn, x_stage, grid.time_at(c, n)))
+    return tableau_sum(tableau.b, stages)
+
+
+def log_alpha_bar_slope(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
     """d log ᾱ/dt at times t, by autograd of ``schedule.log_alpha_bar`` (or of log alpha_bar).
 
     Works inside ``torch.no_grad`` and ``torch.inference_mode``; raises if the schedule detaches t.
@@ -168,7 +210,7 @@ def check_noisy(method: str, alpha_bar: torch.Tensor) -> None:
 
 
 def vp_drift_coefficients(
-    schedule: Any, t: torch.Tensor, alpha_bar: torch.Tensor
+    schedule: Schedule, t: torch.Tensor, alpha_bar: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(c_x, c_ε) of the probability-flow ODE dx/dt = c_x x + c_ε ε at times t, float64.
 

@@ -1,4 +1,4 @@
-"""Adams weight tables: equal-step (fixed) and variable-step in σ̃ (algorithms.md §3).
+"""Variable-step Adams weight tables in σ̃ (algorithms.md §3); the equal-step ones are in core.
 
 A table has one row per step n; row n holds ε' weights on (e_n, e_{n-1}, ...) (Adams-Bashforth) or
 on (e_{n+1}, e_n, ...) (Adams-Moulton), divided by the step h_n = σ̃_{n+1} - σ̃_n so that each row
@@ -9,13 +9,10 @@ Tables are built once, in float64 on the host, before the sampling loop.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-
-from pndm.samplers.core import AB_WEIGHTS
 
 
 @functools.lru_cache(maxsize=8)
@@ -89,11 +86,3 @@ def adams_bashforth_table(sigma: torch.Tensor, order: int) -> torch.Tensor:
 def adams_moulton_table(sigma: torch.Tensor, order: int) -> torch.Tensor:
     """Variable-step AM_k in σ̃, row n: w_j/h_n on (e_{n+1}, e_n, ...), k = min(n+2, order)."""
     return _adams_table(sigma, order, newest_offset=1)
-
-
-def equal_step_table(orders: Sequence[int]) -> torch.Tensor:
-    """Fixed equal-step AB weights (AB_WEIGHTS), row n of order ``orders[n]``, whatever the grid."""
-    table = torch.zeros(len(orders), max(orders, default=1), dtype=torch.float64)
-    for n, k in enumerate(orders):
-        table[n, :k] = torch.tensor(AB_WEIGHTS[k - 1], dtype=torch.float64)
-    return table

@@ -11,9 +11,21 @@ Every PNDM-family step is x_{n+1} = φ(x_n, ε', t_n -> t_{n+1}); methods differ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``eps_fn(x, t) -> ε``: the noise prediction, t a float64 (batch,) tensor on x's device."""
+
+
+class Schedule(Protocol):
+    """What a sampler needs of a noise schedule: ᾱ at any time of the grid (float64)."""
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor: ...
+
 
 # Equal-step Adams-Bashforth weights for orders 1..4, newest first (e_n, e_{n-1}, ...).
 AB_WEIGHTS: tuple[tuple[float, ...], ...] = (
@@ -22,6 +34,80 @@ AB_WEIGHTS: tuple[tuple[float, ...], ...] = (
     (23 / 12, -16 / 12, 5 / 12),
     (55 / 24, -59 / 24, 37 / 24, -9 / 24),
 )
+
+
+def equal_step_table(orders: Sequence[int]) -> torch.Tensor:
+    """Fixed equal-step AB weights (AB_WEIGHTS), row n of order ``orders[n]``, whatever the grid."""
+    table = torch.zeros(len(orders), max(orders, default=1), dtype=torch.float64)
+    for n, k in enumerate(orders):
+        table[n, :k] = torch.tensor(AB_WEIGHTS[k - 1], dtype=torch.float64)
+    return table
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """An explicit Runge-Kutta warm-up step: nodes c, stage rows a, weights b (Butcher tableau).
+
+    Pseudo (paper eq. 13): stage i calls e_i = ε(x_i, t_n + c_i h) at x_i = φ(x_n, Σ_j a_ij e_j,
+    t_n -> t_n + c_i h) and ε' = Σ_i b_i e_i. Classical (FON): x_i = x_n + c_i h Σ_j a_ij k_j and
+    D = Σ_i b_i k_i. So each row sums to 1 (Butcher's a_ij is c_i times ours). ``a[i - 1]`` is the
+    row of stage i >= 1 (stage 0 is e_n at t_n). Nodes are 0, 1/2 or 1, the times `Grid` has.
+    """
+
+    c: tuple[float, ...]
+    a: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        shape_ok = len(self.a) == len(self.c) - 1 and len(self.b) == len(self.c)
+        if not shape_ok or self.c[0] != 0 or not set(self.c) <= {0.0, 0.5, 1.0}:
+            raise ValueError(
+                "a Tableau needs c_0 = 0, nodes c_i in {0, 1/2, 1}, one a-row per stage after the "
+                f"first and one b per stage; got c={self.c}, a={self.a}, b={self.b}"
+            )
+
+
+# Runge-Kutta order 4 (pseudo RK4 in F-PNDM, paper eq. 13; classical RK4 in FON).
+RK4 = Tableau(
+    c=(0.0, 0.5, 0.5, 1.0),
+    a=((1.0,), (0.0, 1.0), (0.0, 0.0, 1.0)),
+    b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+)
+# Euler, order 1: ε' = e_n, the DDIM step (AB1).
+EULER = Tableau(c=(0.0,), a=(), b=(1.0,))
+# Improved Euler (Heun), order 2: a predictor to t_{n+1}, then the mean of the two slopes.
+IMPROVED_EULER = Tableau(c=(0.0, 1.0), a=((1.0,),), b=(1 / 2, 1 / 2))
+
+
+Time = TypeVar("Time", float, torch.Tensor)
+
+
+def stage_time(c: float, t: Time, t_next: Time) -> Time:
+    """t_n + c h_n, written so that c = 0, 1/2, 1 give t_n, (t_n + t_{n+1})/2, t_{n+1} exactly."""
+    return (1 - c) * t + c * t_next
+
+
+@dataclass(frozen=True)
+class Multistep:
+    """A pseudo linear multistep method's gradient part as data (paper §3.3, eq. 12).
+
+    The first ``warmup_steps`` steps take ε' from the ``warmup`` tableau; step n after them takes
+    the equal-step AB row of order min(n + 1, ``order``) on (e_n, e_{n-1}, ...).
+    """
+
+    order: int
+    warmup: Tableau = EULER
+    warmup_steps: int = 0
+
+    def orders(self, steps: int) -> list[int]:
+        """The AB order of each of ``steps`` steps (warm-up steps included, their rows unused)."""
+        return [min(n + 1, self.order) for n in range(steps)]
+
+
+S_PNDM = Multistep(order=2, warmup=IMPROVED_EULER, warmup_steps=1)
+F_PNDM = Multistep(order=4, warmup=RK4, warmup_steps=3)  # also FON's, on the ODE in t
+PLMS = Multistep(order=4, warmup=IMPROVED_EULER, warmup_steps=1)
+IPNDM = Multistep(order=4)
 
 
 def transfer_coefficients(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._checks import sampler
-from pndm.samplers._common import EpsFn, Grid, evaluate
+from pndm.samplers._checks import Method
+from pndm.samplers._common import Grid, evaluate
+from pndm.samplers.core import EpsFn, Schedule
 
 
 def _extrapolation(sigma: torch.Tensor, lower_order_final: bool) -> torch.Tensor:
@@ -19,12 +20,11 @@ def _extrapolation(sigma: torch.Tensor, lower_order_final: bool) -> torch.Tensor
     return c
 
 
-@sampler("dpmpp-2m", nfe=lambda n, **_: n)
-def dpmpp_2m(
+def _dpmpp_2m(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule,
+    schedule: Schedule,
     *,
     lower_order_final: bool = False,
 ) -> torch.Tensor:
@@ -47,3 +47,8 @@ def dpmpp_2m(
         x = grid.transfer(x, eps_prime, n)
         x0_prev = x0
     return x
+
+
+dpmpp_2m = Method(
+    "dpmpp-2m", _dpmpp_2m, nfe=lambda n, lower_order_final=False: n, options=("lower_order_final",)
+)

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._checks import sampler
-from pndm.samplers._common import EpsFn, Grid, evaluate, pseudo_multistep
-from pndm.samplers.adams import equal_step_table
-from pndm.samplers.core import transfer
+from pndm.samplers import core
+from pndm.samplers._checks import Method
+from pndm.samplers._common import Grid, evaluate, multistep
+from pndm.samplers.core import EpsFn, Schedule, transfer
 
 
-def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False, **_) -> int:
+def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False) -> int:
     return n - int(bool(afs)) + int(bool(denoise_to_zero))
 
 
-@sampler("ipndm", nfe=_ipndm_nfe)
-def ipndm(
+def _ipndm(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule,
+    schedule: Schedule,
     *,
     afs: bool = False,
     denoise_to_zero: bool = False,
@@ -37,10 +36,12 @@ def ipndm(
             "denoise_to_zero needs ᾱ < 1 at the target t_N (at ᾱ = 1, x already is the data "
             "estimate); end the grid earlier or drop the option"
         )
-    orders = [min(n + 1, 4) for n in range(grid.steps)]
     first_eps = x if afs else None  # ε ≈ x when σ̃ >> data scale (x̄/sqrt(1+σ̃²) in EDM units)
-    x = pseudo_multistep(eps_fn, x, grid, equal_step_table(orders), first_eps=first_eps)
+    x = multistep(core.IPNDM, eps_fn, x, grid, first_eps=first_eps)
     if denoise_to_zero:  # φ to ᾱ = 1 is the data estimate x̂_0
         e = evaluate(eps_fn, x, grid.times[-1])
         x = transfer(x, e, grid.alpha_bar[-1], torch.ones_like(grid.alpha_bar[-1]))
     return x
+
+
+ipndm = Method("ipndm", _ipndm, nfe=_ipndm_nfe, options=("afs", "denoise_to_zero"))

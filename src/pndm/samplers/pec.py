@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._checks import check_order, sampler
-from pndm.samplers._common import EpsFn, Grid, evaluate
+from pndm.samplers._checks import Method, check_order
+from pndm.samplers._common import Grid, evaluate
 from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table
-from pndm.samplers.core import linear_combination
+from pndm.samplers.core import EpsFn, Schedule, linear_combination
 
 
-@sampler("pec", nfe=lambda n, **_: n)
-def pec(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule, *, order: int = 3
+def _pec(
+    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *, order: int = 3
 ) -> torch.Tensor:
     """AB_k predictor, AM_{k+1} corrector, both variable-step in σ̃ and applied by φ. NFE = N.
 
@@ -35,3 +34,6 @@ def pec(
         e = evaluate(eps_fn, x_pred, grid.times[n + 1])
         x = grid.transfer(x, linear_combination(corrector[n], [e, *history]), n)  # AM_{k+1}
     return x
+
+
+pec = Method("pec", _pec, nfe=lambda n, order=3: n, options=("order",))

@@ -11,86 +11,84 @@ from collections.abc import Callable
 
 import torch
 
-from pndm.samplers._checks import sampler
+from pndm.samplers import core
+from pndm.samplers._checks import Method
 from pndm.samplers._common import (
-    EpsFn,
     Grid,
     alpha_bar_at,
     check_noisy,
     evaluate,
-    pseudo_improved_euler,
-    pseudo_multistep,
+    multistep,
+    tableau_sum,
     vp_drift_coefficients,
 )
-from pndm.samplers.adams import equal_step_table
-from pndm.samplers.core import AB_WEIGHTS, linear_combination, transfer
+from pndm.samplers.core import (
+    EpsFn,
+    Multistep,
+    Schedule,
+    equal_step_table,
+    linear_combination,
+    transfer,
+)
 
 
-def _four_stage_nfe(n: int, **_) -> int:
+def _four_stage_nfe(n: int, **_: object) -> int:
     return n + 9 if n >= 3 else 4 * n
 
 
-@sampler("s-pndm", nfe=lambda n, **_: n + 1)
-def s_pndm(eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule) -> torch.Tensor:
+def _s_pndm(
+    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
+) -> torch.Tensor:
     """S-PNDM: pseudo improved Euler, then pseudo AB2 (paper eq. 9 transfer). NFE = N + 1.
 
     Step 0: ε' = (e_0 + ε(φ(x_0, e_0), t_1))/2 (order 2, 2 NFE; only e_0 is kept).
     Steps >= 1: ε' = (3e_n - e_{n-1})/2 (pseudo linear multistep, order 2).
     """
-    grid = Grid.build(x, timesteps, schedule)
-    weights = equal_step_table([2] * grid.steps)
-    return pseudo_multistep(eps_fn, x, grid, weights, pseudo_improved_euler, warmup_steps=1)
+    return multistep(core.S_PNDM, eps_fn, x, Grid.build(x, timesteps, schedule))
 
 
-def pseudo_rk4(
-    eps_fn: EpsFn, x: torch.Tensor, e1: torch.Tensor, grid: Grid, n: int
+def _f_pndm(
+    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
 ) -> torch.Tensor:
-    """Pseudo Runge-Kutta (paper Algorithm 2): every stage is φ from the base x_n. 3 extra NFE."""
-    t_mid = grid.mid_times[n]  # type: ignore[index]
-    e2 = evaluate(eps_fn, grid.transfer_mid(x, e1, n), t_mid)
-    e3 = evaluate(eps_fn, grid.transfer_mid(x, e2, n), t_mid)
-    e4 = evaluate(eps_fn, grid.transfer(x, e3, n), grid.times[n + 1])
-    return (e1 + 2 * e2 + 2 * e3 + e4) / 6
-
-
-@sampler("f-pndm", nfe=_four_stage_nfe)
-def f_pndm(eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule) -> torch.Tensor:
     """F-PNDM (paper Algorithm 2): pseudo RK4 for 3 steps, then pseudo AB4. NFE = N + 9.
 
-    Steps 0-2: pseudo RK4 with stages at t_mid = (t_n + t_{n+1})/2 (4 NFE; e_n is kept).
-    Steps >= 3: ε' = (55e_n - 59e_{n-1} + 37e_{n-2} - 9e_{n-3})/24 (pseudo linear multistep).
+    Steps 0-2: pseudo RK4 (eq. 13) with stages at t_mid = (t_n + t_{n+1})/2 (4 NFE; e_n is kept).
+    Steps >= 3: ε' = (55e_n - 59e_{n-1} + 37e_{n-2} - 9e_{n-3})/24 (pseudo AB4, eq. 12).
     For N <= 3, NFE = 4N and the last stage calls the model at the target t_N.
     """
-    grid = Grid.build(x, timesteps, schedule, midpoints=True)
-    weights = equal_step_table([4] * grid.steps)
-    return pseudo_multistep(eps_fn, x, grid, weights, pseudo_rk4, warmup_steps=3)
+    return multistep(core.F_PNDM, eps_fn, x, Grid.build(x, timesteps, schedule, midpoints=True))
 
 
 StageSlope = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def rk4_then_ab4(slope: StageSlope, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """x_{n+1} = x_n + h_n D_n: classical RK4 for steps 0-2, then AB4 on the stage-1 slopes.
+def classical_multistep(
+    method: Multistep, slope: StageSlope, x: torch.Tensor, h: torch.Tensor
+) -> torch.Tensor:
+    """x_{n+1} = x_n + h_n D_n: classical Runge-Kutta (``method.warmup``) for the warm-up steps,
+    then equal-step Adams-Bashforth on the stage-0 slopes.
 
-    ``slope(n, stage, x_n, x_stage)``; stage 0 is at t_n, stages 1-2 at t_mid, stage 3 at t_{n+1}.
+    ``slope(n, stage, x_n, x_stage)``; stage i is at t_n + c_i h_n of the warm-up tableau.
     """
+    weights = equal_step_table(method.orders(h.numel())).to(device=x.device, dtype=x.dtype)
     history: list[torch.Tensor] = []
     for n in range(h.numel()):
-        k1 = slope(n, 0, x, x)
-        history = [k1, *history][:4]
-        if n < 3:  # classical RK4 (order 4, 4 NFE)
-            k2 = slope(n, 1, x, x + h[n] / 2 * k1)
-            k3 = slope(n, 2, x, x + h[n] / 2 * k2)
-            k4 = slope(n, 3, x, x + h[n] * k3)
-            d = (k1 + 2 * k2 + 2 * k3 + k4) / 6
-        else:  # equal-step AB4 (order 4 on uniform grids)
-            d = linear_combination(AB_WEIGHTS[3], history)
+        k = [slope(n, 0, x, x)]
+        history = [k[0], *history][: weights.shape[1]]
+        if n < method.warmup_steps:  # classical Runge-Kutta (RK4 for FON: order 4, 4 NFE)
+            tableau = method.warmup
+            for i, (c, row) in enumerate(zip(tableau.c[1:], tableau.a, strict=True), start=1):
+                k.append(slope(n, i, x, x + (c * h[n]) * tableau_sum(row, k)))
+            d = tableau_sum(tableau.b, k)
+        else:  # equal-step Adams-Bashforth (order 4 on uniform grids for FON)
+            d = linear_combination(weights[n], history)
         x = x + h[n] * d
     return x
 
 
-@sampler("fon", nfe=_four_stage_nfe)
-def fon(eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule) -> torch.Tensor:
+def _fon(
+    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
+) -> torch.Tensor:
     """FON, textbook: classical RK4 (3 steps) then AB4 on dx/dt = ᾱ'/(2ᾱ)[x - ε/sqrt(1-ᾱ)].
 
     NFE = N + 9 (4N for N <= 3; then the last stage calls the model at t_N). No φ: order 4 on
@@ -99,22 +97,22 @@ def fon(eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule) -> to
     """
     grid = Grid.build(x, timesteps, schedule, midpoints=True)
     check_noisy("fon", grid.alpha_bar if grid.steps <= 3 else grid.alpha_bar[:-1])
-    times, alpha_bar = grid.stages()
+    method = core.F_PNDM  # FON's scheme is F-PNDM's, classical: RK4 (3 steps) then AB4
+    times, alpha_bar = grid.stages(method.warmup)
     c_x, c_e = (c.to(x.dtype) for c in vp_drift_coefficients(schedule, times, alpha_bar))
 
     def slope(n: int, stage: int, x_base: torch.Tensor, x_stage: torch.Tensor) -> torch.Tensor:
         e = evaluate(eps_fn, x_stage, times[n, stage])
         return c_x[n, stage] * x_stage + c_e[n, stage] * e
 
-    return rk4_then_ab4(slope, x, (grid.times[1:] - grid.times[:-1]).to(x.dtype))
+    return classical_multistep(method, slope, x, (grid.times[1:] - grid.times[:-1]).to(x.dtype))
 
 
-@sampler("fon-orig", nfe=_four_stage_nfe)
-def fon_orig(
+def _fon_orig(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule,
+    schedule: Schedule,
     *,
     index_size: float = 1.0,
 ) -> torch.Tensor:
@@ -129,11 +127,18 @@ def fon_orig(
     if not isinstance(index_size, int | float) or isinstance(index_size, bool) or index_size <= 0:
         raise ValueError(f"index_size must be a positive number of time units, got {index_size!r}")
     grid = Grid.build(x, timesteps, schedule, midpoints=True)
-    times, a = grid.stages()
+    method = core.F_PNDM
+    times, a = grid.stages(method.warmup)
     a_back = alpha_bar_at(schedule, grid.times[:-1] - index_size)  # ᾱ(t_n - δ)
 
     def slope(n: int, stage: int, x_base: torch.Tensor, x_stage: torch.Tensor) -> torch.Tensor:
         e = evaluate(eps_fn, x_stage, times[n, stage])
         return (x_base - transfer(x_base, e, a[n, 0], a_back[n])) / index_size  # -Δ/δ, per unit t
 
-    return rk4_then_ab4(slope, x, (grid.times[1:] - grid.times[:-1]).to(x.dtype))
+    return classical_multistep(method, slope, x, (grid.times[1:] - grid.times[:-1]).to(x.dtype))
+
+
+s_pndm = Method("s-pndm", _s_pndm, nfe=lambda n: n + 1)
+f_pndm = Method("f-pndm", _f_pndm, nfe=_four_stage_nfe)
+fon = Method("fon", _fon, nfe=_four_stage_nfe)
+fon_orig = Method("fon-orig", _fon_orig, nfe=_four_stage_nfe, options=("index_size",))

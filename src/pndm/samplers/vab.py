@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._checks import check_order, sampler
-from pndm.samplers._common import EpsFn, Grid, pseudo_multistep
+from pndm.samplers._checks import Method, check_order
+from pndm.samplers._common import Grid, pseudo_multistep
 from pndm.samplers.adams import adams_bashforth_table
+from pndm.samplers.core import EpsFn, Schedule
 
 
-@sampler("vab", nfe=lambda n, **_: n)
-def vab(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule, *, order: int = 4
+def _vab(
+    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *, order: int = 4
 ) -> torch.Tensor:
     """Variable-step AB_k in σ̃ on dx̄/dσ̃ = ε, written as the transfer φ (paper eq. 9). NFE = N.
 
@@ -22,3 +22,6 @@ def vab(
     order = check_order("vab", order, range(1, 5))
     grid = Grid.build(x, timesteps, schedule)
     return pseudo_multistep(eps_fn, x, grid, adams_bashforth_table(grid.sigma, order))
+
+
+vab = Method("vab", _vab, nfe=lambda n, order=4: n, options=("order",))
