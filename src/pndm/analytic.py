@@ -11,12 +11,13 @@ Computations run in float64 and the result is cast back to the dtype of ``x``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from pndm.samplers.core import EpsFn
+
 ArrayLike = torch.Tensor | Sequence[Any] | float
 
 __all__ = ["GaussianMixture", "PointMass", "gaussian_flow", "reference_flow"]

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pndm.checks import check_count
+
 FINAL_TIME = -1.0
 # The timestep_spacing values of a diffusers scheduler config.
 SCHEDULER_SPACINGS = ("linspace", "leading", "trailing")
@@ -29,8 +31,7 @@ def check_num_steps(
 
     Integers only (Python or numpy; not bool, not float), as diffusers' ``set_timesteps``.
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {n!r}")
+    n = check_count(name, n)
     T = num_train_timesteps
     if T is not None and n > T:
         raise ValueError(

@@ -76,7 +76,9 @@ class SampleSummary:
 def check_job(job: SampleJob, ranks: Ranks | None = None) -> Output:
     """Validate everything that needs no model, so mistakes fail before any loading."""
     ranks = ranks or Ranks()
-    check_count("num_inference_steps", job.steps)
+    from pndm.grids import check_num_steps  # imports torch: not at `pndm --help` time
+
+    check_num_steps(job.steps)
     if job.batch_size is not None:
         check_count("batch_size", job.batch_size)
     if job.threads is not None:
@@ -162,7 +164,7 @@ class Plan:
 def plan(job: SampleJob) -> Plan:
     """Read the model folder's configs (not its weights into a model): the method, the image
     size, the step count checked against the scheduler, the model's content hash."""
-    from pndm import folders, manifest
+    from pndm import folders, grids, manifest
     from pndm.images import png_mode
     from pndm.io import read_json
 
@@ -173,7 +175,7 @@ def plan(job: SampleJob) -> Plan:
     if size is None:
         raise ValueError(f"{files[0]} has no sample_size: pndm sample cannot tell the image size")
     width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
-    method = job.method or _default_method(scheduler)
+    method = job.method or grids.default_method(scheduler)
     settings = {"model": manifest.files_hash(files), "method": method, "method_options": {}}
     settings |= {"steps": job.steps, "timesteps": None, "dtype": job.dtype}
     image = {"width": width, "height": height, "mode": png_mode(int(unet["in_channels"]))}
@@ -187,11 +189,6 @@ def _folder_manifest(job: SampleJob, output: Output, plan: Plan) -> Any:
     versions = {"pndm": __version__, "torch": _torch_version()}
     wanted = manifest.Manifest(plan.settings, plan.image, versions, list(job.seeds))
     return manifest.merge(output.path, wanted, job.overwrite)
-
-
-def _default_method(scheduler_config: dict[str, Any]) -> str:
-    """F-PNDM, or PLMS for a scheduler config with ``skip_prk_steps`` (as diffusers' step())."""
-    return "plms" if scheduler_config.get("skip_prk_steps") else "f-pndm"
 
 
 def _torch_version() -> str:

@@ -26,6 +26,7 @@ from pndm import folders, images, noise
 from pndm.checks import check_count
 from pndm.config import FrozenConfig
 from pndm.fast import FastCache, prepare_model
+from pndm.grids import default_method
 from pndm.io import PathLike
 from pndm.outputs import BaseOutput
 from pndm.samplers import get_sampler, nfe
@@ -190,7 +191,7 @@ class PNDMPipeline:
                 "converts every model output to ε at its own point (set v_prediction_compat=None)"
             )
         if method is None:
-            return "plms" if config.skip_prk_steps else "f-pndm"
+            return default_method(config)
         get_sampler(method)  # raises, listing the methods
         return method
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+from pndm.samplers.core import EpsFn
+
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
