@@ -17,7 +17,7 @@ _EXPORTS = {
     "PNDMScheduler": "pndm.scheduler",
     "SchedulerOutput": "pndm.scheduler",
     "PNDMPipeline": "pndm.pipeline",
-    "ImagePipelineOutput": "pndm.pipeline",
+    "ImagePipelineOutput": "pndm.outputs",
     "UNet2DModel": "pndm.models.unet_2d",
     "SAMPLERS": "pndm.samplers",
 }
@@ -36,7 +36,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from pndm.models.unet_2d import UNet2DModel
-    from pndm.pipeline import ImagePipelineOutput, PNDMPipeline
+    from pndm.outputs import ImagePipelineOutput
+    from pndm.pipeline import PNDMPipeline
     from pndm.samplers import SAMPLERS
     from pndm.schedule import NoiseSchedule, VPSchedule
     from pndm.scheduler import PNDMScheduler, SchedulerOutput

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import fields
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import PIL.Image
+    import torch
 
 
 class BaseOutput(Mapping[str, Any]):
@@ -31,3 +36,10 @@ class BaseOutput(Mapping[str, Any]):
     def to_tuple(self) -> tuple[Any, ...]:
         """The present values in field order (what ``return_dict=False`` returns)."""
         return tuple(self._present().values())
+
+
+@dataclass
+class ImagePipelineOutput(BaseOutput):
+    """``images``: PIL images, a (B, H, W, C) numpy array or a (B, C, H, W) tensor, in [0, 1]."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor

@@ -1,10 +1,9 @@
 """PNDMPipeline: noise -> a pure sampler on the scheduler's grid -> images (diffusers-compatible).
 
-Glue only. ``__call__`` checks its arguments, reads the descending grid t_0 > ... > t_N = -1 from
-the scheduler config, draws the noise (`pndm.noise`, exactly as diffusers draws it), prepares the
-model for speed (`pndm.fast`), runs ``SAMPLERS[method]`` on one ε function (`pndm.wrapper`) and
-converts the result (`pndm.images`). Because the pure F-PNDM and PLMS samplers equal
-``PNDMScheduler.step`` on the same grid, the default images equal diffusers' ``PNDMPipeline``.
+Glue only: arguments -> grid (`pndm.grids`) -> noise (`pndm.noise`, drawn as diffusers draws it)
+-> prepared model (`pndm.fast`) -> ``SAMPLERS[method]`` on one ε function (`pndm.wrapper`) ->
+images (`pndm.images`). The pure F-PNDM and PLMS samplers equal ``PNDMScheduler.step`` on the same
+grid, so the default images equal diffusers' ``PNDMPipeline``.
 
 Precision: the noise is drawn in float32 and the solver state and every ε stay in float32 (a
 float64 UNet gets a float64 solver); only the UNet runs in its own dtype. diffusers feeds float32
@@ -15,7 +14,6 @@ round x_n at every step, and the PNDM history (weights up to 59/24) amplifies th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,19 +26,11 @@ from pndm.config import FrozenConfig
 from pndm.fast import FastCache, prepare_model
 from pndm.grids import default_method
 from pndm.io import PathLike
-from pndm.outputs import BaseOutput
+from pndm.outputs import ImagePipelineOutput
 from pndm.samplers import get_sampler, nfe
 from pndm.wrapper import EpsFn, Observed, make_eps_fn
 
 Callback = Callable[[int, torch.Tensor, torch.Tensor], Any]
-randn_tensor = noise.randn_tensor  # diffusers' name, where diffusers users look for it
-
-
-@dataclass
-class ImagePipelineOutput(BaseOutput):
-    """``images``: PIL images, a (B, H, W, C) numpy array or a (B, C, H, W) tensor, in [0, 1]."""
-
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
 class PNDMPipeline:
@@ -50,17 +40,13 @@ class PNDMPipeline:
     included); as in diffusers it is replaced by ``PNDMScheduler.from_config(scheduler.config)``.
 
     Calling it takes diffusers' arguments (``output_type`` "pil", "np" (B, H, W, C) or "pt"
-    (B, C, H, W), all in [0, 1]), then keyword-only extensions:
-        method: a name in ``pndm.samplers.SAMPLERS``; None: the scheduler's own PNDM, "f-pndm"
-            (N + 9 calls), or "plms" (N + 1) with ``skip_prk_steps``.
-        seeds: one integer per image; image i's noise is decided by seeds[i] alone, whatever the
-            batch. latents: x_T itself. Each excludes ``generator`` and the other.
-        timesteps: model times t_0 > ... > t_{N-1} instead of the config's spacing (the final
-            target is appended).
-        callback: ``callback(i, t, x)`` before model call i (t: (B,) float64, x: the model input).
-        channels_last, compile, cuda_graphs: fast paths (`pndm.fast.prepare_model`); a call
-            leaves the UNet as it was.
-        **method_options: the sampler's options (e.g. ``order=`` for "vab"); unknown names raise.
+    (B, C, H, W), all in [0, 1]), then keyword-only extensions: ``method`` (a name in
+    ``SAMPLERS``; None: the config's own, "f-pndm" or with ``skip_prk_steps`` "plms"); ``seeds``
+    (image i's noise is decided by seeds[i] alone) or ``latents`` (x_T), each excluding
+    ``generator``; ``timesteps`` (model times t_0 > ... > t_{N-1}; the target is appended);
+    ``callback(i, t, x)`` before model call i; ``channels_last``, ``compile``, ``cuda_graphs``
+    (`pndm.fast.prepare_model`; a call leaves the UNet as it was); ``**method_options`` of the
+    sampler (e.g. ``order=`` for "vab"; unknown names raise).
     """
 
     def __init__(self, unet: Any, scheduler: Any) -> None:
@@ -149,8 +135,7 @@ class PNDMPipeline:
         cuda_graphs: bool = False,
         **method_options: Any,
     ) -> ImagePipelineOutput | tuple[Any]:
-        """Generate ``batch_size`` images with ``num_inference_steps`` steps (arguments: see the
-        class docstring). Returns ``ImagePipelineOutput(images=...)``, or ``(images,)``."""
+        """``batch_size`` images, ``num_inference_steps`` steps (see the class docstring)."""
         seeds = self._check_call(batch_size, output_type, generator, seeds, latents)
         name = self._method(method)
         grid = self.scheduler.grid(num_inference_steps, timesteps)
@@ -190,10 +175,7 @@ class PNDMPipeline:
                 "v_prediction_compat='diffusers' exists only in PNDMScheduler.step; the pipeline "
                 "converts every model output to ε at its own point (set v_prediction_compat=None)"
             )
-        if method is None:
-            return default_method(config)
-        get_sampler(method)  # raises, listing the methods
-        return method
+        return default_method(config) if method is None else get_sampler(method).name
 
     @property
     def _solver_dtype(self) -> torch.dtype:
