@@ -300,10 +300,10 @@ def test_channels_last_option_matches_the_plain_path(channels_last) -> None:
 
 @pytest.mark.parametrize(
     ("option", "inputs_last", "weights_last"),
-    [(None, True, False), (False, False, False), (True, True, True)],
+    [(None, True, False), (False, False, False), (True, True, False)],
 )
 def test_channels_last_layouts_on_the_cpu(option, inputs_last, weights_last) -> None:
-    """By default the CPU gets channels-last inputs and the UNet is left as it is."""
+    """The CPU gets channels-last inputs by default; no option changes the UNet's own layout."""
     pipe = small_pipe()
     seen: list[bool] = []
     pipe.unet.register_forward_pre_hook(lambda m, a: seen.append(inference.is_channels_last(a[0])))
@@ -469,18 +469,19 @@ def cli_sample(model_dir, *args: str) -> int:
 
 
 def test_cli_default_batch_size_is_memory_aware(model_dir, tmp_path, monkeypatch) -> None:
-    from pndm import sampling
+    from pndm import jobs
 
-    sizes: list[int] = []
-    real = sampling._sample
+    calls: list[tuple[int, int]] = []
+    real = jobs._sample
     monkeypatch.setattr("pndm.fast.default_batch_size", lambda device, dtype, unet: 3)
-    monkeypatch.setattr(
-        sampling,
-        "_sample",
-        lambda pipe, seeds, *a: sizes.append(len(seeds)) or real(pipe, seeds, *a),
-    )
+
+    def spy(pipe, seeds, job, method, size):
+        calls.append((len(seeds), size))
+        return real(pipe, seeds, job, method, size)
+
+    monkeypatch.setattr(jobs, "_sample", spy)
     assert cli_sample(model_dir, "--num-images", "7", "--out", str(tmp_path / "a.npz")) == 0
-    assert sizes == [3, 3, 1]
+    assert calls == [(3, 3), (3, 3), (1, 3)]  # the last batch is padded to the same size
 
 
 def test_cli_fast_options(model_dir, tmp_path, capsys) -> None:
