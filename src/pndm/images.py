@@ -69,20 +69,20 @@ def contact_sheet(images: np.ndarray, padding: int = SHEET_PADDING) -> np.ndarra
     return sheet
 
 
-def save_png(path: Path, image: np.ndarray) -> None:
-    """One uint8 HWC image (1 or 3 channels) as PNG, atomically."""
+def save_png(path: Path, image: np.ndarray, *, replace: bool = True) -> None:
+    """One uint8 HWC image (1 or 3 channels) as PNG, atomically (``replace``: see atomic_write)."""
     pil = _to_pil(image)
-    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"), replace=replace)
 
 
-def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int]) -> None:
+def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int], *, replace: bool = True) -> None:
     """``arr_0``: uint8 NHWC (what FID tools read); ``seeds``: one per image, exact (uint64)."""
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
             np.savez(f, arr_0=images, seeds=np.asarray(seeds, dtype=np.uint64))
 
-    atomic_write(path, write)
+    atomic_write(path, write, replace=replace)
 
 
 def is_complete_png(path: Path, width: int, height: int, mode: str) -> bool:

@@ -234,7 +234,7 @@ def _run(
     start = time.perf_counter()
     images, nfe, per_rank = _sample_all(pipe, todo, job, method, output, ranks)
     if output.kind != "folder":
-        targets.write_all(output, images, job.seeds)
+        targets.write_all(output, images, job.seeds, replace=job.overwrite)
     seconds = time.perf_counter() - start
     return SampleSummary(sum(per_rank), skipped, nfe, seconds, method, job.steps, output, per_rank)
 
@@ -313,7 +313,7 @@ def _sample_all(
     batches = _batches(seeds, size)
     rounds = max(distributed.gather(len(batches), pipe.device))
     total = sum(distributed.gather(len(seeds), pipe.device))
-    write = targets.folder_writer(output.path) if output.kind == "folder" else None
+    write = targets.folder_writer(output.path, seeds) if output.kind == "folder" else None
     counter, kept = _CallCounter(pipe.unet), []
     try:
         with _progress(total, job.progress and ranks.lead) as bar:

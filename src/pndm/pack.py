@@ -41,7 +41,7 @@ def pack(folder: Path, out: Path, overwrite: bool = False) -> int:
             f"sample them first (rerun the same pndm sample command)"
         )
     shape = (len(seeds), image["height"], image["width"], 3 if image["mode"] == "RGB" else 1)
-    atomic_write(out, lambda tmp: _write_npz(tmp, folder, seeds, shape))
+    atomic_write(out, lambda tmp: _write_npz(tmp, folder, seeds, shape), replace=overwrite)
     return len(seeds)
 
 

@@ -109,17 +109,21 @@ def missing_seeds(folder: Path, seeds: Sequence[int], width: int, height: int, m
     return [s for s in seeds if not is_complete_png(folder / seed_filename(s), width, height, mode)]
 
 
-def folder_writer(folder: Path) -> Callable[[list[int], np.ndarray], None]:
-    def write(seeds: list[int], images: np.ndarray) -> None:
-        for seed, image in zip(seeds, images, strict=True):
-            save_png(folder / seed_filename(seed), image)
+def folder_writer(folder: Path, seeds: Sequence[int]) -> Callable[[list[int], np.ndarray], None]:
+    """A writer of ``seeds``' PNGs that replaces only the files there now (checked and found
+    incomplete, or to be overwritten): a file that appears while sampling is left as it is."""
+    there = {seed for seed in seeds if (folder / seed_filename(seed)).exists()}
+
+    def write(chunk: list[int], images: np.ndarray) -> None:
+        for seed, image in zip(chunk, images, strict=True):
+            save_png(folder / seed_filename(seed), image, replace=seed in there)
 
     return write
 
 
-def write_all(output: Output, images: np.ndarray, seeds: Sequence[int]) -> None:
-    """A sheet or an .npz of every image, written at once."""
+def write_all(output: Output, images: np.ndarray, seeds: Sequence[int], replace: bool) -> None:
+    """A sheet or an .npz of every image, written at once; ``replace`` an existing file or not."""
     if output.kind == "sheet":
-        save_png(output.path, contact_sheet(images))
+        save_png(output.path, contact_sheet(images), replace=replace)
     else:
-        save_npz(output.path, images, seeds)
+        save_npz(output.path, images, seeds, replace=replace)
