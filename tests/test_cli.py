@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 
 from pndm.assets import shipped_model_path
 from pndm.cli import main
@@ -17,16 +18,6 @@ TINY_TRAIN = [
     "--resolution", "8", "--block-out-channels", "8", "16", "--layers-per-block", "1",
     "--norm-num-groups", "8", "--batch-size", "4", "--steps", "2", "--no-progress",
 ]  # fmt: skip
-
-
-def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("pndm: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err
-    return err
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["info", "--help"]])

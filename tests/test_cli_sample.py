@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
 from PIL import Image
 
 from pndm import jobs
@@ -24,9 +25,7 @@ SIZE = 8
 FAST = ["--steps", "5", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +53,6 @@ def sample(model_dir: Path, *args: str) -> int:
 def read_png(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         return np.asarray(image)
-
-
-def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> None:
-    err = capsys.readouterr().err
-    assert code != 0 and err.count("\n") == 1 and err.startswith("pndm: error: "), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
 
 
 # ----------------------------------------------------------------------------- seeds, grid

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_one_line_error
 from torch import nn
 
 from pndm.cli import main
@@ -179,9 +180,7 @@ def original_model(cfg: OriginalConfig = TINY, seed: int = 0) -> OriginalModel:
     return model.eval()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -459,18 +458,14 @@ def test_corrupt_file(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _one_line_error(capsys: pytest.CaptureFixture[str], code: int, needle: str) -> None:
-    err = capsys.readouterr().err
-    assert code != 0 and err.count("\n") == 1 and err.startswith("pndm: error: "), err
-    assert "Traceback" not in err and needle in err, err
-
-
 def test_cli_convert(tiny_checkpoint: tuple[OriginalModel, Path], tmp_path: Path, capsys) -> None:
     out = tmp_path / "pipe"
     assert main(["convert", str(tiny_checkpoint[1]), str(out)]) == 0
     assert "alpha_index_offset" in capsys.readouterr().err
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    _one_line_error(capsys, main(["convert", str(tiny_checkpoint[1]), str(out)]), "--overwrite")
+    assert_one_line_error(
+        capsys, main(["convert", str(tiny_checkpoint[1]), str(out)]), "--overwrite"
+    )
     assert main(["convert", str(tiny_checkpoint[1]), str(out), "--overwrite"]) == 0
 
 
@@ -491,4 +486,4 @@ def test_cli_convert_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     argv = [a.format(tmp=tmp_path, ckpt=tiny_checkpoint[1]) for a in argv]
-    _one_line_error(capsys, main(argv), needle)
+    assert_one_line_error(capsys, main(argv), needle)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_unet import SMALL  # the same two-level test UNet
+from conftest import SMALL_UNET
 
 from pndm import PNDMPipeline, PNDMScheduler, UNet2DModel
 from pndm.fast import (
@@ -38,17 +38,12 @@ BF16_MAX, BF16_MEAN = 4 * 2**-8, 2**-9
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_unet(**overrides) -> UNet2DModel:
     torch.manual_seed(0)
-    return UNet2DModel(**{**SMALL, **overrides}).eval()
+    return UNet2DModel(**{**SMALL_UNET, **overrides}).eval()
 
 
 def small_pipe(unet: UNet2DModel | None = None) -> PNDMPipeline:

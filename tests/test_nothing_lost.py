@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 
 from pndm import io, jobs
 from pndm.cli import EXIT_TERMINATED, main
@@ -62,9 +63,7 @@ def test_a_file_that_appears_while_sampling_is_not_overwritten(
     appeared = tmp_path / name
     out = tmp_path / name.split("/")[0]
     _appear_during_sampling(monkeypatch, appeared)
-    code = sample("--seeds", "0-2", "--out", str(out))
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "left as it is" in err, err
+    assert_one_line_error(capsys, sample("--seeds", "0-2", "--out", str(out)), "left as it is")
     assert appeared.read_bytes() == b"someone else's file"
     assert not list(tmp_path.rglob("*.tmp"))
 

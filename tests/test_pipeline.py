@@ -50,12 +50,7 @@ LOW_NOISE = {"beta_end": 1e-3}  # unsaturated images (see the module docstring)
 HALF_TOLERANCE = {torch.float16: (2e-3, 2.5e-4), torch.bfloat16: (1.6e-2, 2e-3)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the suite runs on 2 shared cores; small convolutions gain nothing
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from PIL import Image
 
 from pndm import manifest
@@ -29,14 +30,6 @@ def files(folder: Path) -> dict[str, bytes]:
 
 def sample(*args: str) -> int:
     return main(["sample", *FAST, *args])
-
-
-def one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("pndm: error: "), err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 # ----------------------------------------------------------------------------- torchrun
@@ -180,7 +173,7 @@ def test_other_settings_are_refused_before_loading(
     before = files(folder)
     capsys.readouterr()
     code = sample("--seeds", "0-3", *args, "--out", str(folder))
-    one_line_error(capsys, code, "holds images made with other settings", needle)
+    assert_one_line_error(capsys, code, "holds images made with other settings", needle)
     assert files(folder) == before
 
 
@@ -215,7 +208,7 @@ def test_a_folder_of_unknown_images_is_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "old"
     out.mkdir()
     Image.new("L", (16, 16)).save(out / "seed000000.png")
-    one_line_error(capsys, sample("--seeds", "0-1", "--out", str(out)), "no pndm.json")
+    assert_one_line_error(capsys, sample("--seeds", "0-1", "--out", str(out)), "no pndm.json")
 
 
 # ----------------------------------------------------------------------------- pack
@@ -239,12 +232,16 @@ def test_pack_refuses_missing_seeds_naming_them(folder: Path, tmp_path: Path, ca
         os.unlink(folder / f"seed{seed:06d}.png")
     capsys.readouterr()
     code = main(["pack", str(folder), str(tmp_path / "p.npz")])
-    one_line_error(capsys, code, "6 of 10 seeds", "(3, 4, 5, 6, 7 ...)")
+    assert_one_line_error(capsys, code, "6 of 10 seeds", "(3, 4, 5, 6, 7 ...)")
     assert not (tmp_path / "p.npz").exists()
 
 
 def test_pack_refuses_a_plain_folder_and_an_existing_output(tmp_path: Path, folder, capsys):
-    one_line_error(capsys, main(["pack", str(tmp_path), str(tmp_path / "p.npz")]), "no pndm.json")
+    assert_one_line_error(
+        capsys, main(["pack", str(tmp_path), str(tmp_path / "p.npz")]), "no pndm.json"
+    )
     (tmp_path / "p.npz").write_bytes(b"keep me")
-    one_line_error(capsys, main(["pack", str(folder), str(tmp_path / "p.npz")]), "--overwrite")
+    assert_one_line_error(
+        capsys, main(["pack", str(folder), str(tmp_path / "p.npz")]), "--overwrite"
+    )
     assert (tmp_path / "p.npz").read_bytes() == b"keep me"

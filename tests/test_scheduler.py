@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import rel
 
 from pndm import PNDMScheduler, SchedulerOutput
 from pndm.config import FrozenConfig
@@ -57,10 +58,6 @@ def run(scheduler: PNDMScheduler, x: torch.Tensor, n: int | None = None, eps=mod
     for t in scheduler.timesteps:
         x = scheduler.step(eps(x, t), t, x).prev_sample
     return x
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def pure(scheduler: PNDMScheduler, x: torch.Tensor, n: int, eps=model) -> torch.Tensor:

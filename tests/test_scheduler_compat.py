@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import rel
 from diffusers import PNDMScheduler as DiffusersPNDM
 
 from pndm import PNDMScheduler
@@ -60,10 +61,6 @@ def run(scheduler, n: int, x: torch.Tensor | None = None) -> torch.Tensor:
     for t in scheduler.timesteps:
         x = scheduler.step(dummy_model(x, t), t, x).prev_sample
     return x
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
 
 
 def grid_agrees(s: PNDMScheduler, n: int) -> bool:

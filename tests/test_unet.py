@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SMALL_UNET
 from safetensors.torch import save_file
 
 from pndm import io
@@ -26,14 +27,6 @@ ATOL = 1e-5  # float32 on CPU; measured differences are ~1e-6 (see the report in
 
 CIFAR10 = DDPM_CIFAR10_CONFIG
 
-SMALL = {  # two levels, attention at the coarse one
-    "block_out_channels": (16, 32),
-    "norm_num_groups": 8,
-    "layers_per_block": 1,
-    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
-    "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
-    "sample_size": 16,
-}
 
 LSUN_SMALL = {  # google/ddpm-church-256 layout (6 levels, attention at 16x16), tiny channels
     **CIFAR10,
@@ -47,24 +40,24 @@ LSUN_SMALL = {  # google/ddpm-church-256 layout (6 levels, attention at 16x16), 
 
 CONFIGS = {
     "lsun-256-small": (LSUN_SMALL, (1, 3, 256, 256)),
-    "scale-shift": ({**SMALL, "resnet_time_scale_shift": "scale_shift"}, (2, 3, 16, 16)),
+    "scale-shift": ({**SMALL_UNET, "resnet_time_scale_shift": "scale_shift"}, (2, 3, 16, 16)),
     "flip-sin-to-cos-shift-0": (
-        {**SMALL, "flip_sin_to_cos": True, "freq_shift": 0},
+        {**SMALL_UNET, "flip_sin_to_cos": True, "freq_shift": 0},
         (2, 3, 16, 16),
     ),
     "fourier": (
         {
-            **SMALL,
+            **SMALL_UNET,
             "time_embedding_type": "fourier",
             "center_input_sample": True,
             "mid_block_scale_factor": 2**0.5,
         },
         (2, 3, 16, 16),
     ),
-    "multi-head": ({**SMALL, "attention_head_dim": 8}, (2, 3, 16, 16)),
+    "multi-head": ({**SMALL_UNET, "attention_head_dim": 8}, (2, 3, 16, 16)),
     "misc": (  # mish, no mid attention, padding 1, non-square, wider time MLP, 1 output channel
         {
-            **SMALL,
+            **SMALL_UNET,
             "act_fn": "mish",
             "add_attention": False,
             "downsample_padding": 1,
@@ -76,7 +69,7 @@ CONFIGS = {
         (2, 2, 16, 8),
     ),
     "mid-attn-groups": (
-        {**SMALL, "resnet_time_scale_shift": "scale_shift", "attn_norm_num_groups": 4},
+        {**SMALL_UNET, "resnet_time_scale_shift": "scale_shift", "attn_norm_num_groups": 4},
         (1, 3, 8, 8),
     ),
 }
@@ -85,13 +78,7 @@ CONFIGS = {
 # --- helpers ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: on shared cores, a second intra-op thread costs 100x in waiting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def diffusers_model(config: dict, seed: int = 0) -> torch.nn.Module:
@@ -158,7 +145,7 @@ def test_forward_parity(name):
 
 
 def test_from_config_builds_the_same_model():
-    reference = diffusers_model(SMALL)
+    reference = diffusers_model(SMALL_UNET)
     model = UNet2DModel.from_config(reference.config)
     assert {k: v.shape for k, v in model.state_dict().items()} == {
         k: v.shape for k, v in reference.state_dict().items()
@@ -167,7 +154,7 @@ def test_from_config_builds_the_same_model():
 
 
 def test_timestep_forms_broadcast_to_the_batch():
-    model = ours_from(diffusers_model(SMALL))
+    model = ours_from(diffusers_model(SMALL_UNET))
     x = noise((3, 3, 16, 16))
     with torch.no_grad():
         want = model(x, torch.full((3,), 41.5)).sample
@@ -179,7 +166,7 @@ def test_timestep_forms_broadcast_to_the_batch():
 
 
 def test_output_forms():
-    model = ours_from(diffusers_model(SMALL))
+    model = ours_from(diffusers_model(SMALL_UNET))
     x = noise((1, 3, 16, 16))
     with torch.no_grad():
         out = model(x, 3)
@@ -190,7 +177,7 @@ def test_output_forms():
 
 
 def test_channels_last_matches():
-    reference = diffusers_model(SMALL)
+    reference = diffusers_model(SMALL_UNET)
     model = ours_from(reference).to(memory_format=torch.channels_last)
     x = noise((2, 3, 16, 16))
     with torch.no_grad():
@@ -199,7 +186,7 @@ def test_channels_last_matches():
 
 
 def test_model_copies_and_pickles():
-    model = ours_from(diffusers_model(SMALL))
+    model = ours_from(diffusers_model(SMALL_UNET))
     x = noise((1, 3, 16, 16))
     for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
         assert clone.config == model.config
@@ -207,7 +194,7 @@ def test_model_copies_and_pickles():
 
 
 def test_half_cast_keeps_float32_frequencies():
-    model = UNet2DModel(**SMALL).to(torch.bfloat16)
+    model = UNet2DModel(**SMALL_UNET).to(torch.bfloat16)
     assert model.dtype == torch.bfloat16 and model.time_proj.freqs.dtype == torch.float32
     assert model.device == torch.device("cpu")
 
@@ -223,7 +210,7 @@ def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 @pytest.fixture(scope="module")
 def reference() -> torch.nn.Module:
-    return diffusers_model(SMALL, seed=3)
+    return diffusers_model(SMALL_UNET, seed=3)
 
 
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
@@ -472,14 +459,14 @@ def test_wrong_class_in_config(tmp_path, reference):
 )
 def test_unsupported_config_values(override, pattern):
     with pytest.raises(ValueError, match=pattern):
-        UNet2DModel(**{**SMALL, **override})
+        UNet2DModel(**{**SMALL_UNET, **override})
 
 
 def test_unknown_block_type_lists_valid_ones():
     with pytest.raises(
         ValueError, match=r"'Nope'; choose one of \['AttnDownBlock2D', 'DownBlock2D'\]"
     ):
-        UNet2DModel(**{**SMALL, "down_block_types": ("Nope", "DownBlock2D")})
+        UNet2DModel(**{**SMALL_UNET, "down_block_types": ("Nope", "DownBlock2D")})
 
 
 def test_unknown_config_keys_warn(tmp_path, reference):
@@ -488,7 +475,7 @@ def test_unknown_config_keys_warn(tmp_path, reference):
 
 
 def test_bad_sample_shapes():
-    model = UNet2DModel(**SMALL)
+    model = UNet2DModel(**SMALL_UNET)
     with pytest.raises(ValueError, match="multiples of 2"):
         model(torch.zeros(1, 3, 15, 16), 1)
     with pytest.raises(ValueError, match=r"\(batch, 3, H, W\)"):

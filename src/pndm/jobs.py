@@ -9,10 +9,11 @@ the expected size and mode; `pndm.manifest` refuses a run whose settings differ 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,12 +143,12 @@ def run_job(job: SampleJob, load: Loader = load_pipeline) -> SampleSummary:
     job_plan = plan(job)
     manifest = _folder_manifest(job, output, job_plan) if output.kind == "folder" else None
     device = job_device(job, ranks)
-    _set_threads(job, ranks, device)
     distributed.start(ranks, device)
     try:
-        if manifest is not None:
-            _open_folder(output.path, manifest, ranks, device)
-        return _run(job, load, ranks, device, output, job_plan)
+        with _threads(job, ranks, device):
+            if manifest is not None:
+                _open_folder(output.path, manifest, ranks, device)
+            return _run(job, load, ranks, device, output, job_plan)
     finally:
         distributed.stop()
 
@@ -197,15 +198,22 @@ def _torch_version() -> str:
     return str(torch.__version__)
 
 
-def _set_threads(job: SampleJob, ranks: Ranks, device: Any) -> None:
-    """``job.threads``; under torchrun on the CPU, the machine's cores shared by its ranks."""
+@contextlib.contextmanager
+def _threads(job: SampleJob, ranks: Ranks, device: Any) -> Iterator[None]:
+    """``job.threads`` for the job, restored after it; under torchrun on the CPU, by default
+    the machine's cores shared by its ranks."""
     import torch
 
     threads = job.threads
     if threads is None and ranks.local_world > 1 and device.type == "cpu":
         threads = max(1, (os.cpu_count() or 1) // ranks.local_world)
+    before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _open_folder(folder: Path, manifest: Any, ranks: Ranks, device: Any) -> None:
