@@ -93,3 +93,20 @@ def test_sigterm_leaves_no_temporary_files(tmp_path: Path, out: str) -> None:
         assert proc.returncode == EXIT_TERMINATED, err
         assert err.strip().splitlines()[-1] == "pndm: terminated", err
         assert not list(tmp_path.rglob("*.tmp")), f"debris after SIGTERM at {delay} s"
+
+
+def test_a_manifest_that_is_not_a_file_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "f" / "pndm.json").mkdir(parents=True)
+    assert_one_line_error(capsys, sample("--out", str(tmp_path / "f")), "is not a file")
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_folder_under_a_seed_name_is_refused_before_sampling(
+    tmp_path: Path, capsys, monkeypatch, overwrite: list[str]
+) -> None:
+    assert sample("--seeds", "0", "--out", str(tmp_path / "f")) == 0  # a folder with a manifest
+    (tmp_path / "f" / "seed000001.png").mkdir()
+    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    capsys.readouterr()
+    code = sample("--seeds", "0-2", "--out", str(tmp_path / "f"), *overwrite)
+    assert_one_line_error(capsys, code, "seed000001.png")

@@ -249,10 +249,15 @@ def _run(
 
 def _todo(job: SampleJob, output: Output, plan: Plan, seeds: list[int]) -> list[int]:
     """This rank's seeds still to sample: all, or in a folder those without a complete PNG."""
-    if output.kind != "folder" or job.overwrite:
+    if output.kind != "folder":
+        return seeds
+    if job.overwrite:
+        targets.check_replaceable(output.path, seeds)
         return seeds
     image = plan.image
-    return targets.missing_seeds(output.path, seeds, image["width"], image["height"], image["mode"])
+    todo = targets.missing_seeds(output.path, seeds, image["width"], image["height"], image["mode"])
+    targets.check_replaceable(output.path, todo)
+    return todo
 
 
 def _check_fits(pipe: Any, output: Output, n: int) -> None:

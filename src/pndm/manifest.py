@@ -58,6 +58,8 @@ class Manifest:
 def read(folder: Path) -> Manifest | None:
     """The folder's manifest, or None where there is none."""
     path = folder / NAME
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{path} is not a file; a sample folder's manifest must be one")
     return Manifest.from_json(read_json(path), path) if path.is_file() else None
 
 

@@ -109,6 +109,20 @@ def missing_seeds(folder: Path, seeds: Sequence[int], width: int, height: int, m
     return [s for s in seeds if not is_complete_png(folder / seed_filename(s), width, height, mode)]
 
 
+def check_replaceable(folder: Path, seeds: Sequence[int]) -> None:
+    """Refuse, before sampling, seeds whose name is taken by something a PNG cannot replace."""
+    taken = [
+        path.name
+        for path in (folder / seed_filename(seed) for seed in seeds)
+        if path.exists() and not path.is_file()
+    ]
+    if taken:
+        raise ValueError(
+            f"{len(taken)} seed names in {folder} are not files ({', '.join(taken[:5])}); "
+            "move them away"
+        )
+
+
 def folder_writer(folder: Path, seeds: Sequence[int]) -> Callable[[list[int], np.ndarray], None]:
     """A writer of ``seeds``' PNGs that replaces only the files there now (checked and found
     incomplete, or to be overwritten): a file that appears while sampling is left as it is."""
