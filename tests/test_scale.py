@@ -245,3 +245,10 @@ def test_pack_refuses_a_plain_folder_and_an_existing_output(tmp_path: Path, fold
         capsys, main(["pack", str(folder), str(tmp_path / "p.npz")]), "--overwrite"
     )
     assert (tmp_path / "p.npz").read_bytes() == b"keep me"
+
+
+def test_pack_checks_its_output_like_sample(folder: Path, tmp_path: Path, capsys) -> None:
+    missing_parent = tmp_path / "no" / "p.npz"
+    code = main(["pack", str(folder), str(missing_parent)])
+    assert_one_line_error(capsys, code, "parent folder of the output does not exist")
+    assert_one_line_error(capsys, main(["pack", str(folder), str(tmp_path)]), "writes an .npz")

@@ -16,7 +16,7 @@ import PIL.Image
 
 from pndm import manifest as manifests
 from pndm.io import atomic_write
-from pndm.targets import missing_seeds, seed_filename
+from pndm.targets import missing_seeds, resolve_output, seed_filename
 
 _SHOW = 5  # missing seeds named in an error
 
@@ -27,10 +27,8 @@ def pack(folder: Path, out: Path, overwrite: bool = False) -> int:
     recorded = manifests.read(folder) if folder.is_dir() else None
     if recorded is None:
         raise FileNotFoundError(f"{folder} is not a pndm sample folder (no {manifests.NAME})")
-    if out.suffix.lower() != ".npz":
+    if out.suffix.lower() != ".npz" or resolve_output(out, overwrite).kind != "npz":
         raise ValueError(f"pack writes an .npz; got {out}")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output file {out} exists; pass --overwrite to replace it")
     image = recorded.image
     seeds = recorded.seeds
     missing = missing_seeds(folder, seeds, image["width"], image["height"], image["mode"])
