@@ -252,3 +252,21 @@ def test_pack_checks_its_output_like_sample(folder: Path, tmp_path: Path, capsys
     code = main(["pack", str(folder), str(missing_parent)])
     assert_one_line_error(capsys, code, "parent folder of the output does not exist")
     assert_one_line_error(capsys, main(["pack", str(folder), str(tmp_path)]), "writes an .npz")
+
+
+@pytest.mark.slow
+def test_a_failing_rank_fails_the_job_without_a_hang(tmp_path: Path) -> None:
+    """Rank 1's share (seeds 1, 3) holds a folder under a seed's name: rank 1 stops with that
+    error before sampling while rank 0 waits for it in a collective; torchrun must end both."""
+    out = tmp_path / "f"
+    assert sample("--seeds", "0", "--out", str(out)) == 0
+    (out / "seed000001.png").mkdir()
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", "sample", *FAST]
+    start = time.monotonic()
+    result = subprocess.run(
+        [*cmd, "--seeds", "0-3", "--out", str(out)], capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode != 0
+    assert "seed000001.png" in result.stderr and "are not files" in result.stderr
+    assert time.monotonic() - start < 120
