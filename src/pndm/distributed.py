@@ -61,9 +61,12 @@ def _env_int(name: str, default: int) -> int:
 
 def start(ranks: Ranks, device: Any) -> None:
     """Join the process group (only with several ranks)."""
+    import torch
     import torch.distributed as dist
 
     if ranks.many and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # NCCL's collectives run on the current device
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT)
 
