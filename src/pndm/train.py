@@ -56,6 +56,7 @@ def _fingerprint(config: TrainConfig) -> dict[str, Any]:
 def _saved_fingerprint(saved: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's fingerprint in today's names; fields added since take their defaults."""
     renamed = {LEGACY_NAMES.get(k, k): v for k, v in saved.items()}
+    renamed = {k: v for k, v in renamed.items() if k not in RUN_FIELDS}
     skip = RUN_FIELDS | {"extra"}
     defaults = {f.name: f.default for f in fields(TrainConfig) if f.name not in skip}
     return {**defaults, "extra": {}, **renamed}

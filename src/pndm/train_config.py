@@ -16,6 +16,7 @@ TRAIN_DTYPES = ("float32", "bfloat16")
 # T beyond this is no DDPM anyone trains, and its schedule alone would take gigabytes.
 MAX_TRAIN_TIMESTEPS = 10**6
 MAX_SEED = 2**64 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 # Fields that may change between a run and its resumption; all others must match the checkpoint.
 RUN_FIELDS = frozenset(
     {"output_dir", "train_steps", "checkpoint_every", "keep_checkpoint", "resume", "overwrite"}
@@ -94,7 +95,7 @@ def _validate_numbers(c: TrainConfig) -> None:
     )
     for name in ("learning_rate", "weight_decay", "beta_start", "beta_end"):
         value = getattr(c, name)
-        _require(_is_finite(value), f"{name} must be a finite number, got {value!r}")
+        _require(_is_finite(value), f"{name} must be a finite float32 number, got {value!r}")
     _require(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
     _require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}")
     _require(c.max_grad_norm > 0, f"max_grad_norm must be positive, got {c.max_grad_norm}")
@@ -102,7 +103,9 @@ def _validate_numbers(c: TrainConfig) -> None:
 
 
 def _is_finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A real number that float32 holds (torch's optimiser converts rates to it)."""
+    real = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return real and abs(value) <= FLOAT32_MAX
 
 
 def _require_int(c: TrainConfig, name: str, minimum: int) -> None:
