@@ -28,7 +28,7 @@ TINY = dict(
 
 
 def tiny_config(out: Path, **overrides: object) -> T.TrainConfig:
-    return T.TrainConfig(output_dir=out, **{**TINY, "steps": 4, **overrides})
+    return T.TrainConfig(output_dir=out, **{**TINY, "train_steps": 4, **overrides})
 
 
 def load_checkpoint_file(folder: Path) -> dict:
@@ -54,7 +54,7 @@ def assert_tensors_equal(a: object, b: object) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "pipe"
-    return T.train(tiny_config(out, steps=6, checkpoint_every=6))
+    return T.train(tiny_config(out, train_steps=6, checkpoint_every=6))
 
 
 def test_pipeline_folder_layout(trained: Path) -> None:
@@ -87,9 +87,9 @@ def test_pipeline_loads_with_ema_weights(trained: Path) -> None:
 
 def test_resume_continues_exactly(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "pipe"
-    T.train(tiny_config(out, steps=3, checkpoint_every=3))
+    T.train(tiny_config(out, train_steps=3, checkpoint_every=3))
     assert load_checkpoint_file(out)["step"] == 3
-    T.train(tiny_config(out, steps=6, checkpoint_every=6, resume=True))
+    T.train(tiny_config(out, train_steps=6, checkpoint_every=6, resume=True))
     resumed, straight = load_checkpoint_file(out), load_checkpoint_file(trained)
     assert resumed["step"] == straight["step"] == 6
     for key in ("model", "ema", "optimizer", "generator"):
@@ -97,11 +97,11 @@ def test_resume_continues_exactly(trained: Path, tmp_path: Path) -> None:
 
 
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
-    T.train(tiny_config(tmp_path / "pipe", steps=2, checkpoint_every=2))
+    T.train(tiny_config(tmp_path / "pipe", train_steps=2, checkpoint_every=2))
     with pytest.raises(ValueError, match="learning_rate"):
-        T.train(tiny_config(tmp_path / "pipe", steps=4, resume=True, learning_rate=0.5))
+        T.train(tiny_config(tmp_path / "pipe", train_steps=4, resume=True, learning_rate=0.5))
     with pytest.raises(ValueError, match="past --steps 1"):
-        T.train(tiny_config(tmp_path / "pipe", steps=1, resume=True))
+        T.train(tiny_config(tmp_path / "pipe", train_steps=1, resume=True))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
@@ -114,8 +114,8 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("user file")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        T.train(tiny_config(out, steps=1))
-    T.train(tiny_config(out, steps=1, overwrite=True, keep_checkpoint=False))
+        T.train(tiny_config(out, train_steps=1))
+    T.train(tiny_config(out, train_steps=1, overwrite=True, keep_checkpoint=False))
     assert (out / "model_index.json").is_file()
     assert (out / "keep.txt").read_text() == "user file"  # only our own entries are replaced
     assert not (out / T.CHECKPOINT_NAME).exists()
@@ -179,7 +179,7 @@ def test_digits_without_sklearn_is_a_clear_error(monkeypatch: pytest.MonkeyPatch
         ({"upscale": "nearest"}, "bilinear, bicubic"),
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"beta_schedule": "cosine"}, "squaredcos_cap_v2"),
-        ({"steps": 0}, "steps"),
+        ({"train_steps": 0}, "train_steps"),
     ],
 )
 def test_bad_config_is_refused(tmp_path: Path, overrides: dict, match: str) -> None:

@@ -454,7 +454,7 @@ def test_wrong_class_in_config(tmp_path, reference):
         ({"act_fn": "tanhh"}, "act_fn"),
         ({"norm_num_groups": 5}, "norm_num_groups"),
         ({"attention_head_dim": 64}, "attention_head_dim"),
-        ({"block_out_channels": (16, 32, 32)}, "differ in length"),
+        ({"block_out_channels": (16, 32, 32)}, "one per block_out_channels entry"),
     ],
 )
 def test_unsupported_config_values(override, pattern):

@@ -138,7 +138,13 @@ def _add_train_model_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None
 
 def _add_train_optim_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=d["steps"], help="total optimiser steps")
+    g.add_argument(
+        "--steps",
+        dest="train_steps",
+        type=int,
+        default=d["train_steps"],
+        help="total optimiser steps (TrainConfig.train_steps)",
+    )
     g.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per step")
     g.add_argument(
         "--lr",
@@ -185,7 +191,12 @@ def _add_train_run_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
         action="store_true",
         help="replace the pipeline and checkpoint in an existing OUTPUT",
     )
-    g.add_argument("--device", default=d["device"], help="torch device, e.g. cpu or cuda")
+    g.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N")
+    g.add_argument(
+        "--dtype",
+        default=d["dtype"],
+        help="forward-pass dtype: float32, or bfloat16 (autocast; weights stay float32)",
+    )
     g.add_argument("--threads", type=_count, default=None, help="torch CPU threads")
     g.add_argument(
         "--log-every",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -21,28 +21,31 @@ DIFFUSERS_VERSION = "0.42.1"
 C = TypeVar("C", bound="ConfigMixin")
 
 
-class FrozenConfig(Mapping[str, Any]):
-    """A read-only mapping that also allows attribute access, like diffusers' ``FrozenDict``."""
+def _read_only(self: Any, *args: Any, **kwargs: Any) -> Any:
+    raise TypeError("config is read-only; build a new object with from_config(config, key=value)")
 
-    __slots__ = ("_data",)
+
+class FrozenConfig(dict):
+    """A read-only ``dict`` that also allows attribute access, like diffusers' ``FrozenDict``.
+
+    Being a real ``dict`` lets diffusers take it where it wants a config (``from_config``,
+    ``PNDMPipeline``'s scheduler conversion); every mutating method raises ``TypeError``.
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
 
     def __init__(self, data: Mapping[str, Any] | None = None, **values: Any) -> None:
-        object.__setattr__(self, "_data", {**(data or {}), **values})
-
-    def __getitem__(self, key: str) -> Any:
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
+        super().__init__()
+        for key, value in {**(data or {}), **values}.items():
+            dict.__setitem__(self, key, value)
 
     def __getattr__(self, name: str) -> Any:
-        if name == "_data":  # unset while copy/pickle rebuilds us: do not recurse
+        if name.startswith("__"):  # copy/pickle probe dunders: never config keys
             raise AttributeError(name)
         try:
-            return self._data[name]
+            return self[name]
         except KeyError:
             raise AttributeError(f"config has no key {name!r}") from None
 
@@ -52,11 +55,11 @@ class FrozenConfig(Mapping[str, Any]):
     def __delattr__(self, name: str) -> None:
         raise AttributeError("config is read-only")
 
-    def __reduce__(self) -> tuple[Any, ...]:  # copy, deepcopy and pickle (slots + frozen)
-        return (type(self), (self._data,))
+    def __reduce__(self) -> tuple[Any, ...]:  # copy, deepcopy, pickle: rebuild, never setitem
+        return (type(self), (dict(self),))
 
     def __repr__(self) -> str:
-        return f"FrozenConfig({self._data!r})"
+        return f"FrozenConfig({dict.__repr__(self)})"
 
 
 def _init_defaults(cls: type) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 
 from pndm.config import DIFFUSERS_VERSION
 from pndm.io import PathLike, component_dir, find_weights, read_json, write_json
-from pndm.models.unet_2d import UNet2DModel
+from pndm.models.unet_2d import UNet2DModel, read_unet_config
 from pndm.scheduler import PNDMScheduler
 
 MODEL_INDEX_NAME = "model_index.json"
@@ -136,11 +136,17 @@ def unet_folder(folder: Path) -> Path:
 
 def model_files(folder: Path, variant: str | None = None) -> list[Path]:
     """The files that decide a pipeline folder's images: the UNet config and weights the loader
-    reads, and the scheduler config (the identity `pndm.json` records as their hash)."""
+    reads, and the scheduler config (the identity `pndm.json` records as their hash).
+
+    The UNet config is checked here (`read_unet_config`): this is the first read of a folder
+    that `pndm sample` makes, so a broken config fails before any file is hashed or written.
+    """
     unet = unet_folder(folder)
     scheduler = component_dir(folder, "scheduler", PNDMScheduler.config_name)
+    unet_config = component_dir(unet, None, "config.json") / "config.json"
+    read_unet_config(unet_config)
     return [
-        component_dir(unet, None, "config.json") / "config.json",
+        unet_config,
         find_weights(unet, variant),
         scheduler / PNDMScheduler.config_name,
     ]

@@ -9,21 +9,40 @@ whose state goes into each checkpoint, so ``resume=True`` continues bit for bit.
 from __future__ import annotations
 
 import copy
+import math
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pndm.io import PIPELINE_ENTRIES, atomic_write, remove_entries
+from pndm.devices import resolve_device, resolve_dtype
+from pndm.io import atomic_write
 from pndm.schedule import NoiseSchedule
-from pndm.train_config import RUN_FIELDS, TrainConfig, scheduler_config, unet_config
+from pndm.train_config import (
+    LEGACY_NAMES,
+    RUN_FIELDS,
+    TrainConfig,
+    scheduler_config,
+    unet_config,
+)
+from pndm.train_output import CHECKPOINT_NAME, check_output, work_folder
 
-CHECKPOINT_NAME = "checkpoint.pt"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+DIGITS_COUNT = 1797  # images in scikit-learn's digits
+# PIL modes of 8 bits per sample, which PIL's convert() scales correctly to "L" / "RGB".
+EIGHT_BIT_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+)
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+
+
+class NonFiniteLossError(ValueError):
+    """The loss or the weights became NaN or inf: training stops and nothing is saved."""
 
 
 def _fingerprint(config: TrainConfig) -> dict[str, Any]:
@@ -32,6 +51,15 @@ def _fingerprint(config: TrainConfig) -> dict[str, Any]:
     d = {k: v for k, v in d.items() if k not in RUN_FIELDS}
     d["block_out_channels"] = list(config.block_out_channels)
     return d
+
+
+def _saved_fingerprint(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's fingerprint in today's names; fields added since take their defaults."""
+    renamed = {LEGACY_NAMES.get(k, k): v for k, v in saved.items()}
+    renamed = {k: v for k, v in renamed.items() if k not in RUN_FIELDS}
+    skip = RUN_FIELDS | {"extra"}
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.name not in skip}
+    return {**defaults, "extra": {}, **renamed}
 
 
 # ----------------------------------------------------------------------------- data
@@ -52,27 +80,55 @@ def load_digits(resolution: int, upscale: str = "bicubic") -> torch.Tensor:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
+    if not folder.exists():
         raise FileNotFoundError(f"image folder not found: {folder}")
+    if not folder.is_dir():
+        raise ValueError(f"--data {folder} is a file; give 'digits' or a folder of images")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no PNG or JPEG images in {folder}")
     return files
 
 
-def _load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
-    """One image, centre-cropped to a square, resized, as (C, res, res) in [-1, 1]."""
+def _open_image(path: Path, channels: int) -> Any:
+    """The image as PIL "L"/"RGB" (8-bit) or "F" in [0, 1] (16-bit grey); refuses other depths."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, OSError) as err:
+            return _to_unit_range(img, path, channels)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {path}: {err}") from None
+
+
+def _to_unit_range(img: Any, path: Path, channels: int) -> Any:
+    """8-bit modes convert as PIL does; 16-bit grey (PNG "I;16", or "I" read from a PNG, whose
+    samples are at most 16 bits) becomes float "F" / 65535; float and 32-bit images are refused."""
+    from PIL import Image
+
+    if img.mode in EIGHT_BIT_MODES:
+        return img.convert("L" if channels == 1 else "RGB")
+    if img.mode in SIXTEEN_BIT_MODES or (img.mode == "I" and img.format == "PNG"):
+        pixels = np.asarray(img).astype(np.float32) / 65535
+        return Image.fromarray(pixels.clip(0, 1))  # mode "F"
+    raise ValueError(
+        f"cannot use image {path}: PIL mode {img.mode!r} ({img.format}) has no known range; "
+        "save it as an 8- or 16-bit PNG"
+    )
+
+
+def _load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
+    """One image, centre-cropped to a square, resized, as (C, res, res) in [-1, 1]."""
+    from PIL import Image
+
+    img = _open_image(path, channels)
     side = min(img.size)
     left, top = (img.width - side) // 2, (img.height - side) // 2
     img = img.crop((left, top, left + side, top + side))
     img = img.resize((resolution, resolution), Image.Resampling.BICUBIC)
+    if img.mode == "F":  # 16-bit grey, already in [0, 1]; bicubic may overshoot
+        unit = torch.from_numpy(np.asarray(img).copy()).clamp(0, 1)
+        return unit.expand(channels, -1, -1) * 2 - 1
     array = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     array = array.view(resolution, resolution, channels).permute(2, 0, 1)
     return array.float() / 127.5 - 1
@@ -82,6 +138,11 @@ def load_image_folder(folder: Path, resolution: int, channels: int) -> torch.Ten
     """All PNG/JPEG images under ``folder`` (recursively, sorted) as (N, C, res, res) in [-1, 1]."""
     files = _image_files(Path(folder))
     return torch.stack([_load_image(p, resolution, channels) for p in files])
+
+
+def dataset_size(config: TrainConfig) -> int:
+    """How many training images ``config`` names, without reading them."""
+    return DIGITS_COUNT if config.data == "digits" else len(_image_files(Path(config.data)))
 
 
 def load_dataset(config: TrainConfig) -> torch.Tensor:
@@ -115,7 +176,7 @@ def build_unet(config: TrainConfig) -> torch.nn.Module:
 
 
 def fresh_state(config: TrainConfig) -> TrainState:
-    model = build_unet(config).to(config.device).train()
+    model = build_unet(config).to(resolve_device(config.device)).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -148,17 +209,32 @@ def _check_same_run(saved: Mapping[str, Any], config: TrainConfig, path: Path) -
 
 def load_checkpoint(config: TrainConfig, path: Path) -> TrainState:
     """The state saved at ``path``; refuses a checkpoint made with different settings."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    _check_same_run(saved["config"], config, path)
+    saved = _read_checkpoint(path)
+    _check_same_run(_saved_fingerprint(saved["config"]), config, path)
     state = fresh_state(config)
-    state.model.load_state_dict(saved["model"])
-    state.ema.load_state_dict(saved["ema"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.generator.set_state(saved["generator"])
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.ema.load_state_dict(saved["ema"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.generator.set_state(saved["generator"])
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise ValueError(f"cannot resume from {path}: {' '.join(str(err).split())}") from None
     state.step = int(saved["step"])
     return state
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's contents; a truncated, foreign or incomplete file is one clear error."""
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and torch errors all mean "not our checkpoint"
+        raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {err}") from None
+    keys = {"step", "config", "model", "ema", "optimizer", "generator"}
+    if not isinstance(saved, dict) or not keys <= saved.keys():
+        raise ValueError(f"{path} is not a pndm train checkpoint (it lacks {sorted(keys)})")
+    return saved
 
 
 # ----------------------------------------------------------------------------- one step
@@ -210,14 +286,20 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 def train_step(
     state: TrainState, data: torch.Tensor, alphas_cumprod: torch.Tensor, config: TrainConfig
 ) -> float:
-    """One optimiser step on a fresh batch; returns the batch loss."""
+    """One optimiser step on a fresh batch; returns the batch loss (before the step)."""
     x0, t, noise = sample_batch(
         data, config.num_train_timesteps, config.batch_size, state.generator
     )
-    device = config.device
-    loss = diffusion_loss(
-        state.model, x0.to(device), t.to(device), noise.to(device), alphas_cumprod
-    )
+    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = diffusion_loss(
+            state.model, x0.to(device), t.to(device), noise.to(device), alphas_cumprod
+        )
+    if not math.isfinite(loss.item()):
+        raise NonFiniteLossError(
+            f"the training loss is {loss.item()} at step {state.step + 1}; stopped, nothing "
+            "saved (lower --lr, or check the data)"
+        )
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.max_grad_norm)
@@ -229,24 +311,17 @@ def train_step(
     return loss.item()
 
 
-# ----------------------------------------------------------------------------- output folder
+# ----------------------------------------------------------------------------- saving
 
 
-def prepare_output(config: TrainConfig) -> None:
-    """Refuse to clobber a non-empty folder unless overwrite (then drop our entries) or resume."""
-    out = config.output_dir
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"output path exists and is not a folder: {out}")
-    if config.resume:
-        return
-    if out.is_dir() and any(out.iterdir()):
-        if not config.overwrite:
-            raise FileExistsError(
-                f"output folder {out} already exists and is not empty; pass --overwrite to "
-                "replace it or --resume to continue its checkpoint"
+def check_finite_weights(state: TrainState) -> None:
+    """Refuse to save NaN or inf weights (an update can break them after a finite loss)."""
+    for module in (state.model, state.ema):
+        if not all(bool(p.isfinite().all()) for p in module.parameters()):
+            raise NonFiniteLossError(
+                f"the weights hold NaN or inf after step {state.step}; stopped, nothing saved "
+                "(lower --lr)"
             )
-        remove_entries(out, (*PIPELINE_ENTRIES, CHECKPOINT_NAME))
-    out.mkdir(parents=True, exist_ok=True)
 
 
 def save_pipeline(unet: torch.nn.Module, config: TrainConfig, folder: Path) -> Path:
@@ -266,7 +341,7 @@ def _progress(config: TrainConfig, start: int) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=config.steps,
+        total=config.train_steps,
         initial=start,
         file=sys.stderr,
         disable=not config.progress,
@@ -276,14 +351,17 @@ def _progress(config: TrainConfig, start: int) -> Any:
     )
 
 
-def run_training(state: TrainState, data: torch.Tensor, config: TrainConfig) -> list[float]:
-    """Train until ``config.steps``, checkpointing and logging on the way; returns batch losses."""
+def run_training(
+    state: TrainState, data: torch.Tensor, config: TrainConfig, folder: Path | None = None
+) -> list[float]:
+    """Train until ``config.train_steps``, checkpointing into ``folder`` (default: the output)
+    and logging on the way; returns the batch losses. Stops at the first non-finite loss."""
     schedule = NoiseSchedule.from_config(scheduler_config(config))
-    alphas_cumprod = schedule.alphas_cumprod.float().to(config.device)
-    checkpoint = config.output_dir / CHECKPOINT_NAME
+    alphas_cumprod = schedule.alphas_cumprod.float().to(resolve_device(config.device))
+    checkpoint = (folder or config.output_dir) / CHECKPOINT_NAME
     losses: list[float] = []
     with _progress(config, state.step) as bar:
-        while state.step < config.steps:
+        while state.step < config.train_steps:
             losses.append(train_step(state, data, alphas_cumprod, config))
             bar.update(1)
             bar.set_postfix(loss=f"{_mean(losses[-50:]):.4f}", refresh=False)
@@ -292,6 +370,7 @@ def run_training(state: TrainState, data: torch.Tensor, config: TrainConfig) -> 
                     f"step {state.step}: loss {_mean(losses[-config.log_every :]):.5f}", sys.stderr
                 )
             if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                check_finite_weights(state)
                 save_checkpoint(state, config, checkpoint)
     return losses
 
@@ -300,18 +379,65 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _parameter_count(config: TrainConfig) -> int:
+    from pndm.models.unet_2d import UNet2DModel
+
+    with torch.device("meta"):  # shapes only: no memory
+        return sum(p.numel() for p in UNet2DModel(**unet_config(config)).parameters())
+
+
+def check_fits(config: TrainConfig, count: int) -> None:
+    """Refuse, before loading anything, a run whose data, model and one batch cannot fit."""
+    from pndm.fast import free_memory, image_bytes
+
+    device = resolve_device(config.device)
+    shape = (config.channels, config.resolution, config.resolution)
+    data = count * math.prod(shape) * 4
+    model = _parameter_count(config) * 4 * 5  # weights, EMA, gradients, two AdamW moments
+    batch = config.batch_size * image_bytes(unet_config(config), shape, torch.float32)
+    parts = {"images": data, "model, EMA and optimiser": model, "one batch": batch}
+    on_cpu = data + (model + batch if device.type == "cpu" else 0)
+    checks = [(torch.device("cpu"), on_cpu)]
+    if device.type != "cpu":
+        checks.append((device, model + batch))
+    for where, need in checks:
+        free = free_memory(where)
+        if need > free:
+            detail = ", ".join(f"{k} {v / 2**30:.3g}" for k, v in parts.items())
+            raise ValueError(
+                f"training needs at least {need / 2**30:.3g} GiB on {where} ({detail} GiB) but "
+                f"only {free / 2**30:.3g} GiB are free; lower --resolution, --batch-size or "
+                "--block-out-channels"
+            )
+
+
 def train(config: TrainConfig) -> Path:
-    """Train a UNet2DModel as ``config`` says and write a diffusers pipeline folder; returns it."""
+    """Train a UNet2DModel as ``config`` says and write a diffusers pipeline folder; returns it.
+
+    Everything that can be checked is checked before any work; nothing is saved when the loss
+    turns non-finite; a replaced model stays in place until the new one is complete.
+    """
+    check_output(config)
+    check_fits(config, dataset_size(config))
     data = load_dataset(config)  # fail on bad input before touching the output folder
-    prepare_output(config)
-    checkpoint = config.output_dir / CHECKPOINT_NAME
-    state = load_checkpoint(config, checkpoint) if config.resume else fresh_state(config)
-    if state.step > config.steps:
-        raise ValueError(f"{checkpoint} is at step {state.step}, past --steps {config.steps}")
-    run_training(state, data, config)
-    save_pipeline(state.ema, config, config.output_dir)
+    with work_folder(config) as folder:
+        checkpoint = folder / CHECKPOINT_NAME
+        state = load_checkpoint(config, checkpoint) if config.resume else fresh_state(config)
+        if state.step > config.train_steps:
+            raise ValueError(
+                f"{checkpoint} is at step {state.step}, past --steps {config.train_steps}"
+            )
+        run_training(state, data, config, folder)
+        check_finite_weights(state)
+        _save_results(state, config, folder)
+    return config.output_dir
+
+
+def _save_results(state: TrainState, config: TrainConfig, folder: Path) -> None:
+    """The pipeline, and the last checkpoint when one is kept (so a later run can extend it)."""
+    checkpoint = folder / CHECKPOINT_NAME
+    save_pipeline(state.ema, config, folder)
     if config.keep_checkpoint and config.checkpoint_every and state.step % config.checkpoint_every:
-        save_checkpoint(state, config, checkpoint)  # the last step, so a later run can extend it
+        save_checkpoint(state, config, checkpoint)
     elif not config.keep_checkpoint:
         checkpoint.unlink(missing_ok=True)
-    return config.output_dir

@@ -5,16 +5,25 @@ Free of torch, so the command line can read the defaults without importing it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 UPSCALE_MODES = ("bilinear", "bicubic")
+# float16 would need loss scaling, which this trainer does not do.
+TRAIN_DTYPES = ("float32", "bfloat16")
+# T beyond this is no DDPM anyone trains, and its schedule alone would take gigabytes.
+MAX_TRAIN_TIMESTEPS = 10**6
+MAX_SEED = 2**64 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 # Fields that may change between a run and its resumption; all others must match the checkpoint.
 RUN_FIELDS = frozenset(
-    {"output_dir", "steps", "checkpoint_every", "keep_checkpoint", "resume", "overwrite"}
+    {"output_dir", "train_steps", "checkpoint_every", "keep_checkpoint", "resume", "overwrite"}
     | {"device", "progress", "log_every"}
 )
+# Old field names -> current ones, for training configs saved before a rename.
+LEGACY_NAMES = {"steps": "train_steps"}
 
 
 @dataclass
@@ -34,7 +43,7 @@ class TrainConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     beta_schedule: str = "linear"
-    steps: int = 2500
+    train_steps: int = 2500  # optimiser steps (CLI --steps); not sampling steps
     batch_size: int = 32
     learning_rate: float = 2e-3
     warmup_steps: int = 200
@@ -46,7 +55,8 @@ class TrainConfig:
     keep_checkpoint: bool = True  # keep checkpoint.pt after the last step
     resume: bool = False
     overwrite: bool = False
-    device: str = "cpu"
+    device: str = "cpu"  # as pndm sample's: auto, cpu, cuda, cuda:N
+    dtype: str = "float32"  # autocast dtype of the forward pass; weights stay float32
     progress: bool = True
     log_every: int = 0  # 0: no loss lines on stderr
     extra: dict[str, Any] = field(default_factory=dict)  # more UNet2DModel config keys
@@ -63,15 +73,58 @@ def _require(ok: bool, message: str) -> None:
 
 
 def _validate(c: TrainConfig) -> None:
+    _validate_numbers(c)
+    _validate_model(c)
+    _require(not (c.resume and c.overwrite), "resume and overwrite exclude each other")
+    _validate_device(c)
+    from pndm.schedule import NoiseSchedule
+
+    NoiseSchedule.from_config(scheduler_config(c))  # raises on a bad beta schedule
+
+
+def _validate_numbers(c: TrainConfig) -> None:
+    """Counts are integers in range, rates finite: a NaN or inf here would train a NaN model."""
+    for name in ("train_steps", "batch_size", "layers_per_block", "num_train_timesteps"):
+        _require_int(c, name, 1)
+    for name in ("warmup_steps", "checkpoint_every", "log_every", "seed"):
+        _require_int(c, name, 0)
+    _require(c.seed <= MAX_SEED, f"seed must be at most 2**64 - 1, got {c.seed}")
+    _require(
+        c.num_train_timesteps <= MAX_TRAIN_TIMESTEPS,
+        f"num_train_timesteps must be at most {MAX_TRAIN_TIMESTEPS}, got {c.num_train_timesteps}",
+    )
+    for name in ("learning_rate", "weight_decay", "beta_start", "beta_end"):
+        value = getattr(c, name)
+        _require(_is_finite(value), f"{name} must be a finite float32 number, got {value!r}")
+    _require(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
+    _require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}")
+    _require(c.max_grad_norm > 0, f"max_grad_norm must be positive, got {c.max_grad_norm}")
+    _require(0 <= c.ema_decay < 1, f"ema_decay must lie in [0, 1), got {c.ema_decay}")
+
+
+def _is_finite(value: Any) -> bool:
+    """A real number that float32 holds (torch's optimiser converts rates to it)."""
+    real = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return real and abs(value) <= FLOAT32_MAX
+
+
+def _require_int(c: TrainConfig, name: str, minimum: int) -> None:
+    value = getattr(c, name)
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    _require(ok, f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _validate_model(c: TrainConfig) -> None:
     levels = len(c.block_out_channels)
     _require(c.channels in (1, 3), f"channels must be 1 or 3, got {c.channels}")
     modes = ", ".join(UPSCALE_MODES)
     _require(c.upscale in UPSCALE_MODES, f"unknown upscale {c.upscale!r}; choose one of {modes}")
     _require(levels >= 1 and min(c.block_out_channels) > 0, "block_out_channels must be positive")
+    _require_int(c, "norm_num_groups", 1)
     step = 2 ** (levels - 1)
     _require(
-        c.resolution >= step and c.resolution % step == 0,
-        f"resolution {c.resolution} must be a multiple of {step} for {levels} UNet levels",
+        isinstance(c.resolution, int) and c.resolution >= step and c.resolution % step == 0,
+        f"resolution {c.resolution} must be a positive multiple of {step} for {levels} UNet levels",
     )
     bad = [ch for ch in c.block_out_channels if ch % c.norm_num_groups]
     _require(
@@ -79,17 +132,21 @@ def _validate(c: TrainConfig) -> None:
         f"norm_num_groups {c.norm_num_groups} must divide every block_out_channels "
         f"entry; {bad} are not multiples",
     )
-    for name in ("steps", "batch_size", "layers_per_block", "num_train_timesteps"):
-        _require(getattr(c, name) >= 1, f"{name} must be at least 1, got {getattr(c, name)}")
-    for name in ("warmup_steps", "checkpoint_every", "log_every", "weight_decay"):
-        _require(getattr(c, name) >= 0, f"{name} must be >= 0, got {getattr(c, name)}")
-    _require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}")
-    _require(c.max_grad_norm > 0, f"max_grad_norm must be positive, got {c.max_grad_norm}")
-    _require(0 <= c.ema_decay < 1, f"ema_decay must lie in [0, 1), got {c.ema_decay}")
-    _require(not (c.resume and c.overwrite), "resume and overwrite exclude each other")
-    from pndm.schedule import NoiseSchedule
+    if c.data == "digits":
+        _require(c.channels == 1, "the digits dataset is greyscale; use channels=1")
 
-    NoiseSchedule.from_config(scheduler_config(c))  # raises on a bad beta schedule
+
+def _validate_device(c: TrainConfig) -> None:
+    """The same names and errors as pndm sample (`pndm.devices`); float16 is not trained."""
+    from pndm.devices import resolve_device, resolve_dtype
+
+    resolve_device(c.device)
+    resolve_dtype(c.dtype)
+    _require(
+        c.dtype in TRAIN_DTYPES,
+        f"dtype {c.dtype!r} cannot be trained (float16 needs loss scaling); "
+        f"choose one of {', '.join(TRAIN_DTYPES)}",
+    )
 
 
 # ----------------------------------------------------------------------------- configs

@@ -21,7 +21,6 @@ from pndm import io
 from pndm.config import ConfigMixin, FrozenConfig
 from pndm.models.activations import get_activation
 from pndm.models.blocks import (
-    TIME_SCALE_SHIFTS,
     BlockSpec,
     ResnetBlock2D,
     TimeProjections,
@@ -36,18 +35,10 @@ from pndm.models.embeddings import (
 )
 from pndm.models.inference import derived
 from pndm.models.legacy import convert_legacy_state_dict
+from pndm.models.unet_config import validate_config
 from pndm.outputs import BaseOutput
 
 CONFIG_NAME = "config.json"
-TIME_EMBEDDING_TYPES = ("positional", "fourier")
-# config keys whose only implemented value is the diffusers default
-_FIXED_KEYS = {
-    "downsample_type": ("conv",),
-    "upsample_type": ("conv",),
-    "mid_block_type": ("UNetMidBlock2D", None),
-    "class_embed_type": (None,),
-    "num_class_embeds": (None,),
-}
 
 
 @dataclass
@@ -55,54 +46,6 @@ class UNet2DOutput(BaseOutput):
     """``sample``: the model output, shaped like the input (B, out_channels, H, W)."""
 
     sample: torch.Tensor
-
-
-def _check_choice(config: Mapping[str, Any], key: str, choices: tuple[Any, ...]) -> None:
-    if config[key] not in choices:
-        raise ValueError(f"unsupported {key}={config[key]!r}; choose one of {list(choices)}")
-
-
-def _check_lengths(config: Mapping[str, Any]) -> None:
-    lengths = {
-        k: len(config[k]) for k in ("block_out_channels", "down_block_types", "up_block_types")
-    }
-    if len(set(lengths.values())) != 1:
-        raise ValueError(
-            f"block_out_channels, down_block_types, up_block_types differ in length: {lengths}"
-        )
-    if config["layers_per_block"] < 1:
-        raise ValueError(f"layers_per_block must be >= 1, got {config['layers_per_block']}")
-
-
-def _check_groups(config: Mapping[str, Any]) -> None:
-    groups = config["norm_num_groups"]
-    if not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"norm_num_groups must be a positive int, got {groups!r}")
-    bad = [c for c in config["block_out_channels"] if c % groups]
-    if bad:
-        raise ValueError(f"block_out_channels {bad} are not divisible by norm_num_groups={groups}")
-    attn_groups = config["attn_norm_num_groups"]
-    if attn_groups is not None and config["block_out_channels"][-1] % attn_groups:
-        raise ValueError(
-            f"attn_norm_num_groups={attn_groups} does not divide the mid-block channels"
-        )
-
-
-def validate_config(config: Mapping[str, Any]) -> None:
-    """Raise ``ValueError`` naming the field for any config value this implementation lacks."""
-    for key, choices in _FIXED_KEYS.items():
-        _check_choice(config, key, choices)
-    _check_choice(config, "time_embedding_type", TIME_EMBEDDING_TYPES)
-    _check_choice(config, "resnet_time_scale_shift", TIME_SCALE_SHIFTS)
-    _check_lengths(config)
-    _check_groups(config)
-    for kind in ("down", "up"):
-        for name in config[f"{kind}_block_types"]:
-            block_class(kind, name)
-    get_activation(config["act_fn"])
-    size = config["sample_size"]
-    if size is not None and not isinstance(size, int) and len(size) != 2:
-        raise ValueError(f"sample_size must be an int or (height, width), got {size!r}")
 
 
 # The architecture of google/ddpm-cifar10-32 (35,746,307 parameters, 12.1 GFLOP per image).
@@ -388,8 +331,7 @@ class UNet2DModel(ConfigMixin, nn.Module):
         """
         dtype = _as_dtype(torch_dtype)
         folder = _model_folder(Path(pretrained_model_name_or_path), subfolder)
-        config = io.read_json(folder / CONFIG_NAME)
-        _check_class_name(config, folder / CONFIG_NAME)
+        config = read_unet_config(folder / CONFIG_NAME)
         with torch.device("meta"):
             model = cls.from_config(config, **config_overrides)
         weights = io.find_weights(folder, variant)
@@ -445,6 +387,22 @@ def _model_folder(folder: Path, subfolder: str | None) -> Path:
     if subfolder is None and (folder / CONFIG_NAME).is_file():
         return folder
     return io.component_dir(folder, subfolder or "unet", CONFIG_NAME)
+
+
+def read_unet_config(path: Path) -> dict[str, Any]:
+    """A UNet ``config.json``, checked (class name, every field) before any model is built.
+
+    Errors name the file; a broken config thus fails before weights are read or work starts.
+    """
+    config = io.read_json(path)
+    _check_class_name(config, path)
+    params = inspect.signature(UNet2DModel.__init__).parameters
+    full = {k: config.get(k, params[k].default) for k in _config_keys()}
+    try:
+        validate_config(full)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    return config
 
 
 def _check_class_name(config: Mapping[str, Any], path: Path) -> None:
