@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL_UNET
+from conftest import SMALL_UNET, assert_rounding_close
 from safetensors.torch import save_file
 
 from pndm import io
@@ -23,7 +23,6 @@ from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG, UNet2DModel, UNet2DOutput
 diffusers = pytest.importorskip("diffusers")
 DiffusersUNet = diffusers.UNet2DModel
 
-ATOL = 1e-5  # float32 on CPU; measured differences are ~1e-6 (see the report in the PR)
 
 CIFAR10 = DDPM_CIFAR10_CONFIG
 
@@ -107,6 +106,18 @@ def max_diff(a: torch.nn.Module, b: torch.nn.Module, x: torch.Tensor, t) -> floa
         return (a(x, t).sample - b(x, t).sample).abs().max().item()
 
 
+def assert_parity(reference: torch.nn.Module, model: torch.nn.Module, x: torch.Tensor, t) -> None:
+    """Ours agrees with diffusers up to float32 rounding: its error against diffusers' model in
+    float64 is within `ROUNDING_FACTOR` times diffusers' own (the same operations, some fused or
+    reordered; measured ~1e-6 on outputs of order 1). Seeded inputs; the bound follows the CPU's
+    own rounding, so it holds under AVX2 and AVX-512 alike."""
+    exact_model = copy.deepcopy(reference).double()
+    t64 = t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+    with torch.no_grad():
+        exact = exact_model(x.double(), t64).sample
+        assert_rounding_close(model(x, t).sample, reference(x, t).sample, exact)
+
+
 def noise(shape: tuple[int, ...], seed: int = 1) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
@@ -127,7 +138,7 @@ def test_cifar10_config_parity():
     assert sum(p.numel() for p in model.parameters()) == 35_746_307
     assert len(model.state_dict()) == 328
     x = noise((2, 3, 32, 32))
-    assert max_diff(reference, model, x, torch.tensor([10, 900])) <= ATOL
+    assert_parity(reference, model, x, torch.tensor([10, 900]))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -141,7 +152,7 @@ def test_forward_parity(name):
     times = [torch.linspace(0.5, 80.0, batch)] if fourier else [7, torch.tensor(999)]
     times.append(torch.arange(batch, dtype=torch.float32) * 3.5 + 1.25)  # fractional
     for t in times:
-        assert max_diff(reference, model, x, t) <= ATOL, (name, t)
+        assert_parity(reference, model, x, t)
 
 
 def test_from_config_builds_the_same_model():
@@ -180,9 +191,7 @@ def test_channels_last_matches():
     reference = diffusers_model(SMALL_UNET)
     model = ours_from(reference).to(memory_format=torch.channels_last)
     x = noise((2, 3, 16, 16))
-    with torch.no_grad():
-        got = model(x.to(memory_format=torch.channels_last), 5).sample
-        assert (got - reference(x, 5).sample).abs().max().item() <= ATOL
+    assert_parity(reference, model, x.to(memory_format=torch.channels_last), 5)
 
 
 def test_model_copies_and_pickles():
@@ -219,7 +228,7 @@ def test_diffusers_flat_folder_loads(tmp_path, reference, safe):
     model = UNet2DModel.from_pretrained(tmp_path)
     assert not model.training and model.dtype == torch.float32
     assert_same_weights(model, reference)
-    assert max_diff(reference, model, noise((1, 3, 16, 16)), 11) <= ATOL
+    assert_parity(reference, model, noise((1, 3, 16, 16)), 11)
 
 
 def test_diffusers_pipeline_folder_loads(tmp_path, reference):
@@ -353,7 +362,7 @@ def test_original_ddpm_layout_loads(tmp_path):
     write_folder(tmp_path, config, state)
     model = UNet2DModel.from_pretrained(tmp_path)
     assert_same_weights(model, reference)
-    assert max_diff(reference, model, noise((1, 3, 16, 16)), 100) <= ATOL
+    assert_parity(reference, model, noise((1, 3, 16, 16)), 100)
 
 
 def test_legacy_rename_never_overwrites_current_keys(reference):

@@ -63,13 +63,13 @@ def prepare_model(
     """``(model, context)``: ``model(x, t)`` is the UNet's raw output with the fast paths on;
     call it inside ``context`` (the per-run weight cache).
 
-    channels_last: True: channels-last inputs; False: NCHW; None: channels-last on the CPU only
-    (where it lets the wide 3x3 convolutions run as Winograd). compile: True or a torch.compile
+    channels_last: True: channels-last inputs; False: NCHW; None: `default_channels_last`.
+    compile: True or a torch.compile
     mode, compiled once per UNet and mode and kept in ``cache``. cuda_graphs: replay each call
     from a CUDA graph, captured once per UNet, weights' storage, layout and compile mode.
     """
     device = next(unet.parameters()).device
-    last = device.type == "cpu" if channels_last is None else bool(channels_last)
+    last = default_channels_last(device) if channels_last is None else bool(channels_last)
     layout = torch.channels_last if last else torch.contiguous_format
     mode = compile_mode(compile)
     net = unet if mode is None else _compiled(unet, mode, cache)
@@ -80,6 +80,14 @@ def prepare_model(
     if cuda_graphs:
         model = _graphed(unet, model, (last, mode), cache)
     return model, weight_cache()
+
+
+def default_channels_last(device: torch.device) -> bool:
+    """Channels-last inputs by default only on the CPU with one torch thread: there the wide 3x3
+    convolutions run as Winograd, 1.5x faster per UNet call than NCHW. With more threads
+    Winograd is off (`pndm.models.inference.use_winograd`) and channels-last oneDNN measured no
+    faster than NCHW, so the default stays NCHW (benchmarks/contention.py)."""
+    return device.type == "cpu" and torch.get_num_threads() == 1
 
 
 def _compiled(unet: Any, mode: str, cache: FastCache) -> Any:

@@ -16,10 +16,17 @@ transform is a matrix product too, so nothing runs as slow elementwise passes. M
 2-core AVX2 CPU, channels-last float32, batch 8 (`benchmarks/winograd.py`): 1.2-2.3x faster than
 oneDNN's direct kernel from 128 channels at 32x32 down to 256 channels at 4x4; below about 64
 for C_in C_out / (C_in + C_out) it loses.
+
+Only on one thread: each stage is one call over all tiles, but that is still six parallel regions
+per layer against oneDNN's one, and with two threads on a machine where another process holds a
+core every region waits for the descheduled thread. Measured on the 2-core CPU, CIFAR-10 UNet at
+batch 8 (`benchmarks/contention.py`): 1.5x faster than NCHW on 1 thread, no faster on 2 threads,
+with or without a busy process beside it.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -129,9 +136,6 @@ B_T = torch.tensor(_BT)  # float32 CPU, the only place the transforms run
 A_T2 = torch.kron(torch.tensor(_AT), torch.tensor(_AT))  # (16, 36): both output transforms
 _G64 = torch.tensor(_G, dtype=torch.float64)
 G_G = torch.kron(_G64, _G64)  # (36, 9): the kernel transform, float64
-# Output pixels per chunk of the batch: larger chunks fall out of the cache (measured: 32 images
-# of 128 channels at 32x32 run at 0.7x in one piece, 1.25x in chunks of 8).
-WINOGRAD_CHUNK_PIXELS = 8192
 KERNEL_CHUNK_COLUMNS = 32768  # 9 MB of float64 per product
 
 
@@ -150,24 +154,25 @@ def winograd_kernels(weight: torch.Tensor) -> torch.Tensor:
 
 def use_winograd(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether `conv(x)` runs as Winograd: a 3x3 stride-1 'same' conv, channels-last float32 on
-    the CPU, H and W multiples of 4, without autograd, inside `weight_cache`, where it measurably
-    pays (see above)."""
+    the CPU with one torch thread, H and W multiples of 4, without autograd, inside
+    `weight_cache`, where it measurably pays (see above)."""
     b, c, h, w = x.shape
     k = conv.out_channels
     shape_ok = conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
     return (
-        shape_ok
+        cache_active()  # first: False while dynamo traces, which cannot trace the thread count
+        and shape_ok
         and conv.dilation == (1, 1)
         and conv.groups == 1
         and x.dtype == torch.float32
         and x.device.type == "cpu"
+        and torch.get_num_threads() == 1
         and not torch.is_grad_enabled()
         and h % 4 == 0
         and w % 4 == 0
         and b * h * w >= WINOGRAD_MIN_PIXELS
         and c * k >= WINOGRAD_MIN_CHANNEL_RATIO * (c + k)
         and is_channels_last(x)
-        and cache_active()
     )
 
 
@@ -185,41 +190,53 @@ def winograd_conv3x3(
     x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """3x3 'same' convolution of float32 CPU x (B, C, H, W), H and W multiples of 4, as
-    F(4x4, 3x3) with `winograd_kernels`; over chunks of the batch. Returns channels-last."""
-    b, _, h, w = x.shape
+    F(4x4, 3x3) with `winograd_kernels`: one call per stage over all tiles of the batch (each
+    call is one parallel region; many small ones stall when another process holds a core).
+    Returns channels-last."""
+    b, c, h, w = x.shape
     if h % 4 or w % 4:
         raise ValueError(f"Winograd F(4x4, 3x3) needs H and W multiples of 4, got {h}x{w}")
-    out = x.new_empty((b, h, w, kernels.shape[2]))  # NHWC
-    step = max(1, WINOGRAD_CHUNK_PIXELS // (h * w))
-    for start in range(0, b, step):
-        _winograd_chunk(x[start : start + step], kernels, bias, out[start : start + step])
+    k, t = kernels.shape[2], b * (h // 4) * (w // 4)
+    d = _input_tiles(x)  # (36, T C): tile position (r, s) first
+    rows = scratch("rows", (6, 6, t * c), x)  # (a, s, T C): B^T d
+    torch.mm(B_T, d.view(6, 6 * t * c), out=rows.view(6, 6 * t * c))
+    v = scratch("transformed", (6, 6, t * c), x)  # (a, b, T C): B^T d B
+    torch.bmm(B_T.expand(6, 6, 6), rows, out=v)
+    m = scratch("products", (36, t, k), x)
+    torch.bmm(v.view(36, t, c), kernels, out=m)  # M = V U per tile position
+    y = scratch("outputs", (16, t * k), x)
+    torch.mm(A_T2, m.view(36, t * k), out=y)  # Y = A^T M A
+    out = x.new_empty((b, h, w, k))  # NHWC
+    dst = out.view(b, h // 4, 4, w // 4, 4, k).permute(2, 4, 0, 1, 3, 5)  # (p, q, B, i, j, K)
+    if bias is None:
+        dst.copy_(y.view(dst.shape))
+    else:
+        torch.add(y.view(dst.shape), bias, out=dst)
     return out.permute(0, 3, 1, 2)
 
 
-def _winograd_chunk(
-    x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
-) -> None:
-    """out (B, H, W, K) = conv(x). Input tiles (stride 4) -> V = B^T d B, as a product along the
-    rows then the columns; per tile position M = V U; Y = A^T M A as one product with A^T (x) A^T;
-    then Y is laid out into ``out`` (+ bias)."""
+@functools.lru_cache(maxsize=32)
+def tile_index(b: int, h: int, w: int) -> torch.Tensor:
+    """(36 B nh nw,) rows of x's (B H W + 1, C) pixels that make its overlapping 6x6 tiles
+    (stride 4) with one pixel of zero padding: a padding pixel reads row B H W (the zero row)."""
+    rows = torch.arange(-1, h + 1).view(1, -1, 1)
+    cols = torch.arange(-1, w + 1).view(1, 1, -1)
+    pixel = (torch.arange(b).view(-1, 1, 1) * h + rows) * w + cols
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    padded = torch.where(inside, pixel, b * h * w)  # (B, H+2, W+2)
+    s = padded.stride()
+    view = padded.as_strided((6, 6, b, h // 4, w // 4), (s[1], s[2], s[0], 4 * s[1], 4 * s[2]))
+    return view.reshape(-1)
+
+
+def _input_tiles(x: torch.Tensor) -> torch.Tensor:
+    """(36, B nh nw C): the zero-padded input's 6x6 tiles, position in the tile first, gathered
+    in one call, so that each transform below is one product over all tiles."""
     b, c, h, w = x.shape
-    nh, nw, k = h // 4, w // 4, kernels.shape[2]
-    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(b, h + 2, (w + 2) * c)
-    row_tiles = padded.unfold(1, 6, 4).transpose(2, 3)  # (B, nh, 6, (W+2) C), rows 4i..4i+5
-    rows = scratch("rows", (b, nh, 6, (w + 2) * c), x)
-    for image in range(b):  # one image at a time: its tiles have one stride
-        torch.matmul(B_T, row_tiles[image], out=rows[image])
-    rows = rows.view(b * nh * 6, w + 2, c)
-    v = scratch("tiles", (nw, b * nh * 6, 6, c), x)  # memory order (j, B, i, a, b, C)
-    for j in range(nw):
-        torch.matmul(B_T, rows[:, 4 * j : 4 * j + 6], out=v[j])
-    m = scratch("products", (36, nw * b * nh, k), x)
-    torch.bmm(v.view(nw * b * nh, 36, c).transpose(0, 1), kernels, out=m)  # per tile position
-    y = scratch("outputs", (16, nw * b * nh * k), x)
-    torch.mm(A_T2, m.view(36, -1), out=y)
-    y = y.view(4, 4, nw, b, nh, k)
-    dst = out.view(b, nh, 4, nw, 4, k).permute(2, 4, 3, 0, 1, 5)  # (p, q, j, B, i, K) view
-    if bias is None:
-        dst.copy_(y)
-    else:
-        torch.add(y, bias, out=dst)
+    pixels = scratch("pixels", (b * h * w + 1, c), x)  # NHWC rows, then a zero row
+    pixels[:-1].view(b, h, w, c).copy_(x.permute(0, 2, 3, 1))
+    pixels[-1].zero_()
+    index = tile_index(b, h, w)
+    tiles = scratch("tiles", (index.numel(), c), x)
+    torch.index_select(pixels, 0, index, out=tiles)
+    return tiles.view(36, -1)
