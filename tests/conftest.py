@@ -13,7 +13,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +56,25 @@ def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needle
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64."""
     return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def read_only_folder(folder: Path) -> Path:
+    """A folder nobody can write to, root included (chmod, plus chattr +i where root)."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return folder
+    (folder / "probe").unlink()
+    pytest.skip("cannot make a read-only folder on this file system as this user")
+
+
+def unlock(folder: Path) -> None:
+    """Undo ``read_only_folder``'s chattr +i (so pytest can remove the folder)."""
+    subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, read_only_folder, unlock
 from PIL import Image
 
 from pndm import jobs
@@ -298,30 +297,16 @@ def test_no_temporary_files_left_anywhere(model_dir: Path, tmp_path: Path) -> No
 # ----------------------------------------------------------------------------- hostile input
 
 
-def _read_only(folder: Path) -> Path:
-    """A folder nobody can write to, root included (chmod, plus chattr +i where root)."""
-    folder.mkdir()
-    folder.chmod(0o555)
-    if os.geteuid() == 0:
-        subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
-    try:
-        (folder / "probe").touch()
-    except OSError:
-        return folder
-    (folder / "probe").unlink()
-    pytest.skip("cannot make a read-only folder on this file system as this user")
-
-
 @pytest.mark.parametrize("name", ["g.png", "g.npz", "pngs/"])
 def test_read_only_output_fails_before_sampling(
     name: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    folder = _read_only(tmp_path / "ro")
+    folder = read_only_folder(tmp_path / "ro")
     monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
     try:
         code = sample(model_dir, "--out", str(folder / name))
     finally:
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+        unlock(folder)
     assert_one_line_error(capsys, code, "cannot write to the output folder")
 
 

@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 
 from pndm.assets import shipped_model_path
 from pndm.cli import main
@@ -162,9 +163,7 @@ def test_cli_sample_refuses_a_broken_config_in_one_line(
     before = files_under(tmp_path)
     target = f"{tmp_path / 'out'}/{out}"
     code = main(["sample", "--model", str(model_copy), "--out", target, "--no-progress"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and err.startswith("pndm: error: "), err
-    assert needle in err and "config.json" in err and "Traceback" not in err
+    assert_one_line_error(capsys, code, needle, "config.json")
     assert files_under(tmp_path) == before and not any((tmp_path / "out").iterdir())
 
 
@@ -173,5 +172,4 @@ def test_cli_info_refuses_a_broken_config_in_one_line(
 ) -> None:
     break_config(model_copy, sample_size=0)
     code = main(["info", str(model_copy)])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "sample_size=0" in err, err
+    assert_one_line_error(capsys, code, "sample_size=0")

@@ -6,13 +6,13 @@ Every refusal through the CLI is one stderr line, exit status 2, no traceback, a
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error, read_only_folder, unlock
 from PIL import Image
 
 from pndm import train as T
@@ -51,12 +51,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """Run pndm, expect a one-line refusal with status 2; return the line."""
-    code = main(list(argv))
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.count("\n") == 1 and err.startswith("pndm: error: "), err
-    assert "Traceback" not in err
-    return err
+    return assert_one_line_error(capsys, main(list(argv)))
 
 
 # ----------------------------------------------------------------------------- checked before work
@@ -132,12 +127,12 @@ def test_output_that_is_a_file_or_read_only(
     (tmp_path / "file").write_text("mine")
     err = run_cli(capsys, "train", "-o", str(tmp_path / "file"), "--data", str(data), *TINY_CLI)
     assert "not a folder" in err and (tmp_path / "file").read_text() == "mine"
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only folders")
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o555)
-    err = run_cli(capsys, "train", "-o", str(locked / "out"), "--data", str(data), *TINY_CLI)
-    assert "permission denied" in err
+    locked = read_only_folder(tmp_path / "locked")
+    try:
+        err = run_cli(capsys, "train", "-o", str(locked / "out"), "--data", str(data), *TINY_CLI)
+    finally:
+        unlock(locked)
+    assert "cannot write to the output folder" in err and not (locked / "out").exists()
 
 
 def test_corrupt_checkpoint_is_refused_in_one_line(

@@ -74,6 +74,17 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def check_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only test that also holds for root and for
+    read-only file systems, where permission bits say nothing."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pndm-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write to the output folder {folder}: {err.strerror}") from None
+
+
 def write_json(path: PathLike, data: dict[str, Any]) -> None:
     """Write ``data`` as diffusers does (indent 2, sorted keys, trailing newline), atomically."""
     text = json.dumps(data, indent=2, sort_keys=True) + "\n"

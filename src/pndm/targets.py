@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pndm.images import contact_sheet, is_complete_png, save_npz, save_png
+from pndm.io import check_writable
 
 KINDS = ("sheet", "folder", "npz")
 PNG_COMPRESSION_BOUND = 10  # a PNG is assumed at least 1/10 of its raw size (disk check)
@@ -60,17 +60,6 @@ def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
         raise FileExistsError(f"output file {out} exists; pass --overwrite to replace it")
     check_writable(out.parent)
     return Output(out, "sheet" if suffix == ".png" else "npz")
-
-
-def check_writable(folder: Path) -> None:
-    """Create and remove a file in ``folder``: the only test that also holds for root and for
-    read-only file systems, where permission bits say nothing."""
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".pndm-probe.", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise ValueError(f"cannot write to the output folder {folder}: {err.strerror}") from None
 
 
 def check_room(output: Output, n: int, image_shape: Sequence[int], free_memory: int) -> None:

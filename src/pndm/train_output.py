@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pndm.io import PIPELINE_ENTRIES
+from pndm.io import PIPELINE_ENTRIES, check_writable
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_INDEX = PIPELINE_ENTRIES[0]  # written last, so a folder that has it is complete
@@ -37,9 +37,7 @@ def check_output(config: Any) -> None:
             f"output folder {out} already exists and is not empty; pass --overwrite to "
             "replace it or --resume to continue its checkpoint"
         )
-    writable = _existing_ancestor(out)
-    if not os.access(writable, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to {writable}: permission denied")
+    check_writable(_existing_ancestor(out))
 
 
 def _non_empty(folder: Path) -> bool:
