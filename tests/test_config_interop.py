@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_UNET
 
 import pndm
 from pndm.config import FrozenConfig
@@ -35,31 +36,20 @@ NON_DEFAULT = dict(
 )
 
 
+def pndm_unet_kwargs() -> dict:
+    """An 8x8 one-channel UNet, the same for both libraries."""
+    return {
+        **SMALL_UNET,
+        "sample_size": 8,
+        "in_channels": 1,
+        "out_channels": 1,
+        "block_out_channels": (8, 16),
+    }
+
+
 def tiny_diffusers_unet() -> torch.nn.Module:
     torch.manual_seed(0)
-    return diffusers.UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    ).eval()
-
-
-def pndm_unet_kwargs() -> dict:
-    return dict(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-    )
+    return diffusers.UNet2DModel(**pndm_unet_kwargs()).eval()
 
 
 def run_pipeline(pipe: object, steps: int = 2) -> np.ndarray:
