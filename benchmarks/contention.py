@@ -1,11 +1,13 @@
-"""The CPU fast path under contention: images/s of the default path, ``channels_last=False`` and
-diffusers, on 1 thread, 2 threads, and 2 threads beside a busy process.
+"""The CPU fast path under contention: images/s of the default path, ``channels_last=True``,
+``channels_last=False`` and diffusers, on 1 thread, 2 threads, and 2 threads beside a busy process.
 
 Same weights for all three (`speed.build`: the google/ddpm-cifar10-32 architecture, random
 weights), the same PNDMScheduler config and the same seed. Variants:
 
-    default     pndm.PNDMPipeline, default options (`pndm.fast.default_channels_last`: on one
-                thread channels-last with Winograd where `use_winograd` picks it, else NCHW)
+    default     pndm.PNDMPipeline, default options (NCHW since this benchmark showed Winograd
+                losing under load; see `pndm.fast.prepare_model`)
+    channels_last  pndm.PNDMPipeline(channels_last=True): on one thread Winograd where
+                `use_winograd` picks it, else oneDNN's channels-last convolutions
     nchw        pndm.PNDMPipeline(channels_last=False): oneDNN's direct convolutions only
     diffusers   diffusers.PNDMPipeline, float32
 
@@ -40,7 +42,6 @@ import torch
 from speed import build, device_name  # this folder: run as a script
 
 import pndm
-from pndm.fast import default_channels_last
 from pndm.io import write_json
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "contention.json"
@@ -78,6 +79,9 @@ def variants(batch: int, steps: int) -> dict[str, Callable[[], np.ndarray]]:
 
     return {
         "default": lambda: o_pipe(batch, steps, gen(), output_type="np").images,
+        "channels_last": lambda: (
+            o_pipe(batch, steps, gen(), output_type="np", channels_last=True).images
+        ),
         "nchw": lambda: o_pipe(batch, steps, gen(), output_type="np", channels_last=False).images,
         "diffusers": lambda: d_pipe(
             batch, generator=gen(), num_inference_steps=steps, output_type="np"
@@ -119,7 +123,6 @@ def measure(threads: int, busy: bool, args: argparse.Namespace) -> dict[str, Any
     return {
         "threads": threads,
         "busy_process": busy,
-        "default_is_channels_last": default_channels_last(CPU),  # else default == nchw's path
         "load_average_1min": os.getloadavg()[0],
     } | summarise(seconds, args.batch_size)
 
@@ -136,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     settings = {}
     for name, (threads, busy) in SETTINGS.items():
         settings[name] = measure(threads, busy, args)
-        r = settings[name]["ratio_over_nchw"]["default"]
-        print(f"{name}: default / nchw {r:.3f}", file=sys.stderr)
+        r = settings[name]["ratio_over_nchw"]
+        print(
+            f"{name}: default / nchw {r['default']:.3f}, channels_last / nchw "
+            f"{r['channels_last']:.3f}",
+            file=sys.stderr,
+        )
     report = {
         "benchmark": "contention",
         "cpu": device_name(CPU),
@@ -161,16 +168,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(report: dict[str, Any]) -> None:
     print(f"{report['cpu']}, torch {report['versions']['torch']}, batch {report['batch_size']}")
-    print(
-        "| setting | default img/s | nchw img/s | diffusers img/s | default/nchw | "
-        "default/diffusers |"
-    )
-    print("|---|---|---|---|---|---|")
+    print("| setting | default/nchw | channels_last/nchw | default/diffusers | nchw img/s |")
+    print("|---|---|---|---|---|")
     for name, s in report["settings"].items():
-        ips = s["images_per_s"]
+        over_nchw = s["ratio_over_nchw"]
         print(
-            f"| {name} | {ips['default']:.2f} | {ips['nchw']:.2f} | {ips['diffusers']:.2f} | "
-            f"{s['ratio_over_nchw']['default']:.3f} | {s['ratio_over_diffusers']['default']:.3f} |"
+            f"| {name} | {over_nchw['default']:.3f} | {over_nchw['channels_last']:.3f} | "
+            f"{s['ratio_over_diffusers']['default']:.3f} | {s['images_per_s']['nchw']:.2f} |"
         )
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from speed import PeakMemory, build, device_name, sync  # this folder: run as a script
+from speed import PeakMemory, build, count_calls, device_name, sync  # this folder: run as a script
 
 import pndm
 from pndm.io import write_json
@@ -140,19 +140,9 @@ def _diffusers_run(pipe: Any, args: argparse.Namespace) -> Run:
 def measure(run: Run, unet: Any, device: torch.device, repeats: int) -> dict[str, Any]:
     """Warm-up (compile, capture), then the fastest of ``repeats`` calls, its peak memory,
     and the model calls per pipeline call."""
-    calls = 0
-
-    def count(*_: Any) -> None:
-        nonlocal calls
-        calls += 1
-
-    handle = unet.register_forward_pre_hook(count)
-    try:
-        start = time.perf_counter()
-        images = run()
-        first = time.perf_counter() - start
-    finally:
-        handle.remove()
+    start = time.perf_counter()
+    calls = count_calls(unet, run)
+    first = time.perf_counter() - start
     seconds = []
     with PeakMemory(device) as memory:
         for _ in range(repeats):

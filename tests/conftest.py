@@ -8,6 +8,7 @@
 - ``assert_one_line_error``: the CLI's contract for a user error: exit 2, one stderr line.
 - ``rel``: relative error in float64.
 - ``SMALL_UNET``: a small two-level UNet2DModel config with attention (16x16, 3 channels).
+- ``TINY_TRAIN``: TrainConfig fields of a trainer run that takes milliseconds per step.
 - ``assert_rounding_close``: float32 tolerances that follow the machine's own rounding.
 """
 
@@ -30,6 +31,18 @@ SMALL_UNET = {  # two levels, attention at the coarse one
     "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
     "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
     "sample_size": 16,
+}
+
+# A UNet small enough that a training step takes milliseconds (pndm.train.TrainConfig fields).
+TINY_TRAIN = {
+    "resolution": 8,
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "batch_size": 8,
+    "warmup_steps": 2,
+    "ema_decay": 0.9,
+    "progress": False,
 }
 
 

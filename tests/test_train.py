@@ -8,27 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TRAIN
 from PIL import Image
 
 from pndm import train as T
 
 pytest.importorskip("sklearn")
 
-# A UNet small enough that a training step takes milliseconds.
-TINY = dict(
-    resolution=8,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    norm_num_groups=8,
-    batch_size=8,
-    warmup_steps=2,
-    ema_decay=0.9,
-    progress=False,
-)
-
 
 def tiny_config(out: Path, **overrides: object) -> T.TrainConfig:
-    return T.TrainConfig(output_dir=out, **{**TINY, "train_steps": 4, **overrides})
+    return T.TrainConfig(output_dir=out, **{**TINY_TRAIN, "train_steps": 4, **overrides})
 
 
 def load_checkpoint_file(folder: Path) -> dict:

@@ -12,22 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, read_only_folder, unlock
+from conftest import TINY_TRAIN, assert_one_line_error, read_only_folder, unlock
 from PIL import Image
 
 from pndm import train as T
 from pndm.cli import main
 from pndm.train_config import TrainConfig
 
-TINY = dict(
-    resolution=8,
-    block_out_channels=(8, 16),
-    layers_per_block=1,
-    norm_num_groups=8,
-    batch_size=4,
-    warmup_steps=1,
-    progress=False,
-)
+TINY = {**TINY_TRAIN, "batch_size": 4, "warmup_steps": 1, "ema_decay": 0.995}
 TINY_CLI = [
     "--resolution", "8", "--block-out-channels", "8", "16", "--layers-per-block", "1",
     "--norm-num-groups", "8", "--batch-size", "4", "--steps", "2", "--no-progress",

@@ -37,9 +37,7 @@ class FrozenConfig(dict):
     clear = pop = popitem = setdefault = update = _read_only
 
     def __init__(self, data: Mapping[str, Any] | None = None, **values: Any) -> None:
-        super().__init__()
-        for key, value in {**(data or {}), **values}.items():
-            dict.__setitem__(self, key, value)
+        super().__init__({**(data or {}), **values})  # dict's own init: not our __setitem__
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):  # copy/pickle probe dunders: never config keys

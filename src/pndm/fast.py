@@ -63,13 +63,16 @@ def prepare_model(
     """``(model, context)``: ``model(x, t)`` is the UNet's raw output with the fast paths on;
     call it inside ``context`` (the per-run weight cache).
 
-    channels_last: True: channels-last inputs; False: NCHW; None: `default_channels_last`.
+    channels_last: True: channels-last inputs (on one CPU thread the wide 3x3 convolutions then
+    run as Winograd); False or None (the default): NCHW. The default is NCHW on every device
+    so that it is never slower than ``channels_last=False``: on a shared 2-core CPU
+    channels-last measured 1.07-1.12x NCHW in a quiet run and 0.78-0.84x while other tenants
+    loaded the machine (benchmarks/contention.py).
     compile: True or a torch.compile
     mode, compiled once per UNet and mode and kept in ``cache``. cuda_graphs: replay each call
     from a CUDA graph, captured once per UNet, weights' storage, layout and compile mode.
     """
-    device = next(unet.parameters()).device
-    last = default_channels_last(device) if channels_last is None else bool(channels_last)
+    last = bool(channels_last)
     layout = torch.channels_last if last else torch.contiguous_format
     mode = compile_mode(compile)
     net = unet if mode is None else _compiled(unet, mode, cache)
@@ -80,16 +83,6 @@ def prepare_model(
     if cuda_graphs:
         model = _graphed(unet, model, (last, mode), cache)
     return model, weight_cache()
-
-
-def default_channels_last(device: torch.device) -> bool:
-    """NCHW by default, on every device and thread count, so the default path is never slower
-    than ``channels_last=False``: on a shared 2-core CPU, Winograd (channels-last inputs, one
-    thread) measured between 0.84x and 1.56x of NCHW depending on the load of other tenants
-    (benchmarks/contention.py), and with more threads it is off (`use_winograd`). Ask for it
-    with ``channels_last=True`` (``--channels-last``) on a quiet single-thread CPU run."""
-    del device  # the rule is the same on every device
-    return False
 
 
 def _compiled(unet: Any, mode: str, cache: FastCache) -> Any:

@@ -290,14 +290,15 @@ def train_step(
     x0, t, noise = sample_batch(
         data, config.num_train_timesteps, config.batch_size, state.generator
     )
-    device, dtype = resolve_device(config.device), resolve_dtype(config.dtype)
+    device, dtype = alphas_cumprod.device, resolve_dtype(config.dtype)  # the training device
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
         loss = diffusion_loss(
             state.model, x0.to(device), t.to(device), noise.to(device), alphas_cumprod
         )
-    if not math.isfinite(loss.item()):
+    value = loss.item()
+    if not math.isfinite(value):
         raise NonFiniteLossError(
-            f"the training loss is {loss.item()} at step {state.step + 1}; stopped, nothing "
+            f"the training loss is {value} at step {state.step + 1}; stopped, nothing "
             "saved (lower --lr, or check the data)"
         )
     state.optimizer.zero_grad(set_to_none=True)
@@ -308,7 +309,7 @@ def train_step(
     state.optimizer.step()
     update_ema(state.ema, state.model, ema_decay(config, state.step))
     state.step += 1
-    return loss.item()
+    return value
 
 
 # ----------------------------------------------------------------------------- saving

@@ -19,9 +19,9 @@ for C_in C_out / (C_in + C_out) it loses.
 
 Only on one thread: each stage is one call over all tiles, but that is still six parallel regions
 per layer against oneDNN's one, and with two threads on a machine where another process holds a
-core every region waits for the descheduled thread. Measured on the 2-core CPU, CIFAR-10 UNet at
-batch 8 (`benchmarks/contention.py`): 1.5x faster than NCHW on 1 thread, no faster on 2 threads,
-with or without a busy process beside it.
+core every region waits for the descheduled thread. On one thread, the whole channels-last
+pipeline (CIFAR-10 UNet, batch 8, `benchmarks/contention.py`) measured 1.11x NCHW on a quiet
+2-core CPU and 0.84x while other tenants loaded it, so callers ask for it (``channels_last=True``).
 """
 
 from __future__ import annotations
