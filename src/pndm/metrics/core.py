@@ -1,0 +1,162 @@
+"""Fréchet distance between a sample set and a reference, in Inception or digits feature space.
+
+A reference is a statistics .npz (pytorch-fid's ``mu``/``sigma``), another sample set (folder or
+.npz ``arr_0``), or the name of statistics shipped with pndm (`SHIPPED`). The feature space is the
+reference's own when its file names one (pndm writes ``features``), else ``inception``, the space
+of published statistics.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pndm.checks import check_count
+from pndm.devices import resolve_device
+from pndm.io import PathLike
+from pndm.metrics import digits, inception
+from pndm.metrics.frechet import Statistics, frechet_distance, load_statistics, statistics_of
+from pndm.metrics.names import DEFAULT_BATCH_SIZE, FEATURES
+from pndm.metrics.samples import load_samples
+
+SHIPPED = {digits.NAME: digits.asset_path("digits_stats.npz")}
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A feature network and how to feed it: uint8 NHWC -> input tensor -> (N, dims) features."""
+
+    name: str
+    dims: int
+    net: torch.nn.Module
+    to_input: Callable[[np.ndarray], torch.Tensor]
+    features: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+    distance: Callable[[Statistics, Statistics], float]
+
+
+def extractor(name: str, device: torch.device, inception_weights: Path | None = None) -> Extractor:
+    """The feature network called ``name`` (one of `FEATURES`) on ``device``."""
+    if name == inception.NAME:
+        net = inception.load_network(inception_weights).to(device)
+        return Extractor(
+            name, inception.FEATURE_DIMS, net, inception.to_input, inception.features,
+            inception.distance,
+        )  # fmt: skip
+    if name == digits.NAME:
+        net = digits.load_network().to(device)
+        return Extractor(
+            name, digits.FEATURE_DIMS, net, digits.to_input, lambda n, x: n(x), frechet_distance
+        )
+    raise ValueError(f"unknown features {name!r}; choose one of {', '.join(FEATURES)}")
+
+
+@torch.inference_mode()
+def statistics(images: np.ndarray, ex: Extractor, batch_size: int, progress: bool) -> Statistics:
+    """Mean and covariance of the features of uint8 NHWC ``images``, in batches."""
+    from tqdm import tqdm
+
+    device = next(ex.net.parameters()).device
+    ex.to_input(images[:1])  # refuses a wrong image size before any work
+    out = np.empty((len(images), ex.dims))
+    bar = tqdm(total=len(images), unit="img", file=sys.stderr, disable=not progress, leave=False)
+    with bar:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            out[start : start + len(batch)] = ex.features(ex.net, ex.to_input(batch).to(device))
+            bar.update(len(batch))
+    return statistics_of(out, ex.name)
+
+
+def reference(ref: PathLike) -> Statistics | Path:
+    """Shipped statistics by name, a statistics file, or the path of a sample set."""
+    if str(ref) in SHIPPED:
+        return load_statistics(SHIPPED[str(ref)])
+    path = Path(ref)
+    if path.is_file() and path.suffix.lower() == ".npz" and _has_statistics(path):
+        return load_statistics(path)
+    if path.exists():
+        return path
+    raise FileNotFoundError(
+        f"reference not found: {ref} (give a statistics .npz with mu and sigma, a sample .npz or "
+        f"folder, or a shipped name: {', '.join(SHIPPED)})"
+    )
+
+
+def _has_statistics(path: Path) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return "mu" in f.files
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"cannot read {path} as .npz: {err}") from None
+
+
+def feature_space(ref: Statistics | Path | None, features: str | None) -> str:
+    """``features`` if given (checked against the reference's), else the reference's, else
+    Inception's."""
+    named = ref.features if isinstance(ref, Statistics) else None
+    if features is not None and features not in FEATURES:
+        raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
+    if features is not None and named is not None and named != features:
+        raise ValueError(f"the reference holds {named} statistics; they cannot be compared in "
+                         f"{features} features (drop --features or choose {named})")  # fmt: skip
+    return features or named or inception.NAME
+
+
+def _check_dims(ref: Statistics, ex: Extractor) -> None:
+    if ref.dims != ex.dims:
+        raise ValueError(
+            f"the reference statistics are {ref.dims}-dimensional but {ex.name} features are "
+            f"{ex.dims}-dimensional: give statistics of {ex.name} features"
+        )
+
+
+def fid(
+    samples: PathLike,
+    ref: PathLike,
+    *,
+    features: str | None = None,
+    inception_weights: PathLike | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "auto",
+    progress: bool = False,
+) -> float:
+    """The Fréchet distance between ``samples`` (a folder or .npz) and ``ref`` (see module doc)."""
+    batch_size = check_count("batch_size", batch_size)
+    target = reference(ref)
+    ex = _extractor(feature_space(target, features), device, inception_weights)
+    if isinstance(target, Statistics):
+        _check_dims(target, ex)
+    images = load_samples(Path(samples))
+    ref_images = None if isinstance(target, Statistics) else load_samples(target)
+    mine = statistics(images, ex, batch_size, progress)
+    theirs = target if ref_images is None else statistics(ref_images, ex, batch_size, progress)
+    return ex.distance(mine, theirs)
+
+
+def sample_statistics(
+    samples: PathLike,
+    *,
+    features: str = inception.NAME,
+    inception_weights: PathLike | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str = "auto",
+    progress: bool = False,
+) -> Statistics:
+    """The feature statistics of a sample set (what ``--save-stats`` writes)."""
+    batch_size = check_count("batch_size", batch_size)
+    ex = _extractor(feature_space(None, features), device, inception_weights)
+    return statistics(load_samples(Path(samples)), ex, batch_size, progress)
+
+
+def _extractor(name: str, device: str, weights: PathLike | None) -> Extractor:
+    return extractor(name, resolve_device(device), None if weights is None else Path(weights))
+
+
+def describe(stats: Statistics | Any) -> str:
+    return f"{stats.count} images, {stats.dims}-d {stats.features} features"
