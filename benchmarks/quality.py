@@ -483,7 +483,8 @@ def sweep(problem: Problem, nfes: tuple[int, ...], pndm_tries, peer_tries) -> li
 def best(rows: list[dict], method: str, target: int, k: int = 1) -> list[dict]:
     """The k lowest-error runs of `method` at `target` NFE with distinct errors (options that
     change nothing, e.g. euler_at_final below 15 steps, give the same error); no failed runs."""
-    sel = [r for r in rows if r["method"] == method and r["nfe"] == target and r["error"]]
+    sel = [r for r in rows if (r["method"], r["nfe"]) == (method, target)]
+    sel = [r for r in sel if r["error"] is not None]
     distinct: dict[float, dict] = {}
     for r in sorted(sel, key=lambda r: r["error"]):
         distinct.setdefault(r["error"], r)  # the first option listed of equal ones
@@ -569,13 +570,9 @@ def head_to_head(results: dict[str, dict[str, Any]], nfes: tuple[int, ...]) -> l
     return lines
 
 
-def markdown(report: dict[str, Any], command: str) -> str:
-    nfes = tuple(report["setup"]["nfes"])
-    mix, dig = report["models"]["mixture"], report["models"]["digits"]
-    mn, dn = mix["notes"], dig["notes"]
-    ref_steps = report["setup"]["ref_steps"]
-    lines = [
-        "## Quality at equal NFE (`benchmarks/quality.py`)",
+def _intro(report: dict[str, Any], command: str) -> list[str]:
+    return [
+        "## Every solver at equal NFE: error to the exact solution (`benchmarks/quality.py`)",
         "",
         f"`{command}` — {report['setup']['wall_seconds'] / 60:.1f} min on one thread of "
         f"{report['setup']['device']}; torch {report['setup']['torch']}, diffusers "
@@ -590,6 +587,16 @@ def markdown(report: dict[str, Any], command: str) -> str:
         "counted; '–' = no step count gives exactly that NFE. Each cell is the best option tried "
         "(see the module docstring for the rules).",
         "",
+    ]
+
+
+def markdown(report: dict[str, Any], command: str) -> str:
+    nfes = tuple(report["setup"]["nfes"])
+    mix, dig = report["models"]["mixture"], report["models"]["digits"]
+    mn, dn = mix["notes"], dig["notes"]
+    ref_steps = report["setup"]["ref_steps"]
+    lines = [
+        *_intro(report, command),
         f"**(a) Gaussian mixture** (3x32x32, {len(mn['weights'])} components, stds "
         f"{', '.join(map(str, mn['stds']))}; {mn['samples']} samples, float64). Reference: "
         f"DOP853 in σ̃ at rtol = atol = 1e-13; it differs from a 1e-11 run by "

@@ -64,7 +64,7 @@ def _pytorch_fid_statistics(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
     files = sorted(folder.glob("*.png"))
     net = inception.InceptionV3([3])  # loads the cached file: no download
-    return fid_score.calculate_activation_statistics(files, net, 4, 2048, "cpu", 0)
+    return fid_score.calculate_activation_statistics(files, net, 3, 2048, "cpu", 0)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
@@ -72,9 +72,9 @@ def test_inception_statistics_equal_pytorch_fid(tmp_path, monkeypatch, random_in
     """Found in the hub cache without a flag; greyscale repeated to three channels, as
     pytorch-fid's convert('RGB'). Same kernels, same batches: equal to float32 rounding."""
     monkeypatch.setenv("TORCH_HOME", str(random_inception))
-    folder = _pngs(tmp_path / "imgs", 3, 24, mode)
+    folder = _pngs(tmp_path / "imgs", 4, 24, mode)  # two batches of 3 and 1
     mu, sigma = _pytorch_fid_statistics(folder)
-    ours = sample_statistics(folder, features="inception", batch_size=4, device="cpu")
+    ours = sample_statistics(folder, features="inception", batch_size=3, device="cpu")
     assert ours.dims == 2048 and np.abs(mu).max() > 0
     np.testing.assert_allclose(ours.mu, mu, rtol=1e-5, atol=1e-6 * np.abs(mu).max())
     np.testing.assert_allclose(ours.sigma, sigma, rtol=1e-4, atol=1e-6 * np.abs(sigma).max())
@@ -107,7 +107,7 @@ def test_missing_inception_weights_say_what_to_get(tmp_path, monkeypatch, capsys
     folder = _pngs(tmp_path / "imgs", 2, 8, "RGB")
     stats = tmp_path / "ref.npz"
     np.savez(stats, mu=np.zeros(2048), sigma=np.eye(2048))
-    code = main(["fid", str(folder), str(stats)])
+    code = main(["fid", str(folder), str(stats), "--device", "cpu"])
     hub = str(tmp_path / "empty" / "hub" / "checkpoints" / WEIGHTS_NAME)
     assert_one_line_error(capsys, code, "Inception weights not found", WEIGHTS_NAME, hub)
     code = main(["fid", str(folder), str(stats), "--inception-weights", str(tmp_path / "no.pth")])
@@ -131,7 +131,7 @@ def test_corrupt_inception_weights_are_one_line(tmp_path, capsys):
 def test_without_pytorch_fid_the_error_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(__import__("sys").modules, "pytorch_fid", None)
     folder = _pngs(tmp_path / "imgs", 2, 8, "RGB")
-    code = main(["fid", str(folder), "--save-stats", str(tmp_path / "s.npz")])
+    code = main(["fid", str(folder), "--save-stats", str(tmp_path / "s.npz"), "--device", "cpu"])
     assert_one_line_error(capsys, code, "pip install 'pndm[fid]'", "--features digits")
 
 
@@ -142,7 +142,7 @@ def _digit_like(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 16, 16, 1), dtype=np.uint8)
 
 
-def test_digits_metric_orders_data_noise_and_blur(tmp_path, capsys) -> None:
+def test_digits_metric_orders_data_noisy_data_and_noise(tmp_path, capsys) -> None:
     """The digits themselves score far better than noise; mild noise sits between."""
     pytest.importorskip("sklearn")
     from pndm.metrics.digits_train import digits_images
@@ -165,10 +165,11 @@ def test_save_stats_then_compare_equals_direct_comparison(tmp_path, capsys) -> N
     np.savez(a, arr_0=_digit_like(40, 1))
     np.savez(b, arr_0=_digit_like(30, 2))
     stats = tmp_path / "b_stats.npz"
-    assert main(["fid", str(b), "--save-stats", str(stats), "--features", "digits"]) == 0
+    argv = ["fid", str(b), "--save-stats", str(stats), "--features", "digits", "--device", "cpu"]
+    assert main(argv) == 0
     assert load_statistics(stats).features == "digits" and load_statistics(stats).count == 30
     capsys.readouterr()
-    assert main(["fid", str(a), str(stats)]) == 0  # the file names its features
+    assert main(["fid", str(a), str(stats), "--device", "cpu"]) == 0  # the file names its features
     via_file = float(capsys.readouterr().out.strip().splitlines()[-1])
     direct = fid(a, b, features="digits", device="cpu")
     assert via_file == pytest.approx(direct, rel=1e-12)
@@ -186,6 +187,9 @@ def _bad(tmp_path: Path) -> dict[str, list[str]]:
     np.savez(tmp_path / "rgb.npz", arr_0=np.zeros((4, 32, 32, 3), np.uint8))
     np.savez(tmp_path / "d10.npz", mu=np.zeros(10), sigma=np.eye(10))
     save_statistics(tmp_path / "exists.npz", load_statistics(tmp_path / "d10.npz"))
+    with open(tmp_path / "array.npz", "wb") as f:
+        np.save(f, _digit_like(4, 0))
+    (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip")
     ok, t = str(tmp_path / "ok.npz"), str(tmp_path)
     return {
         "mixed": [[str(mixed), "digits"], "mixed image sizes", "zz.png", "8x8x1"],
@@ -195,8 +199,10 @@ def _bad(tmp_path: Path) -> dict[str, list[str]]:
         "rgb digits": [[f"{t}/rgb.npz", "digits"], "16x16 greyscale", "32x32x3"],
         "wrong dim": [[ok, f"{t}/d10.npz", "--features", "digits"], "10-dimensional", "64"],
         "unknown ref": [[ok, "cifar10"], "reference not found", "digits"],
-        "both": [[ok, "digits", "--save-stats", f"{t}/s.npz"], "not both"],
-        "neither": [[ok], "not both"],
+        "both": [[ok, "digits", "--save-stats", f"{t}/s.npz"], "exactly one of REF"],
+        "neither": [[ok], "exactly one of REF"],
+        "npy": [[f"{t}/array.npz", "digits"], "single .npy array"],
+        "garbage": [[f"{t}/garbage.npz", "digits"], "cannot read", "garbage.npz"],
         "exists": [[ok, "--save-stats", f"{t}/exists.npz", "--features", "digits"], "exists"],
         "mismatch": [[ok, "digits", "--features", "inception"], "digits statistics"],
         "missing": [[f"{t}/nothing.npz", "digits"], "samples not found"],
@@ -207,7 +213,7 @@ def _bad(tmp_path: Path) -> dict[str, list[str]]:
 
 def test_bad_input_is_one_clear_line(tmp_path, capsys) -> None:
     for name, (argv, *needles) in _bad(tmp_path).items():
-        code = main(["fid", *argv])
+        code = main(["fid", "--device", "cpu", *argv])  # a later --device wins
         line = assert_one_line_error(capsys, code, *needles)
         assert line, name
     assert not (tmp_path / "s.npz").exists()
@@ -242,6 +248,16 @@ def test_sample_folder_then_fid(tmp_path, capsys) -> None:
     argv = ["sample", "--seeds", "0-3", "--steps", "3", "--method", "ddim", "--out", str(out)]
     assert main([*argv, "--batch-size", "4"]) == 0
     capsys.readouterr()
-    assert main(["fid", str(out), "digits"]) == 0
+    assert main(["fid", str(out), "digits", "--device", "cpu"]) == 0
     value = float(capsys.readouterr().out.strip().splitlines()[-1])
     assert np.isfinite(value) and value > 0
+
+
+def test_a_shipped_name_that_is_also_a_path_warns(tmp_path, monkeypatch) -> None:
+    from pndm.metrics.core import reference
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()
+    with pytest.warns(UserWarning, match=r"shipped 'digits' statistics.*\./digits"):
+        assert reference("digits").features == "digits"
+    assert reference("./digits") == Path("./digits")

@@ -6,8 +6,9 @@ modules it does not use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pndm._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -43,10 +44,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from pndm.scheduler import PNDMScheduler, SchedulerOutput
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pndm' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(globals(), _EXPORTS)

@@ -381,7 +381,7 @@ def _add_fid(subparsers: Subparsers) -> None:
     p.add_argument("--inception-weights", type=Path, metavar="PATH",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch "
                    "hub cache)")  # fmt: skip
-    p.add_argument("--batch-size", type=_count, default=DEFAULT_BATCH_SIZE)
+    p.add_argument("--batch-size", type=_count, default=DEFAULT_BATCH_SIZE, help="images per batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=_cmd_fid)
 
@@ -391,7 +391,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
     from pndm.metrics.frechet import save_statistics
 
     if (args.ref is None) == (args.save_stats is None):
-        raise UsageError("give REF to compare with, or --save-stats OUT.npz, not both")
+        raise UsageError("give exactly one of REF (to compare with) and --save-stats OUT.npz")
     common = {
         "inception_weights": args.inception_weights,
         "batch_size": args.batch_size,

@@ -9,10 +9,10 @@ of published statistics.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,11 +21,18 @@ from pndm.checks import check_count
 from pndm.devices import resolve_device
 from pndm.io import PathLike
 from pndm.metrics import digits, inception
-from pndm.metrics.frechet import Statistics, frechet_distance, load_statistics, statistics_of
+from pndm.metrics.frechet import (
+    Statistics,
+    frechet_distance,
+    load_statistics,
+    open_npz,
+    statistics_of,
+)
 from pndm.metrics.names import DEFAULT_BATCH_SIZE, FEATURES
 from pndm.metrics.samples import load_samples
 
 SHIPPED = {digits.NAME: digits.asset_path("digits_stats.npz")}
+DIMS = {inception.NAME: inception.FEATURE_DIMS, digits.NAME: digits.FEATURE_DIMS}
 
 
 @dataclass(frozen=True)
@@ -57,8 +64,8 @@ def extractor(name: str, device: torch.device, inception_weights: Path | None = 
 
 
 @torch.inference_mode()
-def statistics(images: np.ndarray, ex: Extractor, batch_size: int, progress: bool) -> Statistics:
-    """Mean and covariance of the features of uint8 NHWC ``images``, in batches."""
+def features(images: np.ndarray, ex: Extractor, batch_size: int, progress: bool) -> np.ndarray:
+    """(N, dims) float64 features of uint8 NHWC ``images``, computed in batches on ex's device."""
     from tqdm import tqdm
 
     device = next(ex.net.parameters()).device
@@ -67,17 +74,27 @@ def statistics(images: np.ndarray, ex: Extractor, batch_size: int, progress: boo
     bar = tqdm(total=len(images), unit="img", file=sys.stderr, disable=not progress, leave=False)
     with bar:
         for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            out[start : start + len(batch)] = ex.features(ex.net, ex.to_input(batch).to(device))
+            batch = ex.to_input(images[start : start + batch_size]).to(device)
+            out[start : start + len(batch)] = ex.features(ex.net, batch).double().cpu().numpy()
             bar.update(len(batch))
-    return statistics_of(out, ex.name)
+    return out
+
+
+def statistics(images: np.ndarray, ex: Extractor, batch_size: int, progress: bool) -> Statistics:
+    """Mean and covariance of the features of uint8 NHWC ``images``."""
+    return statistics_of(features(images, ex, batch_size, progress), ex.name)
 
 
 def reference(ref: PathLike) -> Statistics | Path:
     """Shipped statistics by name, a statistics file, or the path of a sample set."""
-    if str(ref) in SHIPPED:
-        return load_statistics(SHIPPED[str(ref)])
     path = Path(ref)
+    if str(ref) in SHIPPED:
+        if path.exists():
+            warnings.warn(
+                f"using pndm's shipped {ref!r} statistics, not {path.resolve()}; write "
+                f"./{ref} for the path", stacklevel=2,
+            )  # fmt: skip
+        return load_statistics(SHIPPED[str(ref)])
     if path.is_file() and path.suffix.lower() == ".npz" and _has_statistics(path):
         return load_statistics(path)
     if path.exists():
@@ -89,11 +106,8 @@ def reference(ref: PathLike) -> Statistics | Path:
 
 
 def _has_statistics(path: Path) -> bool:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return "mu" in f.files
-    except (OSError, ValueError, EOFError) as err:
-        raise ValueError(f"cannot read {path} as .npz: {err}") from None
+    with open_npz(path) as f:
+        return "mu" in f.files
 
 
 def feature_space(ref: Statistics | Path | None, features: str | None) -> str:
@@ -108,11 +122,11 @@ def feature_space(ref: Statistics | Path | None, features: str | None) -> str:
     return features or named or inception.NAME
 
 
-def _check_dims(ref: Statistics, ex: Extractor) -> None:
-    if ref.dims != ex.dims:
+def _check_dims(ref: Statistics, name: str) -> None:
+    if ref.dims != DIMS[name]:
         raise ValueError(
-            f"the reference statistics are {ref.dims}-dimensional but {ex.name} features are "
-            f"{ex.dims}-dimensional: give statistics of {ex.name} features"
+            f"the reference statistics are {ref.dims}-dimensional but {name} features are "
+            f"{DIMS[name]}-dimensional: give statistics of {name} features"
         )
 
 
@@ -129,9 +143,10 @@ def fid(
     """The Fréchet distance between ``samples`` (a folder or .npz) and ``ref`` (see module doc)."""
     batch_size = check_count("batch_size", batch_size)
     target = reference(ref)
-    ex = _extractor(feature_space(target, features), device, inception_weights)
+    name = feature_space(target, features)
     if isinstance(target, Statistics):
-        _check_dims(target, ex)
+        _check_dims(target, name)  # before the network loads
+    ex = _extractor(name, device, inception_weights)
     images = load_samples(Path(samples))
     ref_images = None if isinstance(target, Statistics) else load_samples(target)
     mine = statistics(images, ex, batch_size, progress)
@@ -158,5 +173,6 @@ def _extractor(name: str, device: str, weights: PathLike | None) -> Extractor:
     return extractor(name, resolve_device(device), None if weights is None else Path(weights))
 
 
-def describe(stats: Statistics | Any) -> str:
+def describe(stats: Statistics) -> str:
+    """'N images, d-d NAME features': what a statistics file holds."""
     return f"{stats.count} images, {stats.dims}-d {stats.features} features"

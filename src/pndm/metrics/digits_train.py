@@ -46,8 +46,9 @@ def _shifted(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def fit(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> DigitsFeatures:
     """Adam (lr 2e-3), batch 64, cross-entropy on the classifier's logits."""
     generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the initial weights; a script, not the library
-    net = DigitsFeatures()
+    with torch.random.fork_rng():  # the initial weights, without touching the caller's RNG
+        torch.manual_seed(seed)
+        net = DigitsFeatures()
     optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
     for _ in range(epochs):
         for index in torch.randperm(len(x), generator=generator).split(64):

@@ -11,8 +11,10 @@ without the ``fid`` extra; Inception FID uses pytorch-fid's own ``calculate_frec
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,9 +58,20 @@ def save_statistics(path: PathLike, stats: Statistics, *, replace: bool = False)
     atomic_write(path, write, replace=replace)
 
 
+def open_npz(path: PathLike) -> Any:
+    """``np.load`` of an .npz archive; anything else (a .npy, a corrupt file) is a ValueError."""
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot read {path} as .npz: {' '.join(str(err).split())}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not an .npz archive")
+    return archive
+
+
 def load_statistics(path: PathLike) -> Statistics:
     """Read a statistics .npz (``mu``, ``sigma``; pndm's ``features`` and ``count`` if present)."""
-    with np.load(path, allow_pickle=False) as f:
+    with open_npz(path) as f:
         missing = {"mu", "sigma"} - set(f.files)
         if missing:
             names = ", ".join(sorted(missing))

@@ -30,9 +30,11 @@ def _pytorch_fid() -> Any:
     try:
         import pytorch_fid.fid_score
         import pytorch_fid.inception
-    except ImportError as err:
+    except (ImportError, RuntimeError, OSError) as err:  # RuntimeError: torchvision != torch
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ImportError(
-            f"Inception FID needs pytorch-fid ({err}); install it with: pip install 'pndm[fid]' "
+            f"Inception FID needs pytorch-fid and a torchvision built for torch "
+            f"{torch.__version__} ({first}); install them with: pip install 'pndm[fid]' "
             f"(or use the offline metric: --features digits)"
         ) from None
     return pytorch_fid

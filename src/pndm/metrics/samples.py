@@ -12,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-_GREY_MODES = frozenset({"1", "L", "LA", "P;L"})
+from pndm.metrics.frechet import open_npz
+
+# pytorch-fid's IMAGE_EXTENSIONS, matched as it matches them (case-sensitive).
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
+_GREY_MODES = frozenset({"1", "L", "LA"})
 
 
 def load_samples(path: Path) -> np.ndarray:
@@ -30,16 +33,13 @@ def load_samples(path: Path) -> np.ndarray:
 
 
 def _load_npz(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if "arr_0" not in f.files:
-                raise ValueError(
-                    f"{path} has no arr_0 (it has {', '.join(f.files) or 'nothing'}); give a "
-                    f"sample .npz (arr_0: uint8 N, H, W, C) or a folder of images"
-                )
-            images = f["arr_0"]
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read {path} as .npz: {err}") from None
+    with open_npz(path) as f:
+        if "arr_0" not in f.files:
+            raise ValueError(
+                f"{path} has no arr_0 (it has {', '.join(f.files) or 'nothing'}); give a "
+                f"sample .npz (arr_0: uint8 N, H, W, C) or a folder of images"
+            )
+        images = f["arr_0"]
     if images.ndim == 3:
         images = images[..., None]
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
@@ -51,7 +51,7 @@ def _load_npz(path: Path) -> np.ndarray:
 
 
 def _load_folder(folder: Path) -> np.ndarray:
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     first = _read_image(files[0])
