@@ -51,14 +51,14 @@ Cell = tuple[str, int, int]  # (method, steps, seed set); pf's steps are 0 (adap
 
 def cells(seed_sets: int) -> list[Cell]:
     """Every cell in priority order: set A's 10-step cells, the claim (F-PNDM 50, DDIM 50, DDIM
-    1000), set A's other cells up to 50 steps and DDIM 250, set B's claim neighbours, then the
-    rest."""
+    1000), set A's 20-step cells, set B's claim neighbours, set A's other 50-step cells and DDIM
+    250, then the rest."""
     short = [(m, n) for n in PNDM_STEPS if n <= 50 for m in ("ddim", *FAMILY)]
     claim = [("f-pndm", 50), ("ddim", 50), ("ddim", 1000)]
     rest = [("ddim", 250)] + [(m, 100) for m in ("ddim", *FAMILY)] + [("pf", 0)]
-    order = [(m, n, 0) for m, n in [*short[:6], *claim, *short[6:], rest[0]]]
+    order = [(m, n, 0) for m, n in [*short[:6], *claim, *short[6:12]]]
     order += [(m, n, s) for s in range(1, seed_sets) for m, n in claim[:2]]
-    order += [(m, n, 0) for m, n in rest]
+    order += [(m, n, 0) for m, n in [*short[12:], *rest]]
     order += [(m, n, s) for s in range(1, seed_sets) for m, n in [*short, *claim, *rest]]
     return list(dict.fromkeys(order))
 
