@@ -20,7 +20,7 @@ import torch
 from pndm.checks import check_count
 from pndm.devices import resolve_device
 from pndm.io import PathLike
-from pndm.metrics import digits, inception
+from pndm.metrics import digits, inception, names
 from pndm.metrics.frechet import (
     Statistics,
     frechet_distance,
@@ -31,7 +31,7 @@ from pndm.metrics.frechet import (
 from pndm.metrics.names import DEFAULT_BATCH_SIZE, FEATURES
 from pndm.metrics.samples import load_samples
 
-SHIPPED = {digits.NAME: digits.asset_path("digits_stats.npz")}
+SHIPPED = {name: digits.asset_path(f"{name}_stats.npz") for name in names.SHIPPED}
 DIMS = {inception.NAME: inception.FEATURE_DIMS, digits.NAME: digits.FEATURE_DIMS}
 
 
@@ -52,13 +52,12 @@ def extractor(name: str, device: torch.device, inception_weights: Path | None = 
     if name == inception.NAME:
         net = inception.load_network(inception_weights).to(device)
         return Extractor(
-            name, inception.FEATURE_DIMS, net, inception.to_input, inception.features,
-            inception.distance,
-        )  # fmt: skip
+            name, DIMS[name], net, inception.to_input, inception.features, inception.distance
+        )
     if name == digits.NAME:
         net = digits.load_network().to(device)
         return Extractor(
-            name, digits.FEATURE_DIMS, net, digits.to_input, lambda n, x: n(x), frechet_distance
+            name, DIMS[name], net, digits.to_input, lambda n, x: n(x), frechet_distance
         )
     raise ValueError(f"unknown features {name!r}; choose one of {', '.join(FEATURES)}")
 
