@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import platform
 import time
 from collections.abc import Iterator
@@ -61,6 +62,11 @@ def cells(seed_sets: int) -> list[Cell]:
     order += [(m, n, 0) for m, n in [*short[12:], *rest]]
     order += [(m, n, s) for s in range(1, seed_sets) for m, n in [*short, *claim, *rest]]
     return list(dict.fromkeys(order))
+
+
+def cell_name(cell: Cell) -> str:
+    """'method-steps-set', e.g. 'ddim-100-0' (pf: 'pf-0-0'), as --cells takes it."""
+    return "-".join(map(str, cell))
 
 
 def cache_path(cache: Path, cell: Cell, samples: int) -> Path:
@@ -126,7 +132,7 @@ def run_cells(args: argparse.Namespace) -> Iterator[Cell]:
     deadline = time.monotonic() + args.budget_min * 60
     for cell in cells(args.seed_sets):
         path = cache_path(args.cache, cell, args.samples)
-        if path.exists():
+        if path.exists() or (args.cells and cell_name(cell) not in args.cells):
             continue
         if time.monotonic() > deadline:
             print(f"time budget spent; not sampled: {cell}", flush=True)
@@ -149,12 +155,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--sample-only", action="store_true")
     parser.add_argument("--report-only", action="store_true", help="score the cached cells only")
+    parser.add_argument("--cells", nargs="+", metavar="METHOD-STEPS-SET", help="sample only these")
     args = parser.parse_args(argv)
+    unknown = set(args.cells or ()) - {cell_name(c) for c in cells(args.seed_sets)}
+    if unknown:
+        parser.error(f"unknown cells {sorted(unknown)}; names look like ddim-100-0 or pf-0-0")
     if not args.report_only:
         for _ in run_cells(args):
             pass
     if not args.sample_only:
-        result = report(args)
+        previous = json.loads(args.out.read_text()) if args.out.exists() else None
+        result = merged(previous, report(args))
         write_json(args.out, result)
         print(markdown(result))
 
@@ -227,6 +238,23 @@ def report(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def merged(previous: dict[str, Any] | None, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` plus the rows and claims of an earlier report whose cells are no longer cached
+    (the cache is local and may be gone; a cell is scored once from its images and kept)."""
+    if previous is None:
+        return result
+    scored = {_row_cell(r) for r in result["cells"]}
+    kept = [r for r in previous["cells"] if _row_cell(r) not in scored]
+    claimed = {(tuple(c["a"]), tuple(c["b"])) for c in result["claims"]}
+    old = [c for c in previous["claims"] if (tuple(c["a"]), tuple(c["b"])) not in claimed]
+    rows = sorted(result["cells"] + kept, key=lambda r: (r["seed_set"], r["method"], r["steps"]))
+    return {**result, "cells": rows, "claims": old + result["claims"]}
+
+
+def _row_cell(row: dict[str, Any]) -> Cell:
+    return row["method"], row["steps"], row["seed_set"]
+
+
 def _interval(values: list[float]) -> list[float]:
     return [float(np.percentile(values, q)) for q in (2.5, 97.5)]
 
@@ -263,8 +291,9 @@ def _cell_text(row: dict[str, Any]) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The table: one row per method, one column per step count; cells 'metric (NFE)'."""
-    steps = sorted({r["steps"] for r in result["cells"]} | set(DDIM_STEPS))
+    """The table: one row per method, one column per step count (pf's adaptive one last); cells
+    'metric (NFE)'."""
+    steps = sorted({r["steps"] for r in result["cells"]} | set(DDIM_STEPS), key=lambda n: n or 1e9)
     lines = ["| method | " + " | ".join(str(n) if n else "adaptive" for n in steps) + " |"]
     lines.append("|---" * (len(steps) + 1) + "|")
     for method in ("ddim", *FAMILY, "pf"):
