@@ -91,7 +91,9 @@ GRID_LABELS = {  # pndm.grids names -> table tags
     "time_quadratic": "tq",
 }
 GRIDS = tuple(GRID_LABELS)
-METHODS = tuple(name for name in SAMPLERS if name != "pf")
+# Fixed-step methods; the adaptive ones pick their own NFE (pf is bisected below, pec-adaptive has
+# benchmarks/adaptive.py).
+METHODS = tuple(name for name in SAMPLERS if name not in ("pf", "pec-adaptive"))
 SPACINGS = ("trailing", "leading", "linspace")
 BETA_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
 # Mixture: 4 isotropic components with smooth means in [-1, 1] (seeded), image-like.

@@ -76,6 +76,7 @@ CASES = [
     *[("pec", {"order": k}, "edm", {}, k + 1) for k in (1, 2, 3, 4)],
     ("pec", {"order": 3}, "logsnr", {}, 4),
     ("dpmpp-2m", {}, "logsnr", {}, 2),
+    *[("pec-data", {"order": k}, "logsnr", {}, k + 1) for k in (1, 2, 3)],
 ]
 
 

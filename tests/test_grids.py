@@ -274,7 +274,9 @@ def test_scheduler_grid_reads_the_config(config, n, expected):
 
 def test_scheduler_grid_explicit_timesteps_and_errors():
     assert scheduler_grid({}, DDPM, timesteps=[999, 500.5, 3]).tolist() == [999, 500.5, 3, -1]
-    for bad in ([10, 20], [], [1000, 5], [5, -1]):
+    # a full grid (a tuned grid file's) already ends at the target: no second -1
+    assert scheduler_grid({}, DDPM, timesteps=[999, 500.5, 3, -1]).tolist() == [999, 500.5, 3, -1]
+    for bad in ([10, 20], [], [1000, 5], [5, -2], [-1], [5, float("nan")], [5, -1, -1]):
         with pytest.raises(ValueError, match=r"timesteps must be strictly decreasing values in"):
             scheduler_grid({}, DDPM, timesteps=bad)
     with pytest.raises(ValueError, match="num_train_timesteps=10; they must agree"):

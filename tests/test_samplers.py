@@ -32,8 +32,11 @@ EXACT = [
     ("dpmpp-2m", {}),
     *[("vab", {"order": k}) for k in (1, 2, 3, 4)],
     *[("pec", {"order": k}) for k in (1, 2, 3, 4)],
+    ("pec-adaptive", {}),  # only the grid's two ends, its own steps between them
+    *[("pec-data", {"order": k}) for k in (1, 2, 3)],  # x̂_0 = μ: exact whatever the weights
 ]
-FIXED_STEP = [name for name in SAMPLERS if name != "pf"]
+ADAPTIVE = ("pf", "pec-adaptive")  # NFE chosen by the tolerance: tests/test_pec_adaptive.py
+FIXED_STEP = [name for name in SAMPLERS if name not in ADAPTIVE]
 
 
 def _x(batch: int = 4, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
@@ -116,6 +119,7 @@ EXPECTED_NFE = {
     "vab": lambda n: n,
     "pec": lambda n: n,
     "dpmpp-2m": lambda n: n,
+    "pec-data": lambda n: n,
 }
 
 
@@ -168,6 +172,8 @@ DEFINED_IN = {
     "vab": ("vab", "vab"),
     "pec": ("pec", "pec"),
     "dpmpp-2m": ("dpmpp", "dpmpp_2m"),
+    "pec-adaptive": ("pec_adaptive", "pec_adaptive"),
+    "pec-data": ("pec_data", "pec_data"),
 }
 
 
@@ -178,8 +184,10 @@ def test_registry_is_the_module_methods_with_their_data():
         assert method is getattr(importlib.import_module(f"pndm.samplers.{module}"), attr)
         assert isinstance(method, Method) and method.name == name
         assert "NFE" in method.__doc__  # the contract: each docstring states its NFE
-    assert SAMPLERS["ipndm"].options == ("afs", "denoise_to_zero")
-    assert SAMPLERS["ddim"].options == ()
+    clip = ("clip_sample", "clip_sample_range")
+    assert SAMPLERS["ipndm"].options == ("afs", "denoise_to_zero", "lower_order_final", *clip)
+    assert SAMPLERS["ddim"].options == clip
+    assert SAMPLERS["fon"].options == ()
 
 
 class TinyEps(torch.nn.Module):

@@ -1,4 +1,5 @@
-"""The ``pndm`` command line: ``train``, ``sample``, ``pack``, ``fid``, ``convert``, ``info``.
+"""The ``pndm`` command line: ``train``, ``sample``, ``tune``, ``pack``, ``fid``, ``convert``,
+``info``.
 
 Each subcommand is one ``_add_<name>(subparsers)`` that registers its parser (and sets
 ``func=_cmd_<name>``) plus one ``_cmd_<name>(args) -> int`` that runs it; ``SUBCOMMANDS`` lists
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -230,9 +232,33 @@ def _set_threads(threads: int) -> None:
 # ----------------------------------------------------------------------------- sample
 
 
+def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
+    """--method, and the time grid: --steps or a --timesteps file from ``pndm tune``."""
+    from pndm.jobs import DEFAULT_STEPS
+
+    p.add_argument(
+        "--method",
+        default=None,
+        help="sampling method, e.g. f-pndm, s-pndm, plms, ipndm, ddim (default: the scheduler "
+        "config's: f-pndm, or plms with skip_prk_steps)",
+    )
+    grid = p.add_argument_group("time grid (one of)")
+    grid.add_argument(
+        "--steps", type=int, default=None, help=f"number of steps (default: {DEFAULT_STEPS})"
+    )
+    grid.add_argument(
+        "--timesteps",
+        type=Path,
+        default=None,
+        metavar="GRID.json",
+        help="a grid file from 'pndm tune': its grid, and its method and options unless "
+        "--method is given",
+    )
+
+
 def _add_sample(subparsers: Subparsers) -> None:
     from pndm.devices import DTYPES
-    from pndm.jobs import DEFAULT_BATCH_SIZE, DEFAULT_STEPS
+    from pndm.jobs import DEFAULT_BATCH_SIZE
 
     p = subparsers.add_parser(
         "sample",
@@ -250,13 +276,7 @@ def _add_sample(subparsers: Subparsers) -> None:
         default=None,
         help="pipeline folder (default: the shipped digits model)",
     )
-    p.add_argument(
-        "--method",
-        default=None,
-        help="sampling method, e.g. f-pndm, s-pndm, plms, ipndm, ddim (default: the scheduler "
-        "config's: f-pndm, or plms with skip_prk_steps)",
-    )
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="number of steps")
+    _add_sample_grid_args(p)
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", default=None, help="seeds, e.g. 0-63, 1,5,9 or 0-3,10")
     seeds.add_argument(
@@ -306,12 +326,15 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from pndm.seeds import default_seeds, parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else default_seeds(args.num_images)
+    steps, timesteps, method, options = _sample_grid(args, Ranks.from_env().lead)
     job = SampleJob(
         out=args.out,  # a str: a trailing "/" marks a folder output
         seeds=seeds,
         model=args.model,
-        method=args.method,
-        steps=args.steps,
+        method=method,
+        steps=steps,
+        timesteps=timesteps,
+        method_options=options,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
@@ -326,6 +349,153 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if Ranks.from_env().lead:
         print(summary.line(), file=sys.stderr)
     return 0
+
+
+GridChoice = tuple[int, list[float] | None, str | None, dict[str, Any]]
+
+
+def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
+    """(steps, timesteps, method, method options) from --steps, or from the --timesteps file:
+    its method and options unless --method names another (then no options); warns on stderr
+    (rank 0 only) where the file was tuned for another model or method."""
+    from pndm.jobs import DEFAULT_STEPS
+
+    if args.timesteps is None:
+        return (DEFAULT_STEPS if args.steps is None else args.steps), None, args.method, {}
+    if args.steps is not None:
+        raise UsageError("give --steps or --timesteps, not both: a grid file fixes the steps")
+    from pndm.grid_file import load_grid
+
+    grid = load_grid(args.timesteps)
+    method = args.method or grid.method
+    options = dict(grid.options) if method == grid.method else {}
+    if lead:
+        _warn_grid(grid, _model_path(args.model), method)
+    return grid.steps, list(grid.timesteps), method, options
+
+
+def _warn_grid(grid: Any, model: Path, method: str) -> None:
+    """`pndm.grid_file.check_grid`'s warnings as one stderr line each, ``warning: ...``."""
+    from pndm.grid_file import check_grid, weights_hash
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_grid(grid, model_hash=weights_hash(model), method=method)
+    for warning in caught:
+        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+
+
+def _model_path(model: Path | None) -> Path:
+    """--model, checked, or the shipped digits model."""
+    if model is None:
+        from pndm.assets import shipped_model_path
+
+        return shipped_model_path()
+    if not model.is_dir():
+        raise FileNotFoundError(f"model folder not found: {model}")
+    return model
+
+
+# ----------------------------------------------------------------------------- tune
+
+TUNE_SAMPLES = 64  # pndm.tuning.tune_pipeline's default (not imported: --help loads no torch)
+
+
+def _add_tune(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune",
+        help="tune a time grid to a model for one method and NFE; write it as a grid file",
+        description="Choose the times (and, unless --no-search-options, the method's options) "
+        "that bring the method's samples at NFE model calls closest to a fine-grid teacher on "
+        "--samples tuning noises, and write them to OUT (JSON: the grid, method, NFE, options, "
+        "the model's hash). Sample with it: pndm sample --timesteps OUT.",
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--model", type=Path, default=None,
+                   help="pipeline folder (default: the shipped digits model)")  # fmt: skip
+    p.add_argument("--method", required=True, help="sampling method, e.g. ipndm, f-pndm, ddim")
+    p.add_argument("--nfe", type=_count, required=True, help="model calls per image")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="GRID.json",
+                   help="the grid file to write")  # fmt: skip
+    p.add_argument("--samples", type=_count, default=TUNE_SAMPLES, help="tuning noises")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first tuning noise")
+    p.add_argument("--no-search-options", dest="search_options", action="store_false",
+                   help="tune the times only, keeping the method's default options")  # fmt: skip
+    p.add_argument("--iterations", type=_count, default=None,
+                   help="optimiser iterations (default: the tuner's own)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=_count, default=None, help="torch CPU threads")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from pndm.devices import torch_threads
+    from pndm.grid_file import check_new_grid_path, save_grid, weights_hash
+    from pndm.samplers import get_sampler
+
+    check_new_grid_path(args.out, args.overwrite)  # before any model call
+    method = get_sampler(args.method).name
+    _check_tune_request(method, args)
+    folder = _model_path(args.model)
+    digest = weights_hash(folder)  # also fails early on a broken model folder
+    with torch_threads(args.threads):
+        tuned = _tune(_tune_pipeline(folder, args.device), method, args)
+    record = {"samples": args.samples, "seed": args.seed, "iterations": args.iterations}
+    record["search_options"] = args.search_options
+    grid = save_grid(args.out, tuned, digest, model_path=folder, overwrite=args.overwrite, **record)
+    print(_tune_summary(grid), file=sys.stderr)
+    return 0
+
+
+def _check_tune_request(method: str, args: argparse.Namespace) -> None:
+    """What the tuner would refuse only after its teacher run: the seed, and an NFE that no
+    option set of the method reaches (the error lists the reachable ones)."""
+    from pndm.tuning import option_combinations, steps_for_nfe, tuning_seeds
+
+    tuning_seeds(args.samples, args.seed)
+    combos = option_combinations(method, {}) if args.search_options else [{}]
+    for options in combos:
+        with contextlib.suppress(ValueError):
+            steps_for_nfe(method, args.nfe, options)
+            return
+    steps_for_nfe(method, args.nfe, combos[0])  # raises, listing the reachable NFEs
+
+
+def _tune_pipeline(folder: Path, device: str) -> Any:
+    from pndm.devices import resolve_device
+    from pndm.pipeline import PNDMPipeline
+
+    pipe = PNDMPipeline.from_pretrained(folder).to(resolve_device(device))
+    pipe.set_progress_bar_config(disable=True)  # one bar for the whole tuning instead
+    return pipe
+
+
+def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
+    """`pndm.tuning.tune_pipeline` under one progress bar counting model calls."""
+    from tqdm import tqdm
+
+    from pndm.tuning import progress_total, tune_pipeline
+
+    settings = {"samples": args.samples, "search_options": args.search_options}
+    settings["iterations"] = args.iterations
+    total = progress_total(method, args.nfe, **settings)
+    bar = tqdm(total=total, unit="call", file=sys.stderr, disable=not args.progress, leave=False)
+    with bar:
+        return tune_pipeline(
+            pipe, method=method, nfe=args.nfe, seed=args.seed, progress=bar.update, **settings
+        )
+
+
+def _tune_summary(grid: Any) -> str:
+    run = grid.tuning
+    options = ", ".join(f"{k}={v}" for k, v in sorted(grid.options.items())) or "none"
+    return (
+        f"wrote {grid.path}: {grid.method}, NFE {grid.nfe}, {grid.steps} steps, options "
+        f"{options}; error {run['error']:.4g} (starting grid {run['start_error']:.4g}) on "
+        f"{run['samples']} samples; {run['model_calls']} model calls, {run['seconds']:.1f} s"
+    )
 
 
 # ----------------------------------------------------------------------------- pack
@@ -561,6 +731,7 @@ def _forward_check(unet: Any) -> str:
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [
     _add_train,
     _add_sample,
+    _add_tune,
     _add_pack,
     _add_fid,
     _add_convert,

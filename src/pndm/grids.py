@@ -209,7 +209,8 @@ def scheduler_grid(
 ) -> torch.Tensor:
     """The grid t_0 > ... > t_N = FINAL_TIME of a diffusers scheduler config (float64, CPU).
 
-    ``timesteps``, if given, are the model times t_0 > ... > t_{N-1}, in [0, T - 1]; otherwise
+    ``timesteps``, if given, are the model times t_0 > ... > t_{N-1}, in [0, T - 1] (fractional
+    allowed), or the full grid ending at FINAL_TIME, as a tuned grid file holds it; otherwise
     ``num_inference_steps`` steps of the config's ``timestep_spacing`` (``steps_offset`` applies
     to "leading", as in diffusers). ``schedule`` is the config's (a NoiseSchedule).
     """
@@ -231,10 +232,22 @@ def scheduler_grid(
     return GRIDS[spacing](schedule, n)
 
 
-def _explicit_grid(timesteps: Sequence[float], T: int) -> torch.Tensor:
-    """A user grid of model times, strictly descending within [0, T - 1], plus the final -1."""
+def _explicit_grid(timesteps: Sequence[float] | torch.Tensor, T: int) -> torch.Tensor:
+    """A user grid: model times strictly descending within [0, T - 1], then the final -1.
+
+    The final -1 is appended unless the grid already ends with it (a full grid, as
+    `pndm.tuning` returns and a grid file stores).
+    """
+    if isinstance(timesteps, torch.Tensor):
+        timesteps = timesteps.detach().to("cpu", torch.float64)
     times = torch.as_tensor(np.asarray(timesteps, dtype=np.float64).ravel())
+    if times.numel() > 1 and float(times[-1]) == FINAL_TIME:
+        times = times[:-1]  # a full grid: its target is the one we append
     descending = bool((times[1:] < times[:-1]).all())
-    if not times.numel() or not descending or times[-1] < 0 or times[0] > T - 1:
-        raise ValueError(f"timesteps must be strictly decreasing values in [0, {T - 1}]")
+    finite = bool(times.isfinite().all())
+    if not times.numel() or not (descending and finite) or times[-1] < 0 or times[0] > T - 1:
+        raise ValueError(
+            f"timesteps must be strictly decreasing values in [0, {T - 1}], optionally followed "
+            f"by the final target {FINAL_TIME:g}"
+        )
     return torch.cat([times, times.new_tensor([FINAL_TIME])])

@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 
 from pndm import distributed, targets
 from pndm.checks import check_count
-from pndm.devices import resolve_device, resolve_dtype
+from pndm.devices import resolve_device, resolve_dtype, torch_threads
 from pndm.distributed import Ranks
 from pndm.images import to_uint8
 from pndm.targets import Output
@@ -49,6 +49,8 @@ class SampleJob:
     overwrite: bool = False
     progress: bool = True
     threads: int | None = None  # CPU threads per process; None: torch's, or cores / local ranks
+    timesteps: list[float] | None = None  # an explicit grid (e.g. a tuned one); replaces steps
+    method_options: dict[str, Any] = field(default_factory=dict)  # the sampler's **options
 
 
 @dataclass
@@ -164,23 +166,34 @@ class Plan:
 
 def plan(job: SampleJob) -> Plan:
     """Read the model folder's configs (not its weights into a model): the method, the image
-    size, the step count checked against the scheduler, the model's content hash."""
-    from pndm import folders, grids, manifest
+    size, the step count or explicit grid checked against the scheduler, the method's option
+    names, the model's content hash."""
+    from pndm import folders, grids, manifest, samplers
     from pndm.images import png_mode
     from pndm.io import read_json
 
     files = folders.model_files(model_folder(job))
     unet, scheduler = read_json(files[0]), read_json(files[2])
-    folders.scheduler_from_config(scheduler).grid(job.steps)  # a bad step count fails here
+    grid = _grid(job, folders.scheduler_from_config(scheduler))  # bad steps or times fail here
     size = unet.get("sample_size")
     if size is None:
         raise ValueError(f"{files[0]} has no sample_size: pndm sample cannot tell the image size")
     width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
     method = job.method or grids.default_method(scheduler)
-    settings = {"model": manifest.files_hash(files), "method": method, "method_options": {}}
-    settings |= {"steps": job.steps, "timesteps": None, "dtype": job.dtype}
+    samplers.nfe(method, len(grid) - 1, **job.method_options)  # bad option names fail here
+    settings = {"model": manifest.files_hash(files), "method": method}
+    steps = job.steps if job.timesteps is None else len(grid) - 1
+    settings |= {"method_options": dict(job.method_options), "steps": steps}
+    settings |= {"timesteps": job.timesteps, "dtype": job.dtype}
     image = {"width": width, "height": height, "mode": png_mode(int(unet["in_channels"]))}
     return Plan(method, settings, image)
+
+
+def _grid(job: SampleJob, scheduler: Any) -> list[float]:
+    """The job's grid t_0 > ... > t_N: ``job.timesteps`` (checked), else ``job.steps`` steps."""
+    if job.timesteps is None:
+        return scheduler.grid(job.steps).tolist()
+    return scheduler.grid(None, job.timesteps).tolist()
 
 
 def _folder_manifest(job: SampleJob, output: Output, plan: Plan) -> Any:
@@ -198,22 +211,13 @@ def _torch_version() -> str:
     return str(torch.__version__)
 
 
-@contextlib.contextmanager
-def _threads(job: SampleJob, ranks: Ranks, device: Any) -> Iterator[None]:
+def _threads(job: SampleJob, ranks: Ranks, device: Any) -> contextlib.AbstractContextManager:
     """``job.threads`` for the job, restored after it; under torchrun on the CPU, by default
     the machine's cores shared by its ranks."""
-    import torch
-
     threads = job.threads
     if threads is None and ranks.local_world > 1 and device.type == "cpu":
         threads = max(1, (os.cpu_count() or 1) // ranks.local_world)
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(threads)
 
 
 def _open_folder(folder: Path, manifest: Any, ranks: Ranks, device: Any) -> None:
@@ -301,6 +305,7 @@ def _sample(pipe: Any, seeds: list[int], job: SampleJob, method: str, size: int)
     result = pipe(
         batch_size=size,
         num_inference_steps=job.steps,
+        timesteps=job.timesteps,
         seeds=padded,
         method=method,
         output_type="np",
@@ -308,6 +313,7 @@ def _sample(pipe: Any, seeds: list[int], job: SampleJob, method: str, size: int)
         channels_last=job.channels_last,
         compile=job.compile,
         cuda_graphs=job.cuda_graphs,
+        **job.method_options,
     )
     return to_uint8(np.asarray(result.images))[: len(seeds)]
 

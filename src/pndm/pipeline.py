@@ -43,7 +43,9 @@ class PNDMPipeline:
     (B, C, H, W), all in [0, 1]), then keyword-only extensions: ``method`` (a name in
     ``SAMPLERS``; None: the config's own, "f-pndm" or with ``skip_prk_steps`` "plms"); ``seeds``
     (image i's noise is decided by seeds[i] alone) or ``latents`` (x_T), each excluding
-    ``generator``; ``timesteps`` (model times t_0 > ... > t_{N-1}; the target is appended);
+    ``generator``; ``timesteps`` (model times t_0 > ... > t_{N-1}, the target then appended, or
+    a full grid ending at the target -1, e.g. ``pndm.tuning``'s or a grid file's; it replaces
+    ``num_inference_steps``);
     ``callback(i, t, x)`` before model call i; ``channels_last``, ``compile``, ``cuda_graphs``
     (`pndm.fast.prepare_model`; a call leaves the UNet as it was); ``**method_options`` of the
     sampler (e.g. ``order=`` for "vab"; unknown names raise).

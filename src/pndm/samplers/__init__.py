@@ -26,6 +26,8 @@ from pndm.samplers.ddim import ddim as _ddim
 from pndm.samplers.dpmpp import dpmpp_2m as _dpmpp_2m
 from pndm.samplers.ipndm import ipndm as _ipndm
 from pndm.samplers.pec import pec as _pec
+from pndm.samplers.pec_adaptive import pec_adaptive as _pec_adaptive
+from pndm.samplers.pec_data import pec_data as _pec_data
 from pndm.samplers.pf import pf as _pf
 from pndm.samplers.plms import plms as _plms
 from pndm.samplers.pndm import f_pndm as _f_pndm
@@ -46,6 +48,8 @@ SAMPLERS: dict[str, Method] = {
     "vab": _vab,
     "pec": _pec,
     "dpmpp-2m": _dpmpp_2m,
+    "pec-adaptive": _pec_adaptive,
+    "pec-data": _pec_data,
 }
 
 

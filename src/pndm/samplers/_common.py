@@ -3,12 +3,16 @@
 Every PNDM-family method runs `pseudo_multistep`: x_{n+1} = φ(x_n, ε'_n, t_n -> t_{n+1}) where
 ε'_n = Σ_j w_{n,j} e_{n-j} (rows of w sum to 1) or, for the first steps, a warm-up estimate. The
 methods differ only in the weight table and the warm-up (the paper's "gradient part"; φ is its
-"transfer part").
+"transfer part"). The grid may make every φ clip the data estimate x̂_0 (``clip_sample``).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -37,13 +41,77 @@ def alpha_bar_at(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
     return a
 
 
+# The option names of the x̂_0 clipping every transfer-based method takes (DDIM's clip_sample).
+CLIP_OPTIONS = ("clip_sample", "clip_sample_range")
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A boolean option, refusing truthy look-alikes ("no", 0.5) that would pass silently."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def clip_limit(clip_sample: Any, clip_sample_range: Any) -> float | None:
+    """The bound r of x̂_0 in [-r, r] when ``clip_sample``, else None (both options checked)."""
+    r = clip_sample_range
+    number = isinstance(r, numbers.Real) and not isinstance(r, bool)
+    if not number or not math.isfinite(r) or r <= 0:
+        raise ValueError(f"clip_sample_range must be a positive finite number, got {r!r}")
+    return float(r) if check_flag("clip_sample", clip_sample) else None
+
+
+@dataclass(frozen=True)
+class ClipX0:
+    """Clipping of the data estimate x̂_0 = (x - sqrt(1-ᾱ_n) ε)/sqrt(ᾱ_n) inside φ, as diffusers'
+    DDIMScheduler(clip_sample=True) does: x' = sqrt(b) clip(x̂_0) + sqrt(1-b) ε, the raw ε kept
+    (its default use_clipped_model_output=False; the ε that clip(x̂_0) implies is not used).
+
+    ``root_a``/``root_1ma``: sqrt(ᾱ_n), sqrt(1-ᾱ_n) of the N + 1 grid times; ``root_mid``:
+    sqrt(ᾱ(t_mid)) of the N steps (grids with midpoints), all in x's dtype.
+    """
+
+    limit: float
+    root_a: torch.Tensor
+    root_1ma: torch.Tensor
+    root_mid: torch.Tensor | None = None
+
+    @classmethod
+    def build(
+        cls, limit: float, x: torch.Tensor, alpha_bar: torch.Tensor, mid: torch.Tensor | None
+    ) -> ClipX0:
+        """From ᾱ of the grid times and, if any, of the midpoints (float64), in x's dtype."""
+        root_mid = None if mid is None else mid.sqrt().to(x.dtype)
+        return cls(
+            limit, alpha_bar.sqrt().to(x.dtype), (1 - alpha_bar).sqrt().to(x.dtype), root_mid
+        )
+
+    def correction(
+        self, x: torch.Tensor, eps: torch.Tensor, n: int, root_b: torch.Tensor
+    ) -> torch.Tensor:
+        """sqrt(b)(clip(x̂_0) - x̂_0), added to φ(x, ε) = sqrt(b) x̂_0 + sqrt(1-b) ε.
+
+        Exactly 0 where x̂_0 is inside the range, so unclipped samples are bit-identical to φ.
+        """
+        x0 = (x - self.root_1ma[n] * eps) / self.root_a[n]  # at ᾱ = 1 this is x itself
+        return root_b * (x0.clamp(-self.limit, self.limit) - x0)
+
+
+def _coefficients(
+    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    c_x, c_eps = transfer_coefficients(a, b)
+    return c_x.to(x.dtype), c_eps.to(x.dtype)
+
+
 @dataclass(frozen=True)
 class Grid:
     """t_0 > ... > t_N and ᾱ(t_n) (float64, on x's device), computed once before the loop.
 
     Also the transfer coefficients of every step, in x's dtype, and with ``midpoints`` the times
     t_mid = (t_n + t_{n+1})/2, ᾱ(t_mid) and the coefficients of φ(·, t_n -> t_mid) of the N steps:
-    the loop then only combines tensors already on the device.
+    the loop then only combines tensors already on the device. With ``clip`` every φ clips x̂_0
+    (`ClipX0`).
     """
 
     times: torch.Tensor
@@ -54,19 +122,29 @@ class Grid:
     mid_alpha_bar: torch.Tensor | None = None
     mid_c_x: torch.Tensor | None = None
     mid_c_eps: torch.Tensor | None = None
+    clip: ClipX0 | None = None
 
     @classmethod
     def build(
-        cls, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, midpoints: bool = False
+        cls,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        schedule: Schedule,
+        midpoints: bool = False,
+        clip: float | None = None,
     ) -> Grid:
+        """The grid of ``timesteps``; ``clip``: the bound r of x̂_0 to [-r, r] (None: none)."""
         alpha_bar = alpha_bar_at(schedule, timesteps)
-        c_x, c_eps = (c.to(x.dtype) for c in transfer_coefficients(alpha_bar[:-1], alpha_bar[1:]))
-        if not midpoints:
-            return cls(timesteps, alpha_bar, c_x, c_eps)
-        mid = stage_time(0.5, timesteps[:-1], timesteps[1:])
-        mid_alpha_bar = alpha_bar_at(schedule, mid)
-        mid_c = (c.to(x.dtype) for c in transfer_coefficients(alpha_bar[:-1], mid_alpha_bar))
-        return cls(timesteps, alpha_bar, c_x, c_eps, mid, mid_alpha_bar, *mid_c)
+        c_x, c_eps = _coefficients(x, alpha_bar[:-1], alpha_bar[1:])
+        mid: dict[str, torch.Tensor] = {}
+        if midpoints:
+            mid["mid_times"] = stage_time(0.5, timesteps[:-1], timesteps[1:])
+            mid["mid_alpha_bar"] = a_mid = alpha_bar_at(schedule, mid["mid_times"])
+            mid["mid_c_x"], mid["mid_c_eps"] = _coefficients(x, alpha_bar[:-1], a_mid)
+        clipper = (
+            None if clip is None else ClipX0.build(clip, x, alpha_bar, mid.get("mid_alpha_bar"))
+        )
+        return cls(timesteps, alpha_bar, c_x, c_eps, clip=clipper, **mid)
 
     @property
     def steps(self) -> int:
@@ -74,11 +152,17 @@ class Grid:
 
     def transfer(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_{n+1}) (paper eq. 9): `core.transfer` with coefficients made once."""
-        return self.c_x[n] * x + self.c_eps[n] * eps
+        out = self.c_x[n] * x + self.c_eps[n] * eps
+        if self.clip is None:
+            return out
+        return out + self.clip.correction(x, eps, n, self.clip.root_a[n + 1])
 
     def transfer_mid(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_mid) with coefficients made once (grids built with midpoints)."""
-        return self.mid_c_x[n] * x + self.mid_c_eps[n] * eps  # type: ignore[index]
+        out = self.mid_c_x[n] * x + self.mid_c_eps[n] * eps  # type: ignore[index]
+        if self.clip is None:
+            return out
+        return out + self.clip.correction(x, eps, n, self.clip.root_mid[n])  # type: ignore[index]
 
     def time_at(self, c: float, n: int) -> torch.Tensor:
         """t_n + c h_n (0-d, on the grid's device) for a tableau node c."""
@@ -146,15 +230,32 @@ def pseudo_multistep(
     return x
 
 
+def final_order_caps(alpha_bar: torch.Tensor) -> list[int]:
+    """``lower_order_final``'s cap on the order of each step: the steps left from n on, N - n.
+
+    So the last step is order 1, the one before at most 2, and so on: UniPC's rule
+    min(order, N - n), and DPM-Solver's for orders <= 3. A step to the same ᾱ (t = 0 -> -1 when the
+    final ᾱ is ᾱ_0) is the identity whatever ε', so it is not counted.
+    """
+    a = alpha_bar.detach().to("cpu")  # one host copy before the loop, as the weight tables
+    moves = (a[1:] != a[:-1]).long()
+    return moves.flip(0).cumsum(0).flip(0).clamp(min=1).tolist()
+
+
 def multistep(
     method: Multistep,
     eps_fn: EpsFn,
     x: torch.Tensor,
     grid: Grid,
     first_eps: torch.Tensor | None = None,
+    lower_order_final: bool = False,
 ) -> torch.Tensor:
-    """`pseudo_multistep` with the equal-step table, warm-up and warm-up steps of ``method``."""
-    weights = equal_step_table(method.orders(grid.steps))
+    """`pseudo_multistep` with the equal-step table, warm-up and warm-up steps of ``method``.
+
+    ``lower_order_final`` caps step n's AB order at `final_order_caps` (warm-up steps unchanged).
+    """
+    caps = final_order_caps(grid.alpha_bar) if lower_order_final else None
+    weights = equal_step_table(method.orders(grid.steps, caps))
     return pseudo_multistep(
         eps_fn, x, grid, weights, method.warmup, method.warmup_steps, first_eps=first_eps
     )
@@ -218,3 +319,36 @@ def vp_drift_coefficients(
     """
     half_slope = log_alpha_bar_slope(schedule, t) / 2
     return half_slope, -half_slope / (1 - alpha_bar).sqrt()
+
+
+Estimate = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+Step = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def predict_evaluate_correct(
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    grid: Grid,
+    tables: tuple[torch.Tensor, torch.Tensor],
+    estimate: Estimate,
+    step: Step,
+) -> torch.Tensor:
+    """The PEC loop of `pec` and `pec-data`: one model call per step, none at the target.
+
+    d_n = estimate(x, e_n, n) is what the weights combine (ε itself, or x̂_0); step(x, d', n) is
+    φ driven by the combination d'. Predict x^p_{n+1} = step(x_n, Σ_j P[n, j] d_{n-j}), call
+    e_{n+1} = ε(x^p_{n+1}, t_{n+1}), correct x_{n+1} = step(x_n, Σ_j C[n, j] (d_{n+1}, d_n, ...)).
+    d_{n+1}, taken at the predicted point, is the next step's d_n; the last step keeps the
+    predictor. ``tables`` = (P, C) on x's device, P with as many columns as the history keeps.
+    """
+    predictor, corrector = tables
+    d = estimate(x, evaluate(eps_fn, x, grid.times[0]), 0)
+    history: list[torch.Tensor] = []
+    for n in range(grid.steps):
+        history = [d, *history][: predictor.shape[1]]
+        x_pred = step(x, linear_combination(predictor[n], history), n)  # predictor
+        if n == grid.steps - 1:
+            return x_pred  # no model call at the target
+        d = estimate(x_pred, evaluate(eps_fn, x_pred, grid.times[n + 1]), n + 1)
+        x = step(x, linear_combination(corrector[n], [d, *history]), n)  # corrector
+    return x

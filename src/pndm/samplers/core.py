@@ -92,16 +92,20 @@ class Multistep:
     """A pseudo linear multistep method's gradient part as data (paper §3.3, eq. 12).
 
     The first ``warmup_steps`` steps take ε' from the ``warmup`` tableau; step n after them takes
-    the equal-step AB row of order min(n + 1, ``order``) on (e_n, e_{n-1}, ...).
+    the equal-step AB row of order min(n + 1, ``order``, caps[n]) on (e_n, e_{n-1}, ...).
     """
 
     order: int
     warmup: Tableau = EULER
     warmup_steps: int = 0
 
-    def orders(self, steps: int) -> list[int]:
-        """The AB order of each of ``steps`` steps (warm-up steps included, their rows unused)."""
-        return [min(n + 1, self.order) for n in range(steps)]
+    def orders(self, steps: int, caps: Sequence[int] | None = None) -> list[int]:
+        """The AB order of each of ``steps`` steps (warm-up steps included, their rows unused).
+
+        ``caps[n]`` bounds the order of step n (``lower_order_final``); none by default.
+        """
+        caps = [self.order] * steps if caps is None else caps
+        return [min(n + 1, self.order, cap) for n, cap in zip(range(steps), caps, strict=True)]
 
 
 S_PNDM = Multistep(order=2, warmup=IMPROVED_EULER, warmup_steps=1)

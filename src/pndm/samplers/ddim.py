@@ -5,22 +5,31 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers._checks import Method
-from pndm.samplers._common import Grid, evaluate
+from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate
 from pndm.samplers.core import EpsFn, Schedule
 
 
 def _ddim(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """Deterministic DDIM: x_{n+1} = φ(x_n, e_n, t_n -> t_{n+1}) (paper eq. 9). NFE = N.
 
     ε' = e_n, an Euler step in (x̄, σ̃): first order.
+    Options: ``clip_sample`` clips x̂_0 = (x - sqrt(1-ᾱ_n) e_n)/sqrt(ᾱ_n) to
+    [-``clip_sample_range``, ``clip_sample_range``] and steps to sqrt(ᾱ_{n+1}) x̂_0 +
+    sqrt(1-ᾱ_{n+1}) e_n, as diffusers' DDIMScheduler(clip_sample=True) (NFE unchanged).
     """
-    grid = Grid.build(x, timesteps, schedule)
+    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
     for n in range(grid.steps):
         e = evaluate(eps_fn, x, grid.times[n])  # ε' = e_n (order 1)
         x = grid.transfer(x, e, n)
     return x
 
 
-ddim = Method("ddim", _ddim, nfe=lambda n: n)
+ddim = Method("ddim", _ddim, nfe=lambda n, **_: n, options=CLIP_OPTIONS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers._checks import Method
-from pndm.samplers._common import Grid, evaluate
+from pndm.samplers._common import CLIP_OPTIONS, Grid, check_flag, clip_limit, evaluate
 from pndm.samplers.core import EpsFn, Schedule
 
 
@@ -27,15 +27,20 @@ def _dpmpp_2m(
     schedule: Schedule,
     *,
     lower_order_final: bool = False,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """DPM-Solver++(2M): data estimate D_n = x̂_0(t_n) + c_n (x̂_0(t_n) - x̂_0(t_{n-1})). NFE = N.
 
     x_{n+1} = (σ_{n+1}/σ_n) x_n - α_{n+1}(e^{-h_n} - 1) D_n is exactly φ(x_n, ε') with the noise
     ε' = (x_n - sqrt(ᾱ_n) D_n)/sqrt(1 - ᾱ_n) = e_n - c_n (x̂_0(t_n) - x̂_0(t_{n-1}))/σ̃_n that D_n
     implies. The first step is DDIM; a step to ᾱ = 1 and, with ``lower_order_final``, the last
-    step are first order.
+    step are first order (diffusers' rule, and min(2, N - n) as the other multistep methods).
+    ``clip_sample``/``clip_sample_range``: φ clips the data estimate D_n that ε' implies, as DDIM
+    clips x̂_0 (see ``ddim``). Neither option changes the NFE.
     """
-    grid = Grid.build(x, timesteps, schedule)
+    check_flag("lower_order_final", lower_order_final)
+    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
     c_over_sigma = (_extrapolation(grid.sigma, lower_order_final) / grid.sigma[:-1]).to(x.dtype)
     root_a = grid.alpha_bar.sqrt().to(x.dtype)
     root_1ma = (1 - grid.alpha_bar).sqrt().to(x.dtype)
@@ -50,5 +55,5 @@ def _dpmpp_2m(
 
 
 dpmpp_2m = Method(
-    "dpmpp-2m", _dpmpp_2m, nfe=lambda n, lower_order_final=False: n, options=("lower_order_final",)
+    "dpmpp-2m", _dpmpp_2m, nfe=lambda n, **_: n, options=("lower_order_final", *CLIP_OPTIONS)
 )

@@ -6,11 +6,11 @@ import torch
 
 from pndm.samplers import core
 from pndm.samplers._checks import Method
-from pndm.samplers._common import Grid, evaluate, multistep
+from pndm.samplers._common import CLIP_OPTIONS, Grid, check_flag, clip_limit, evaluate, multistep
 from pndm.samplers.core import EpsFn, Schedule, transfer
 
 
-def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False) -> int:
+def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False, **_: object) -> int:
     return n - int(bool(afs)) + int(bool(denoise_to_zero))
 
 
@@ -22,26 +22,41 @@ def _ipndm(
     *,
     afs: bool = False,
     denoise_to_zero: bool = False,
+    lower_order_final: bool = False,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """iPNDM: ε' = e_0 (AB1), then AB2, AB3, AB4 with equal-step weights (paper eq. 9 transfer).
 
-    NFE = N, minus 1 with ``afs``, plus 1 with ``denoise_to_zero``.
+    NFE = N, minus 1 with ``afs``, plus 1 with ``denoise_to_zero``; the other options keep it.
     ``afs`` (analytic first step): e_0 = x, the high-noise limit of ε (saves the call at t_0).
     ``denoise_to_zero``: after t_N, one more call and the data estimate
     x̂_0 = (x - sqrt(1-ᾱ)e)/sqrt(ᾱ); needs ᾱ(t_N) < 1.
+    ``lower_order_final``: step n's order is min(n + 1, 4, N - n), so the last step is AB1 and
+    the one before at most AB2 (diffusers' rule for orders <= 3).
+    ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``); so does
+    ``denoise_to_zero``'s last estimate.
     """
-    grid = Grid.build(x, timesteps, schedule)
+    check_flag("lower_order_final", lower_order_final)
+    limit = clip_limit(clip_sample, clip_sample_range)
+    grid = Grid.build(x, timesteps, schedule, clip=limit)
     if denoise_to_zero and not bool(grid.alpha_bar[-1] < 1):
         raise ValueError(
             "denoise_to_zero needs ᾱ < 1 at the target t_N (at ᾱ = 1, x already is the data "
             "estimate); end the grid earlier or drop the option"
         )
     first_eps = x if afs else None  # ε ≈ x when σ̃ >> data scale (x̄/sqrt(1+σ̃²) in EDM units)
-    x = multistep(core.IPNDM, eps_fn, x, grid, first_eps=first_eps)
+    x = multistep(core.IPNDM, eps_fn, x, grid, first_eps, lower_order_final)
     if denoise_to_zero:  # φ to ᾱ = 1 is the data estimate x̂_0
         e = evaluate(eps_fn, x, grid.times[-1])
         x = transfer(x, e, grid.alpha_bar[-1], torch.ones_like(grid.alpha_bar[-1]))
+        x = x if limit is None else x.clamp(-limit, limit)  # φ with clipping, to ᾱ = 1
     return x
 
 
-ipndm = Method("ipndm", _ipndm, nfe=_ipndm_nfe, options=("afs", "denoise_to_zero"))
+ipndm = Method(
+    "ipndm",
+    _ipndm,
+    nfe=_ipndm_nfe,
+    options=("afs", "denoise_to_zero", "lower_order_final", *CLIP_OPTIONS),
+)

@@ -5,13 +5,28 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers._checks import Method, check_order
-from pndm.samplers._common import Grid, evaluate
+from pndm.samplers._common import (
+    CLIP_OPTIONS,
+    Grid,
+    check_flag,
+    clip_limit,
+    final_order_caps,
+    predict_evaluate_correct,
+)
 from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table
-from pndm.samplers.core import EpsFn, Schedule, linear_combination
+from pndm.samplers.core import EpsFn, Schedule
 
 
 def _pec(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *, order: int = 3
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    order: int = 3,
+    lower_order_final: bool = False,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """AB_k predictor, AM_{k+1} corrector, both variable-step in σ̃ and applied by φ. NFE = N.
 
@@ -19,21 +34,25 @@ def _pec(
     x_{n+1} = φ(x_n, ε'_AM) with ε'_AM on (e_{n+1}, e_n, ...). e_{n+1}, taken at the predicted
     point, is the next step's e_n, so each step costs one call; the last step keeps the predictor.
     ``order`` k in 1..4; global order k + 1 (algorithms.md §3).
+    ``lower_order_final``: the predictor of step n is at most AB_{N-n} (the last step AB1, the one
+    before at most AB2: diffusers' rule for orders <= 3) and its corrector one order higher, as
+    usual. ``clip_sample``/``clip_sample_range``: every φ (predictor and corrector) clips x̂_0,
+    as DDIM's (see ``ddim``). Neither option changes the NFE.
     """
     order = check_order("pec", order, range(1, 5))
-    grid = Grid.build(x, timesteps, schedule)
-    predictor = adams_bashforth_table(grid.sigma, order).to(x.device, x.dtype)
-    corrector = adams_moulton_table(grid.sigma, order + 1).to(x.device, x.dtype)
-    e = evaluate(eps_fn, x, grid.times[0])
-    history: list[torch.Tensor] = []
-    for n in range(grid.steps):
-        history = [e, *history][:order]
-        x_pred = grid.transfer(x, linear_combination(predictor[n], history), n)  # AB_k
-        if n == grid.steps - 1:
-            return x_pred  # no model call at the target
-        e = evaluate(eps_fn, x_pred, grid.times[n + 1])
-        x = grid.transfer(x, linear_combination(corrector[n], [e, *history]), n)  # AM_{k+1}
-    return x
+    check_flag("lower_order_final", lower_order_final)
+    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    caps = final_order_caps(grid.alpha_bar) if lower_order_final else None
+    predictor = adams_bashforth_table(grid.sigma, order, caps).to(x.device, x.dtype)
+    corrector_caps = None if caps is None else [k + 1 for k in caps]  # AM_{k+1} after AB_k
+    corrector = adams_moulton_table(grid.sigma, order + 1, corrector_caps).to(x.device, x.dtype)
+    tables = (predictor, corrector)
+    return predict_evaluate_correct(eps_fn, x, grid, tables, lambda _x, e, _n: e, grid.transfer)
 
 
-pec = Method("pec", _pec, nfe=lambda n, order=3: n, options=("order",))
+pec = Method(
+    "pec",
+    _pec,
+    nfe=lambda n, **_: n,
+    options=("order", "lower_order_final", *CLIP_OPTIONS),
+)

@@ -6,20 +6,33 @@ import torch
 
 from pndm.samplers import core
 from pndm.samplers._checks import Method
-from pndm.samplers._common import Grid, multistep
+from pndm.samplers._common import CLIP_OPTIONS, Grid, check_flag, clip_limit, multistep
 from pndm.samplers.core import EpsFn, Schedule
 
 
 def _plms(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    lower_order_final: bool = False,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """PLMS: pseudo improved Euler, then pseudo AB2, AB3, AB4 (paper eq. 9 transfer). NFE = N + 1.
 
     Step 0: ε' = (e_0 + ε(φ(x_0, e_0), t_1))/2 (order 2, 2 NFE; only e_0 is kept).
     Step 1: ε' = (3e_1 - e_0)/2; step 2: (23e_2 - 16e_1 + 5e_0)/12;
     steps >= 3: (55e_n - 59e_{n-1} + 37e_{n-2} - 9e_{n-3})/24 (equal-step weights on any grid).
+    Options: ``lower_order_final`` caps step n's AB order at N - n (the last step AB1, the one
+    before at most AB2: diffusers' rule for orders <= 3); the improved-Euler step 0 is kept.
+    ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``).
+    Neither option changes the NFE.
     """
-    return multistep(core.PLMS, eps_fn, x, Grid.build(x, timesteps, schedule))
+    check_flag("lower_order_final", lower_order_final)
+    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    return multistep(core.PLMS, eps_fn, x, grid, lower_order_final=lower_order_final)
 
 
-plms = Method("plms", _plms, nfe=lambda n: n + 1)
+plms = Method("plms", _plms, nfe=lambda n, **_: n + 1, options=("lower_order_final", *CLIP_OPTIONS))

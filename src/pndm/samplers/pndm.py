@@ -14,9 +14,11 @@ import torch
 from pndm.samplers import core
 from pndm.samplers._checks import Method
 from pndm.samplers._common import (
+    CLIP_OPTIONS,
     Grid,
     alpha_bar_at,
     check_noisy,
+    clip_limit,
     evaluate,
     multistep,
     tableau_sum,
@@ -37,26 +39,45 @@ def _four_stage_nfe(n: int, **_: object) -> int:
 
 
 def _s_pndm(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """S-PNDM: pseudo improved Euler, then pseudo AB2 (paper eq. 9 transfer). NFE = N + 1.
 
     Step 0: ε' = (e_0 + ε(φ(x_0, e_0), t_1))/2 (order 2, 2 NFE; only e_0 is kept).
     Steps >= 1: ε' = (3e_n - e_{n-1})/2 (pseudo linear multistep, order 2).
+    Options: ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``;
+    NFE unchanged).
     """
-    return multistep(core.S_PNDM, eps_fn, x, Grid.build(x, timesteps, schedule))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    return multistep(core.S_PNDM, eps_fn, x, grid)
 
 
 def _f_pndm(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """F-PNDM (paper Algorithm 2): pseudo RK4 for 3 steps, then pseudo AB4. NFE = N + 9.
 
     Steps 0-2: pseudo RK4 (eq. 13) with stages at t_mid = (t_n + t_{n+1})/2 (4 NFE; e_n is kept).
     Steps >= 3: ε' = (55e_n - 59e_{n-1} + 37e_{n-2} - 9e_{n-3})/24 (pseudo AB4, eq. 12).
     For N <= 3, NFE = 4N and the last stage calls the model at the target t_N.
+    Options: ``clip_sample``/``clip_sample_range``: every φ, the RK stages' too, clips x̂_0, as
+    DDIM's (see ``ddim``; NFE unchanged).
     """
-    return multistep(core.F_PNDM, eps_fn, x, Grid.build(x, timesteps, schedule, midpoints=True))
+    limit = clip_limit(clip_sample, clip_sample_range)
+    grid = Grid.build(x, timesteps, schedule, midpoints=True, clip=limit)
+    return multistep(core.F_PNDM, eps_fn, x, grid)
 
 
 StageSlope = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -138,7 +159,7 @@ def _fon_orig(
     return classical_multistep(method, slope, x, (grid.times[1:] - grid.times[:-1]).to(x.dtype))
 
 
-s_pndm = Method("s-pndm", _s_pndm, nfe=lambda n: n + 1)
-f_pndm = Method("f-pndm", _f_pndm, nfe=_four_stage_nfe)
+s_pndm = Method("s-pndm", _s_pndm, nfe=lambda n, **_: n + 1, options=CLIP_OPTIONS)
+f_pndm = Method("f-pndm", _f_pndm, nfe=_four_stage_nfe, options=CLIP_OPTIONS)
 fon = Method("fon", _fon, nfe=_four_stage_nfe)
 fon_orig = Method("fon-orig", _fon_orig, nfe=_four_stage_nfe, options=("index_size",))

@@ -5,23 +5,48 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers._checks import Method, check_order
-from pndm.samplers._common import Grid, pseudo_multistep
+from pndm.samplers._common import (
+    CLIP_OPTIONS,
+    Grid,
+    check_flag,
+    clip_limit,
+    final_order_caps,
+    pseudo_multistep,
+)
 from pndm.samplers.adams import adams_bashforth_table
 from pndm.samplers.core import EpsFn, Schedule
 
 
 def _vab(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule, *, order: int = 4
+    eps_fn: EpsFn,
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    schedule: Schedule,
+    *,
+    order: int = 4,
+    lower_order_final: bool = False,
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
 ) -> torch.Tensor:
     """Variable-step AB_k in σ̃ on dx̄/dσ̃ = ε, written as the transfer φ (paper eq. 9). NFE = N.
 
     ε'_n = Σ_j w_j e_{n-j}/h_n with w_j the integral of the Lagrange basis on σ̃_n, σ̃_{n-1}, ...
     over [σ̃_n, σ̃_{n+1}] (algorithms.md §3). Warm start AB1, AB2, ..., AB_k; ``order`` k in 1..4.
     Global order k on grids uniform in σ̃ or starting at high noise, else 2.
+    ``lower_order_final``: step n uses at most N - n nodes, so the last step is AB1 and the one
+    before at most AB2 (diffusers' rule for orders <= 3). ``clip_sample``/``clip_sample_range``:
+    every φ clips x̂_0, as DDIM's (see ``ddim``). Neither option changes the NFE.
     """
     order = check_order("vab", order, range(1, 5))
-    grid = Grid.build(x, timesteps, schedule)
-    return pseudo_multistep(eps_fn, x, grid, adams_bashforth_table(grid.sigma, order))
+    check_flag("lower_order_final", lower_order_final)
+    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    caps = final_order_caps(grid.alpha_bar) if lower_order_final else None
+    return pseudo_multistep(eps_fn, x, grid, adams_bashforth_table(grid.sigma, order, caps))
 
 
-vab = Method("vab", _vab, nfe=lambda n, order=4: n, options=("order",))
+vab = Method(
+    "vab",
+    _vab,
+    nfe=lambda n, **_: n,
+    options=("order", "lower_order_final", *CLIP_OPTIONS),
+)

@@ -1,0 +1,138 @@
+"""lower_order_final and clip_sample measured: RMS error on the shipped digits model, NFE 5-10.
+
+The problem is quality.py's ``digits`` (the shipped UNet, float32 network, float64 solver state,
+fixed noise from t = 999 to ᾱ_0, every run at exactly the target NFE), so the numbers line up with
+quality.json. Each of ddim, plms, ipndm, vab (order 4) and pec (order 3) runs on the edm (ρ = 7)
+and logsnr grids with every combination of its options among ``lower_order_final`` (not ddim: a
+one-step method) and ``clip_sample`` (x̂_0 clipped to [-1, 1], the digits data range).
+
+Reference: vab (order 4) with ``--ref-steps`` steps on the edm grid; its accuracy is stated as the
+RMS difference to pec (order 3) with as many steps on the logsnr grid (quality.solver_reference).
+Error: RMS over all samples and pixels of x - x_ref. The reference solves the unclipped ODE:
+clipping changes the limit a method converges to, so its error here is its distance to the ODE.
+
+    python benchmarks/options.py [--samples 16] [--ref-steps 250] [--out benchmarks/results]
+
+Writes options.json to --out and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from quality import Problem, digits_problem, log, pndm_grid, row  # this folder: run as a script
+from solver_error import CountingEps
+
+import pndm
+from pndm.io import write_json
+from pndm.samplers import SAMPLERS
+
+NFES = (5, 8, 10)
+GRIDS = ("edm", "logsnr")
+# The flags each method takes (ddim has no multistep order to lower); order = the defaults.
+METHODS: dict[str, tuple[str, ...]] = {
+    "ddim": ("clip_sample",),
+    "plms": ("lower_order_final", "clip_sample"),
+    "ipndm": ("lower_order_final", "clip_sample"),
+    "vab": ("lower_order_final", "clip_sample"),
+    "pec": ("lower_order_final", "clip_sample"),
+}
+COLUMNS = ("off", "lof", "clip", "lof+clip")
+
+
+def option_sets(method: str) -> list[dict[str, bool]]:
+    """Every on/off combination of the method's flags, all off first."""
+    flags = METHODS[method]
+    combos = itertools.product((False, True), repeat=len(flags))
+    return [dict(zip(flags, bits, strict=True)) for bits in combos]
+
+
+def label(options: dict[str, bool]) -> str:
+    """The table column of an option set."""
+    on = ["lof" if options.get("lower_order_final") else "", "clip" * options["clip_sample"]]
+    return "+".join(filter(None, on)) or "off"
+
+
+def run(problem: Problem, method: str, grid: str, target: int, options: dict) -> dict[str, Any]:
+    """One run at exactly ``target`` model calls; its row as quality.py records it."""
+    times = pndm_grid(method, grid, problem.schedule, target)
+    if times is None:
+        raise RuntimeError(f"{method} on {grid}: no step count costs {target} calls")
+    counter = CountingEps(problem.eps_fn)
+    x = SAMPLERS[method](counter, problem.noise, times, problem.schedule, **options)
+    steps = times.numel() - 1
+    return row(problem, method, target, counter.calls, steps, {"grid": grid, **options}, x)
+
+
+def sweep(problem: Problem) -> list[dict[str, Any]]:
+    rows = []
+    for method, grid, target in itertools.product(METHODS, GRIDS, NFES):
+        for options in option_sets(method):
+            rows.append(run(problem, method, grid, target, options))
+        log(f"{method} {grid} NFE {target} done")
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], notes: dict[str, Any]) -> str:
+    """One line per (method, grid, NFE), one column per option set; the best of a line in bold."""
+    cells: dict[tuple, dict[str, float | None]] = {}
+    for r in rows:
+        key = (r["method"], r["option"]["grid"], r["nfe"])
+        cells.setdefault(key, {})[label(r["option"])] = r["error"]
+    lines = [
+        "| method | grid | NFE | " + " | ".join(COLUMNS) + " |",
+        "|---" * (3 + len(COLUMNS)) + "|",
+    ]
+    for (method, grid, target), errors in cells.items():
+        best = min(e for e in errors.values() if e is not None)
+        shown = [_cell(errors.get(c), best) for c in COLUMNS]
+        lines.append(f"| {method} | {grid} | {target} | " + " | ".join(shown) + " |")
+    ref = next(v for k, v in notes.items() if k.startswith("reference_vs"))
+    lines.append(
+        f"\nRMS error to the reference ({notes['reference']}; {notes['samples']} samples); "
+        f"reference vs pec on logsnr with as many steps: {ref:.1e}."
+    )
+    return "\n".join(lines)
+
+
+def _cell(error: float | None, best: float) -> str:
+    if error is None:
+        return "–"
+    text = f"{error:.2e}"
+    return f"**{text}**" if error == best else text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--ref-steps", type=int, default=250)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # small batches; another job may share the machine
+    start = time.perf_counter()
+    problem = digits_problem(args.samples, args.seed, args.ref_steps)
+    rows = sweep(problem)
+    report = {
+        "command": f"python benchmarks/options.py --samples {args.samples} "
+        f"--ref-steps {args.ref_steps} --seed {args.seed}",
+        "notes": problem.notes,
+        "rows": rows,
+        "seconds": time.perf_counter() - start,
+        "versions": {"pndm": pndm.__version__, "torch": torch.__version__},
+        "machine": platform.processor() or platform.machine(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "options.json", report)
+    print(markdown(rows, problem.notes))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,258 @@
+"""Tuned time grids on disk: a small versioned JSON file that ``pndm tune`` writes and
+``pndm sample --timesteps`` (or ``pipe(timesteps=load_grid(path).timesteps)``) reads.
+
+    {"format": "pndm-timesteps", "version": 1,
+     "timesteps": [t_0, ..., t_{N-1}, target],       # the full grid, target included (-1)
+     "method": "ipndm", "nfe": 10, "options": {"afs": true},
+     "model": {"sha256": "sha256:...", "path": "..."},
+     "tuning": {"error": ..., "start_error": ..., "samples": ..., "seed": ..., ...}}
+
+A grid suits the model and method it was tuned for; `check_grid` warns (`GridMismatchWarning`)
+when either differs. `model_hash` identifies weights by value: sha256 over the state dict's
+sorted names, dtypes, shapes and raw bytes, so the same weights saved as ``.bin`` or
+``.safetensors`` hash alike. A dtype cast changes the hash; the CLI therefore hashes the weights
+as stored in the model folder (`weights_hash`), whatever ``--dtype`` the model then runs in.
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pndm.io import PathLike, atomic_write, check_writable, read_json
+
+FORMAT = "pndm-timesteps"
+VERSION = 1
+REQUIRED = ("format", "version", "timesteps", "method", "nfe", "options", "model")
+
+
+class GridMismatchWarning(UserWarning):
+    """A grid file used with another model or method than it was tuned for."""
+
+
+@dataclass(frozen=True)
+class GridFile:
+    """A loaded grid file; ``timesteps`` is the full grid t_0 > ... > t_N, target included."""
+
+    timesteps: tuple[float, ...]
+    method: str
+    nfe: int
+    options: dict[str, Any]
+    model_sha256: str
+    model_path: str | None = None
+    tuning: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def steps(self) -> int:
+        """N: the number of steps (the grid has N + 1 entries)."""
+        return len(self.timesteps) - 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "timesteps": list(self.timesteps),
+            "method": self.method,
+            "nfe": self.nfe,
+            "options": dict(self.options),
+            "model": {"sha256": self.model_sha256, "path": self.model_path},
+            "tuning": dict(self.tuning),
+        }
+
+
+# ----------------------------------------------------------------------------- hashes
+
+
+def model_hash(model: Any) -> str:
+    """``"sha256:<hex>"`` of a module's ``state_dict()`` or of a name -> tensor mapping: sorted
+    names, dtype, shape and raw bytes (in the tensors' own dtype: a cast changes the hash)."""
+    import torch
+
+    state = model.state_dict() if hasattr(model, "state_dict") else model
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def weights_hash(folder: PathLike) -> str:
+    """`model_hash` of a pipeline folder's UNet weights as stored (safetensors or .bin)."""
+    from pndm.folders import model_files
+    from pndm.io import read_weights
+
+    return model_hash(read_weights(model_files(Path(folder))[1]))
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def check_new_grid_path(path: PathLike, overwrite: bool = False) -> Path:
+    """Fail before any work where ``path`` cannot take a new grid file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name such as grid.json")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder not found for the grid file: {path.parent}")
+    check_writable(path.parent)
+    return path
+
+
+def save_grid(
+    path: PathLike,
+    tuned: Any,
+    model_hash: str,
+    *,
+    model_path: PathLike | None = None,
+    overwrite: bool = False,
+    **tuning: Any,
+) -> GridFile:
+    """Write ``tuned`` (a `pndm.tuning.Tuned`) atomically; ``tuning`` adds to the record of the
+    run (e.g. ``samples=``, ``seed=``). Refuses an existing file unless ``overwrite``."""
+    path = check_new_grid_path(path, overwrite)
+    record = {
+        "error": float(tuned.error),
+        "start_error": float(tuned.start_error),
+        "model_calls": int(tuned.model_calls),
+        "seconds": float(tuned.seconds),
+        **tuning,
+    }
+    grid = GridFile(
+        timesteps=tuple(float(t) for t in _as_list(tuned.timesteps)),
+        method=str(tuned.method),
+        nfe=int(tuned.nfe),
+        options=dict(tuned.options),
+        model_sha256=model_hash,
+        model_path=None if model_path is None else str(model_path),
+        tuning=record,
+        path=path,
+    )
+    data = grid.to_json()
+    _check(data, path)  # never write a file that load_grid would refuse
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), replace=overwrite)
+    return grid
+
+
+def _as_list(values: Any) -> list[Any]:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def load_grid(path: PathLike) -> GridFile:
+    """Read and check a grid file; every problem is one ``ValueError`` line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"grid file not found: {path}")
+    data = read_json(path)  # one line for a file that is not a JSON object
+    _check(data, path)
+    model = data["model"]
+    return GridFile(
+        timesteps=tuple(float(t) for t in data["timesteps"]),
+        method=data["method"],
+        nfe=data["nfe"],
+        options=dict(data["options"]),
+        model_sha256=model["sha256"],
+        model_path=model.get("path"),
+        tuning=dict(data.get("tuning", {})),
+        path=path,
+    )
+
+
+def _check(data: Any, path: Path) -> None:
+    """Raise ``ValueError("<path> is not a valid grid file: <why>")`` on the first problem."""
+    problem = _problem(data)
+    if problem:
+        raise ValueError(f"{path} is not a valid {FORMAT} file: {problem}")
+
+
+def _problem(data: dict[str, Any]) -> str | None:
+    if data.get("format") != FORMAT:
+        return f"format is {data.get('format')!r}, not {FORMAT!r}"
+    if data.get("version") != VERSION:
+        return f"version {data.get('version')!r} is not supported (this pndm reads {VERSION})"
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:
+        return f"missing key(s) {', '.join(missing)}"
+    return (
+        _timesteps_problem(data["timesteps"])
+        or _fields_problem(data)
+        or _model_problem(data["model"])
+    )
+
+
+def _timesteps_problem(times: Any) -> str | None:
+    if not isinstance(times, list) or len(times) < 2:
+        return "timesteps must be a list of at least 2 numbers (model times, then the target)"
+    if not all(_is_number(t) and math.isfinite(t) for t in times):
+        return "timesteps must hold finite numbers only"
+    if not all(a > b for a, b in zip(times, times[1:], strict=False)):
+        return "timesteps must be strictly decreasing"
+    return None
+
+
+def _fields_problem(data: Mapping[str, Any]) -> str | None:
+    if not isinstance(data["method"], str) or not data["method"]:
+        return f"method must be a method name, got {data['method']!r}"
+    nfe = data["nfe"]
+    if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
+        return f"nfe must be an integer >= 1, got {nfe!r}"
+    if not isinstance(data["options"], dict):
+        return f"options must be an object, got {type(data['options']).__name__}"
+    if not isinstance(data.get("tuning", {}), dict):
+        return f"tuning must be an object, got {type(data['tuning']).__name__}"
+    return None
+
+
+def _model_problem(model: Any) -> str | None:
+    if not isinstance(model, dict) or not isinstance(model.get("sha256"), str):
+        return 'model must be an object with a "sha256" string'
+    if not isinstance(model.get("path"), str | None):
+        return "model path must be a string or null"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def check_grid(grid: GridFile, *, model_hash: str | None, method: str | None) -> None:
+    """Warn (`GridMismatchWarning`) where the model or method differs from the grid file's.
+
+    ``None`` skips that comparison (e.g. method None: the file's own method is used)."""
+    name = grid.path or "the grid file"
+    if model_hash is not None and model_hash != grid.model_sha256:
+        tuned_on = f" ({grid.model_path})" if grid.model_path else ""
+        warnings.warn(
+            f"{name} was tuned on another model{tuned_on}: {_short(grid.model_sha256)}, this "
+            f"one is {_short(model_hash)}; the grid may not suit it",
+            GridMismatchWarning,
+            stacklevel=2,
+        )
+    if method is not None and method != grid.method:
+        warnings.warn(
+            f"{name} was tuned for method {grid.method!r}, not {method!r}; the grid may not "
+            "suit it",
+            GridMismatchWarning,
+            stacklevel=2,
+        )
+
+
+def _short(digest: str) -> str:
+    return digest[: len("sha256:") + 12]

@@ -1,0 +1,425 @@
+"""Time grids tuned to a model: the grid on which one method best matches a teacher solution.
+
+`tune_timesteps` returns the float64 grid t_0 = t_max > t_1 > ... > t_{N-1} > target (the format
+the samplers and ``PNDMPipeline(timesteps=...)`` take) on which ``SAMPLERS[method]`` makes exactly
+``nfe`` model calls and its end point is closest, in RMS over a batch of initial noises, to a
+high-accuracy teacher solution of the same noises (`teacher`: the data-space predictor-corrector
+pec-data of order 3 on a fine log-SNR grid).
+
+Search (direct minimisation of the endpoint error, LD3-style but derivative-free):
+
+* Parametrisation. The N - 1 interior model times live in u = log σ̃. The N gaps
+  u_max - u_1, ..., u_{N-2} - u_{N-1}, u_{N-1} - u_min are softmax(0, z) (floored at GAP_FLOOR/N)
+  times u_max - u_min, so every z in R^{N-1} is a strictly decreasing grid inside (t_min, t_max).
+  The last model time is free: no call is pinned at t = 0, where ᾱ ≈ 1 and a call barely changes
+  the image.
+* Start. The best of the EDM (ρ = 7), log-SNR, uniform and quadratic grids.
+* Optimiser. Nelder-Mead on z (`nelder_mead`), the best point seen is returned, so the tuned grid
+  is never worse than its start on the tuning noise.
+* Options. `tune` with ``search_options`` also chooses the method's boolean options that change
+  the error at equal NFE (``afs``, ``denoise_to_zero``, ``lower_order_final``, ``clip_sample``):
+  every combination is scored on two start grids, the best two are tuned.
+
+Cost in model calls (each call is one batched evaluation of all tuning noises): the teacher's
+`TEACHER_STEPS` (or none when ``reference`` is given) plus ``nfe`` per objective evaluation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from pndm.checks import check_count
+from pndm.grids import FINAL_TIME, edm, logsnr, time_quadratic, time_uniform
+from pndm.noise import initial_noise, noise_shape
+from pndm.samplers import SAMPLERS, get_sampler
+from pndm.samplers import nfe as method_nfe
+from pndm.samplers._checks import check_x
+from pndm.samplers.core import EpsFn
+
+TEACHER_STEPS = 200
+SEARCHABLE = ("afs", "denoise_to_zero", "lower_order_final", "clip_sample")
+SEARCHED_ORDERS = (1, 2, 3)  # the ``order`` values tried (a method refusing one scores it inf)
+START_GRIDS: dict[str, Callable[[Any, int], torch.Tensor]] = {
+    "edm": edm,
+    "logsnr": logsnr,
+    "time_uniform": time_uniform,
+    "time_quadratic": time_quadratic,
+}
+Progress = Callable[[int], None]
+# Each gap of the grid in log σ̃ is at least GAP_FLOOR/N of the range: distinct times for any z.
+GAP_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """A tuned grid with its method, options, errors on the tuning noise and cost."""
+
+    timesteps: torch.Tensor
+    method: str
+    nfe: int
+    options: dict[str, Any]
+    error: float
+    start_error: float
+    model_calls: int
+    seconds: float
+    start_grid: str = ""
+    history: list[float] = field(default_factory=list, repr=False)
+
+
+# ----------------------------------------------------------------------------- schedule and grids
+
+
+def _check_schedule(schedule: Any) -> None:
+    needed = ("alpha_bar", "sigma_tilde", "timestep_from_sigma", "t_max", "t_min")
+    missing = [name for name in needed if not hasattr(schedule, name)]
+    if missing:
+        raise ValueError(
+            f"tuning needs a schedule with {', '.join(needed)} (NoiseSchedule or VPSchedule); "
+            f"{type(schedule).__name__} lacks {', '.join(missing)}"
+        )
+
+
+def final_target(schedule: Any) -> float:
+    """The default grids' last entry: FINAL_TIME (-1) on a discrete schedule, else t_min."""
+    return FINAL_TIME if hasattr(schedule, "num_train_timesteps") else float(schedule.t_min)
+
+
+def with_target(model_times: torch.Tensor, schedule: Any) -> torch.Tensor:
+    """Model times t_0 > ... > t_{N-1} followed by the final target (unless it is t_{N-1})."""
+    target = final_target(schedule)
+    times = model_times.to(torch.float64)
+    if float(times[-1]) <= target:
+        return times
+    return torch.cat([times, times.new_tensor([target])])
+
+
+def start_grid(name: str, schedule: Any, steps: int) -> torch.Tensor:
+    """``name``'s grid with ``steps`` model times; its last point is replaced by the target."""
+    return with_target(START_GRIDS[name](schedule, steps)[:-1], schedule)
+
+
+@dataclass(frozen=True)
+class LogSigmaGrid:
+    """z in R^{N-1} <-> the N model times of a grid from t_max, gaps softmax(0, z) in log σ̃."""
+
+    schedule: Any
+    steps: int
+
+    @property
+    def u_range(self) -> tuple[float, float]:
+        s = self.schedule
+        return math.log(float(s.sigma_tilde(s.t_max))), math.log(float(s.sigma_tilde(s.t_min)))
+
+    def times(self, z: np.ndarray) -> torch.Tensor:
+        """The full grid (model times, then the target) of the parameters z."""
+        u_max, u_min = self.u_range
+        logits = np.concatenate([[0.0], np.asarray(z, dtype=np.float64)])
+        w = np.exp(logits - logits.max())
+        w = (1 - GAP_FLOOR) * w / w.sum() + GAP_FLOOR / self.steps  # no gap below the floor
+        u = u_max - (u_max - u_min) * np.cumsum(w)[: self.steps - 1]
+        sigma = torch.from_numpy(np.exp(u))
+        s = self.schedule
+        inner = s.timestep_from_sigma(sigma.clamp(*(s.sigma_tilde(t) for t in (s.t_min, s.t_max))))
+        model = torch.cat([torch.tensor([float(s.t_max)], dtype=torch.float64), inner.double()])
+        return with_target(model, s)
+
+    def params(self, timesteps: torch.Tensor) -> np.ndarray:
+        """The z of a grid whose model times lie in (t_min, t_max] (inverse of `times`)."""
+        s = self.schedule
+        model = timesteps[: self.steps].to(torch.float64)
+        u = torch.log(s.sigma_tilde(model)).numpy()
+        u_max, u_min = self.u_range
+        w = -np.diff(np.concatenate([u, [u_min]])) / (u_max - u_min)
+        w = np.maximum(w - GAP_FLOOR / self.steps, 1e-9) / (1 - GAP_FLOOR)
+        return np.log(w[1:] / w[0])
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def rms(x: torch.Tensor, reference: torch.Tensor) -> float:
+    """RMS over every sample and entry of x - reference (inf when x is not finite)."""
+    d = (x.to(torch.float64) - reference.to(torch.float64)).pow(2).mean()
+    return float(d.sqrt()) if bool(torch.isfinite(d)) else math.inf
+
+
+def teacher(
+    eps_fn: EpsFn, schedule: Any, noise: torch.Tensor, steps: int = TEACHER_STEPS
+) -> torch.Tensor:
+    """The high-accuracy end point of each noise: pec-data (order 3, global order 4) on the log-SNR
+    grid, ``steps`` model calls. On a single Gaussian 200 steps are within 1e-7 of the exact flow
+    (tests/test_tuning.py); on the shipped model, see benchmarks/results/tuned_digits.json.
+    """
+    _check_schedule(schedule)
+    grid = start_grid("logsnr", schedule, steps)
+    return SAMPLERS["pec-data"](eps_fn, noise, grid, schedule, order=3)
+
+
+def steps_for_nfe(method: str, nfe: int, options: dict[str, Any]) -> int:
+    """The step count N with which ``method`` makes exactly ``nfe`` calls; lists reachable NFEs."""
+    reachable = []
+    for n in range(1, nfe + 3):
+        calls = method_nfe(method, n, **options)
+        if calls is None:
+            raise ValueError(f"method {method!r} is adaptive; tune a fixed-step method")
+        if calls == nfe:
+            return n
+        reachable.append(calls)
+    raise ValueError(
+        f"method {method!r} with options {options or {}} cannot make exactly {nfe} model calls; "
+        f"reachable: {', '.join(map(str, sorted(set(reachable))))}"
+    )
+
+
+class Objective:
+    """The error of ``method`` on a grid against the reference, counting the model calls."""
+
+    def __init__(
+        self,
+        eps_fn: EpsFn,
+        schedule: Any,
+        noise: torch.Tensor,
+        reference: torch.Tensor,
+        progress: Progress | None,
+    ) -> None:
+        self.schedule, self.noise, self.reference = schedule, noise, reference
+        self.calls = 0
+        self._eps_fn, self._progress = eps_fn, progress
+
+    def eps_fn(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self._progress is not None:
+            self._progress(1)
+        return self._eps_fn(x, t)
+
+    def __call__(self, method: str, timesteps: torch.Tensor, options: dict[str, Any]) -> float:
+        try:
+            x = SAMPLERS[method](self.eps_fn, self.noise, timesteps, self.schedule, **options)
+        except ValueError:  # a grid the method refuses (e.g. a repeated time after rounding)
+            return math.inf
+        return rms(x, self.reference)
+
+
+# ----------------------------------------------------------------------------- the optimiser
+
+
+def nelder_mead(
+    f: Callable[[np.ndarray], float], z0: np.ndarray, budget: int, step: float = 0.5
+) -> tuple[np.ndarray, float, list[float]]:
+    """Minimise f from z0 with at most ``budget`` evaluations; (best z, best f, best-so-far list).
+
+    Standard coefficients (reflection 1, expansion 2, contraction 1/2, shrink 1/2); the initial
+    simplex is z0 plus ``step`` along each axis.
+    """
+    dim = z0.size
+    simplex = [z0.astype(np.float64)] + [z0 + step * np.eye(dim)[i] for i in range(dim)]
+    values = [f(p) for p in simplex]
+    history = list(np.minimum.accumulate(values))
+    while len(history) < budget:
+        order = np.argsort(values)
+        simplex, values = [simplex[i] for i in order], [values[i] for i in order]
+        centroid = np.mean(simplex[:-1], axis=0)
+        candidates = _nm_step(f, simplex, values, centroid, history)
+        if candidates is None:  # shrink toward the best point
+            simplex = [simplex[0] + (p - simplex[0]) / 2 for p in simplex]
+            values = [values[0]] + [_tracked(f, p, history) for p in simplex[1:]]
+        else:
+            simplex[-1], values[-1] = candidates
+    best = int(np.argmin(values))
+    return simplex[best], values[best], history
+
+
+def _tracked(f: Callable[[np.ndarray], float], z: np.ndarray, history: list[float]) -> float:
+    value = f(z)
+    history.append(min(value, history[-1]))
+    return value
+
+
+def _nm_step(
+    f: Callable[[np.ndarray], float],
+    simplex: list[np.ndarray],
+    values: list[float],
+    centroid: np.ndarray,
+    history: list[float],
+) -> tuple[np.ndarray, float] | None:
+    """One reflection/expansion/contraction; the new worst point, or None to shrink."""
+    worst = simplex[-1]
+    reflected = centroid + (centroid - worst)
+    fr = _tracked(f, reflected, history)
+    if fr < values[0]:
+        expanded = centroid + 2 * (centroid - worst)
+        fe = _tracked(f, expanded, history)
+        return (expanded, fe) if fe < fr else (reflected, fr)
+    if fr < values[-2]:
+        return reflected, fr
+    inside = fr >= values[-1]
+    contracted = centroid + (0.5 if not inside else -0.5) * (centroid - worst)
+    fc = _tracked(f, contracted, history)
+    return (contracted, fc) if fc < min(fr, values[-1]) else None
+
+
+# ----------------------------------------------------------------------------- tuning
+
+
+def default_budget(dim: int) -> int:
+    """Objective evaluations for ``dim`` free times (Nelder-Mead settles in about this many)."""
+    return 20 + 15 * dim
+
+
+def tune_grid(
+    objective: Objective, method: str, nfe: int, options: dict[str, Any], budget: int | None
+) -> tuple[torch.Tensor, float, float, str, list[float]]:
+    """(grid, its error, the best start's error, that start's name, best-so-far errors)."""
+    steps = steps_for_nfe(method, nfe, options)
+    starts = {name: start_grid(name, objective.schedule, steps) for name in START_GRIDS}
+    scores = {name: objective(method, grid, options) for name, grid in starts.items()}
+    name = min(scores, key=lambda k: scores[k])
+    if steps == 1:  # no interior time to move
+        return starts[name], scores[name], scores[name], name, [scores[name]]
+    space = LogSigmaGrid(objective.schedule, steps)
+    z0 = space.params(starts[name])
+    z, value, history = nelder_mead(
+        lambda z: objective(method, space.times(z), options),
+        z0,
+        budget if budget is not None else default_budget(steps - 1),
+    )
+    if not value < scores[name]:
+        return starts[name], scores[name], scores[name], name, history
+    return space.times(z), value, scores[name], name, history
+
+
+def option_combinations(method: str, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """``fixed`` plus every choice of the method's searchable options not fixed: each flag of
+    SEARCHABLE on and off, and ``order`` in SEARCHED_ORDERS."""
+    valid = get_sampler(method).options
+    choices = {o: (False, True) for o in SEARCHABLE if o in valid and o not in fixed}
+    if "order" in valid and "order" not in fixed:
+        choices["order"] = SEARCHED_ORDERS
+    return [{**fixed, **dict(zip(choices, values, strict=True))}
+            for values in itertools.product(*choices.values())]  # fmt: skip
+
+
+def screen(
+    objective: Objective, method: str, nfe: int, combos: list[dict[str, Any]], keep: int = 2
+) -> list[dict[str, Any]]:
+    """The ``keep`` option sets with the lowest error on the EDM and log-SNR start grids."""
+    scored = []
+    for options in combos:
+        try:
+            steps = steps_for_nfe(method, nfe, options)
+        except ValueError:
+            continue  # this combination cannot make exactly nfe calls
+        grids = (start_grid(name, objective.schedule, steps) for name in ("edm", "logsnr"))
+        scored.append((min(objective(method, g, options) for g in grids), len(scored), options))
+    if not scored:
+        steps_for_nfe(method, nfe, combos[0])  # raises, listing the reachable NFEs
+    return [options for _, _, options in sorted(scored)[:keep]]
+
+
+def _check_inputs(method: str, nfe: Any, noise: Any, reference: Any, schedule: Any) -> int:
+    get_sampler(method)
+    nfe = check_count("nfe", nfe)
+    check_x(noise)
+    _check_schedule(schedule)
+    if reference is not None and (
+        not isinstance(reference, torch.Tensor) or reference.shape != noise.shape
+    ):
+        raise ValueError(f"reference must be a tensor of the noise's shape {tuple(noise.shape)}")
+    return nfe
+
+
+def tune(
+    eps_fn: EpsFn,
+    schedule: Any,
+    noise: torch.Tensor,
+    *,
+    method: str,
+    nfe: int,
+    reference: torch.Tensor | None = None,
+    search_options: bool = False,
+    budget: int | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Tuned:
+    """Tune ``method``'s grid at ``nfe`` calls to ``noise`` (module docstring); with
+    ``search_options`` also its searchable options (those given in ``options`` stay fixed).
+
+    ``reference``: the teacher's end points of ``noise``, if already known (else `teacher`).
+    ``budget``: objective evaluations per tuned option set (default `default_budget`).
+    ``progress(k)`` is called after every k model calls.
+    """
+    nfe = _check_inputs(method, nfe, noise, reference, schedule)
+    start = time.perf_counter()
+    with torch.no_grad():
+        objective = Objective(eps_fn, schedule, noise, noise, progress)
+        if reference is None:
+            reference = teacher(objective.eps_fn, schedule, noise)
+        objective.reference = reference
+        combos = option_combinations(method, options) if search_options else [options]
+        kept = screen(objective, method, nfe, combos) if len(combos) > 1 else combos
+        results = [(tune_grid(objective, method, nfe, o, budget), o) for o in kept]
+    (grid, error, start_error, name, history), chosen = min(results, key=lambda r: r[0][1])
+    return Tuned(grid, method, nfe, chosen, error, start_error, objective.calls,
+                 time.perf_counter() - start, name, history)  # fmt: skip
+
+
+def tune_timesteps(
+    eps_fn: EpsFn, schedule: Any, noise: torch.Tensor, *, method: str, nfe: int, **options: Any
+) -> torch.Tensor:
+    """The tuned grid of `tune` (options fixed as given): float64, t_max first, target last."""
+    return tune(eps_fn, schedule, noise, method=method, nfe=nfe, **options).timesteps
+
+
+# Tuning noise comes from seeds far above any image seed a run uses by default (0, 1, ...).
+TUNING_SEED_BASE = 2**62
+
+
+def tuning_seeds(samples: int, seed: int = 0) -> list[int]:
+    """The seeds of the tuning noise: ``samples`` seeds from TUNING_SEED_BASE + seed * samples."""
+    samples, seed = check_count("samples", samples), check_count("seed", seed, minimum=0)
+    return list(range(TUNING_SEED_BASE + seed * samples, TUNING_SEED_BASE + (seed + 1) * samples))
+
+
+def tune_pipeline(
+    pipe: Any,
+    *,
+    method: str,
+    nfe: int,
+    samples: int = 64,
+    seed: int = 0,
+    search_options: bool = True,
+    iterations: int | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> Tuned:
+    """`tune` for a `PNDMPipeline`'s model and schedule, on per-seed noise (`tuning_seeds`)."""
+    x = initial_noise(
+        noise_shape(pipe.unet.config, samples, None),
+        pipe.device,
+        pipe._solver_dtype,
+        seeds=tuning_seeds(samples, seed),
+    )
+    pipe.unet.eval()
+    eps_fn = pipe._eps_fn(pipe.unet, x.dtype)
+    return tune(eps_fn, pipe.scheduler.schedule, x, method=method, nfe=nfe,
+                search_options=search_options, budget=iterations, progress=progress,
+                **options)  # fmt: skip
+
+
+def progress_total(
+    method: str, nfe: int, samples: int, search_options: bool, iterations: int | None
+) -> int:
+    """An upper estimate of the model calls of `tune_pipeline` (for a progress bar's total)."""
+    combos = option_combinations(method, {}) if search_options else [{}]
+    tuned = min(2, len(combos))
+    per_set = len(START_GRIDS) + (iterations or default_budget(nfe + 1)) + nfe
+    screening = 2 * len(combos) if len(combos) > 1 else 0
+    return TEACHER_STEPS + nfe * (screening + tuned * per_set)
