@@ -84,9 +84,12 @@ def test_round_trip(tmp_path: Path) -> None:
 def test_no_overwrite_unless_asked(tmp_path: Path) -> None:
     path = tmp_path / "grid.json"
     save_grid(path, tuned(), "sha256:abc")
-    with pytest.raises(FileExistsError, match="pass --overwrite"):
+    with pytest.raises(FileExistsError) as err:  # e.g. a file that appeared during the tuning
         save_grid(path, tuned(method="ddim"), "sha256:abc")
-    assert load_grid(path).method == "ipndm"
+    assert load_grid(path).method == "ipndm"  # the existing file is untouched
+    (kept,) = [p for p in tmp_path.iterdir() if p.name != "grid.json"]
+    assert kept.name in str(err.value) and load_grid(kept).method == "ddim"  # nothing lost
+    kept.unlink()
     save_grid(path, tuned(method="ddim"), "sha256:abc", overwrite=True)
     assert load_grid(path).method == "ddim"
     assert [p.name for p in tmp_path.iterdir()] == ["grid.json"]  # no temporaries left

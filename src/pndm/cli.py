@@ -422,7 +422,7 @@ def _add_tune(subparsers: Subparsers) -> None:
     p.add_argument("--no-search-options", dest="search_options", action="store_false",
                    help="tune the times only, keeping the method's default options")  # fmt: skip
     p.add_argument("--iterations", type=_count, default=None,
-                   help="optimiser iterations (default: the tuner's own)")  # fmt: skip
+                   help="objective evaluations per option set (default: the tuner's)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=_count, default=None, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -478,9 +478,9 @@ def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
 
     from pndm.tuning import progress_total, tune_pipeline
 
-    settings = {"samples": args.samples, "search_options": args.search_options}
-    settings["iterations"] = args.iterations
+    settings = {"search_options": args.search_options, "iterations": args.iterations}
     total = progress_total(method, args.nfe, **settings)
+    settings["samples"] = args.samples
     bar = tqdm(total=total, unit="call", file=sys.stderr, disable=not args.progress, leave=False)
     with bar:
         return tune_pipeline(

@@ -119,8 +119,12 @@ def save_grid(
     **tuning: Any,
 ) -> GridFile:
     """Write ``tuned`` (a `pndm.tuning.Tuned`) atomically; ``tuning`` adds to the record of the
-    run (e.g. ``samples=``, ``seed=``). Refuses an existing file unless ``overwrite``."""
-    path = check_new_grid_path(path, overwrite)
+    run (e.g. ``samples=``, ``seed=``). Never replaces an existing file unless ``overwrite``: one
+    that appeared during the tuning is kept, and the new grid is left beside it under the name
+    the ``FileExistsError`` gives (the result of a long run is not lost)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder not found for the grid file: {path.parent}")
     record = {
         "error": float(tuned.error),
         "start_error": float(tuned.start_error),

@@ -46,7 +46,7 @@ from pndm.samplers.core import EpsFn
 
 TEACHER_STEPS = 200
 SEARCHABLE = ("afs", "denoise_to_zero", "lower_order_final", "clip_sample")
-SEARCHED_ORDERS = (1, 2, 3)  # the ``order`` values tried (a method refusing one scores it inf)
+SEARCHED_ORDERS = (1, 2, 3, 4)  # the ``order`` values tried (those a method refuses are dropped)
 START_GRIDS: dict[str, Callable[[Any, int], torch.Tensor]] = {
     "edm": edm,
     "logsnr": logsnr,
@@ -92,6 +92,13 @@ def final_target(schedule: Any) -> float:
     return FINAL_TIME if hasattr(schedule, "num_train_timesteps") else float(schedule.t_min)
 
 
+def lowest_time(schedule: Any) -> float:
+    """The lowest model time a grid may hold: t_min, but not below 0 on a discrete schedule (a
+    converted checkpoint with alpha_index_offset = 1 has t_min = -1, the pipeline's target)."""
+    t_min = float(schedule.t_min)
+    return max(t_min, 0.0) if hasattr(schedule, "num_train_timesteps") else t_min
+
+
 def with_target(model_times: torch.Tensor, schedule: Any) -> torch.Tensor:
     """Model times t_0 > ... > t_{N-1} followed by the final target (unless it is t_{N-1})."""
     target = final_target(schedule)
@@ -102,8 +109,13 @@ def with_target(model_times: torch.Tensor, schedule: Any) -> torch.Tensor:
 
 
 def start_grid(name: str, schedule: Any, steps: int) -> torch.Tensor:
-    """``name``'s grid with ``steps`` model times; its last point is replaced by the target."""
-    return with_target(START_GRIDS[name](schedule, steps)[:-1], schedule)
+    """``name``'s grid with ``steps`` model times down to `lowest_time`, then the target."""
+    low = lowest_time(schedule)
+    if name in ("edm", "logsnr") and low != float(schedule.t_min):
+        times = START_GRIDS[name](schedule, steps, sigma_min=float(schedule.sigma_tilde(low)))
+    else:
+        times = START_GRIDS[name](schedule, steps)
+    return with_target(times[:-1], schedule)
 
 
 @dataclass(frozen=True)
@@ -116,7 +128,7 @@ class LogSigmaGrid:
     @property
     def u_range(self) -> tuple[float, float]:
         s = self.schedule
-        return math.log(float(s.sigma_tilde(s.t_max))), math.log(float(s.sigma_tilde(s.t_min)))
+        return tuple(math.log(float(s.sigma_tilde(t))) for t in (s.t_max, lowest_time(s)))
 
     def times(self, z: np.ndarray) -> torch.Tensor:
         """The full grid (model times, then the target) of the parameters z."""
@@ -127,7 +139,8 @@ class LogSigmaGrid:
         u = u_max - (u_max - u_min) * np.cumsum(w)[: self.steps - 1]
         sigma = torch.from_numpy(np.exp(u))
         s = self.schedule
-        inner = s.timestep_from_sigma(sigma.clamp(*(s.sigma_tilde(t) for t in (s.t_min, s.t_max))))
+        bounds = (s.sigma_tilde(lowest_time(s)), s.sigma_tilde(s.t_max))
+        inner = s.timestep_from_sigma(sigma.clamp(*bounds))
         model = torch.cat([torch.tensor([float(s.t_max)], dtype=torch.float64), inner.double()])
         return with_target(model, s)
 
@@ -214,7 +227,8 @@ class Objective:
 def nelder_mead(
     f: Callable[[np.ndarray], float], z0: np.ndarray, budget: int, step: float = 0.5
 ) -> tuple[np.ndarray, float, list[float]]:
-    """Minimise f from z0 with at most ``budget`` evaluations; (best z, best f, best-so-far list).
+    """Minimise f from z0 with about ``budget`` evaluations (the last round may add up to
+    dim + 1 more); (best z, best f, best-so-far list).
 
     Standard coefficients (reflection 1, expansion 2, contraction 1/2, shrink 1/2); the initial
     simplex is z0 plus ``step`` along each axis.
@@ -269,6 +283,19 @@ def _nm_step(
 # ----------------------------------------------------------------------------- tuning
 
 
+def start_grids(schedule: Any, steps: int) -> dict[str, torch.Tensor]:
+    """The START_GRIDS this schedule supports whose model times stay at or above `lowest_time`."""
+    grids = {}
+    for name in START_GRIDS:
+        try:
+            grid = start_grid(name, schedule, steps)
+        except ValueError:  # e.g. time_uniform on a schedule whose t_min is negative
+            continue
+        if float(grid[steps - 1]) >= lowest_time(schedule):
+            grids[name] = grid
+    return grids
+
+
 def default_budget(dim: int) -> int:
     """Objective evaluations for ``dim`` free times (Nelder-Mead settles in about this many)."""
     return 20 + 15 * dim
@@ -279,7 +306,7 @@ def tune_grid(
 ) -> tuple[torch.Tensor, float, float, str, list[float]]:
     """(grid, its error, the best start's error, that start's name, best-so-far errors)."""
     steps = steps_for_nfe(method, nfe, options)
-    starts = {name: start_grid(name, objective.schedule, steps) for name in START_GRIDS}
+    starts = start_grids(objective.schedule, steps)
     scores = {name: objective(method, grid, options) for name, grid in starts.items()}
     name = min(scores, key=lambda k: scores[k])
     if steps == 1:  # no interior time to move
@@ -296,11 +323,36 @@ def tune_grid(
     return space.times(z), value, scores[name], name, history
 
 
-def option_combinations(method: str, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+def refusal(method: str, schedule: Any, nfe: int, options: dict[str, Any]) -> str | None:
+    """Why ``method`` refuses these option values at ``nfe`` calls on ``schedule``, or None: a
+    dry run on a zero model (ε = 0, no model call), so bad values fail before any real call."""
+    try:
+        steps = steps_for_nfe(method, nfe, options)
+        grids = start_grids(schedule, steps)
+        if not grids:
+            return f"no starting grid of {', '.join(START_GRIDS)} fits this schedule"
+        x = torch.zeros(1, 1, dtype=torch.float64)
+        SAMPLERS[method](_zero_eps, x, next(iter(grids.values())), schedule, **options)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _zero_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(x)
+
+
+def option_combinations(
+    method: str, fixed: dict[str, Any], schedule: Any = None
+) -> list[dict[str, Any]]:
     """``fixed`` plus every choice of the method's searchable options not fixed: each flag of
-    SEARCHABLE on and off, and ``order`` in SEARCHED_ORDERS."""
+    SEARCHABLE on and off, and ``order`` in SEARCHED_ORDERS. ``denoise_to_zero`` is left out on a
+    schedule whose final target lies below its lowest model time (the extra call would be at a
+    time the model was not trained on, -1 on a discrete schedule)."""
     valid = get_sampler(method).options
     choices = {o: (False, True) for o in SEARCHABLE if o in valid and o not in fixed}
+    if schedule is not None and final_target(schedule) < lowest_time(schedule):
+        choices.pop("denoise_to_zero", None)
     if "order" in valid and "order" not in fixed:
         choices["order"] = SEARCHED_ORDERS
     return [{**fixed, **dict(zip(choices, values, strict=True))}
@@ -357,18 +409,36 @@ def tune(
     ``progress(k)`` is called after every k model calls.
     """
     nfe = _check_inputs(method, nfe, noise, reference, schedule)
+    budget = None if budget is None else check_count("budget", budget)
+    combos = option_combinations(method, options, schedule) if search_options else [options]
+    combos = _accepted(method, schedule, nfe, combos)
     start = time.perf_counter()
     with torch.no_grad():
         objective = Objective(eps_fn, schedule, noise, noise, progress)
         if reference is None:
             reference = teacher(objective.eps_fn, schedule, noise)
         objective.reference = reference
-        combos = option_combinations(method, options) if search_options else [options]
         kept = screen(objective, method, nfe, combos) if len(combos) > 1 else combos
         results = [(tune_grid(objective, method, nfe, o, budget), o) for o in kept]
     (grid, error, start_error, name, history), chosen = min(results, key=lambda r: r[0][1])
+    if not math.isfinite(error):
+        raise ValueError(
+            f"{method} gave a non-finite result on every grid tried at NFE {nfe}; check that the "
+            "model returns finite ε for this noise"
+        )
     return Tuned(grid, method, nfe, chosen, error, start_error, objective.calls,
                  time.perf_counter() - start, name, history)  # fmt: skip
+
+
+def _accepted(
+    method: str, schedule: Any, nfe: int, combos: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The option sets the method takes at this NFE; the first refusal's error if none."""
+    refusals = [refusal(method, schedule, nfe, options) for options in combos]
+    kept = [options for options, why in zip(combos, refusals, strict=True) if why is None]
+    if not kept:
+        raise ValueError(refusals[0])
+    return kept
 
 
 def tune_timesteps(
@@ -385,6 +455,8 @@ TUNING_SEED_BASE = 2**62
 def tuning_seeds(samples: int, seed: int = 0) -> list[int]:
     """The seeds of the tuning noise: ``samples`` seeds from TUNING_SEED_BASE + seed * samples."""
     samples, seed = check_count("samples", samples), check_count("seed", seed, minimum=0)
+    if TUNING_SEED_BASE + (seed + 1) * samples > 2**64:
+        raise ValueError(f"seed must be below {(2**64 - TUNING_SEED_BASE) // samples - 1}")
     return list(range(TUNING_SEED_BASE + seed * samples, TUNING_SEED_BASE + (seed + 1) * samples))
 
 
@@ -414,12 +486,10 @@ def tune_pipeline(
                 **options)  # fmt: skip
 
 
-def progress_total(
-    method: str, nfe: int, samples: int, search_options: bool, iterations: int | None
-) -> int:
+def progress_total(method: str, nfe: int, search_options: bool, iterations: int | None) -> int:
     """An upper estimate of the model calls of `tune_pipeline` (for a progress bar's total)."""
     combos = option_combinations(method, {}) if search_options else [{}]
-    tuned = min(2, len(combos))
+    tuned = min(2, len(combos))  # an upper estimate: some combinations may be refused
     per_set = len(START_GRIDS) + (iterations or default_budget(nfe + 1)) + nfe
     screening = 2 * len(combos) if len(combos) > 1 else 0
     return TEACHER_STEPS + nfe * (screening + tuned * per_set)

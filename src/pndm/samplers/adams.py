@@ -29,8 +29,8 @@ def lagrange_integrals(
     ``nodes`` (k,) or (R, k), ``lo``/``hi`` scalars or (R,). Gauss-Legendre with m = ceil(k/2)
     points integrates the degree k-1 basis exactly (2m - 1 >= k - 1).
     ``exponential``: the integrals of ℓ_j(s) e^(-s) instead, scaled by (hi - lo)/∫_lo^hi e^(-s) ds
-    so that they still sum to hi - lo (the exponential integrator in s = log σ̃ = -λ); 12 points,
-    exact to round-off for |hi - lo| <= 10 (the error term is (h/2)^24/24!).
+    so that they still sum to hi - lo (the exponential integrator in s = log σ̃ = -λ); 12 points:
+    relative error below 1e-15 for |hi - lo| <= 10 and 1e-11 for 15 (measured on e^s alone).
     """
     nodes = np.atleast_2d(np.asarray(nodes, dtype=np.float64))
     lo, hi = (np.atleast_1d(np.asarray(v, dtype=np.float64))[:, None] for v in (lo, hi))

@@ -11,7 +11,8 @@ from pndm.samplers.core import EpsFn, Schedule, transfer
 
 
 def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False, **_: object) -> int:
-    return n - int(bool(afs)) + int(bool(denoise_to_zero))
+    afs, denoise = check_flag("afs", afs), check_flag("denoise_to_zero", denoise_to_zero)
+    return n - int(afs) + int(denoise)
 
 
 def _ipndm(
@@ -37,7 +38,9 @@ def _ipndm(
     ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``); so does
     ``denoise_to_zero``'s last estimate.
     """
-    check_flag("lower_order_final", lower_order_final)
+    for name, flag in (("lower_order_final", lower_order_final), ("afs", afs),
+                       ("denoise_to_zero", denoise_to_zero)):  # fmt: skip
+        check_flag(name, flag)
     limit = clip_limit(clip_sample, clip_sample_range)
     grid = Grid.build(x, timesteps, schedule, clip=limit)
     if denoise_to_zero and not bool(grid.alpha_bar[-1] < 1):
