@@ -10,15 +10,20 @@ Search (direct minimisation of the endpoint error, LD3-style but derivative-free
 
 * Parametrisation. The N - 1 interior model times live in u = log σ̃. The N gaps
   u_max - u_1, ..., u_{N-2} - u_{N-1}, u_{N-1} - u_min are softmax(0, z) (floored at GAP_FLOOR/N)
-  times u_max - u_min, so every z in R^{N-1} is a strictly decreasing grid inside (t_min, t_max).
+  times u_max - u_min, so every z in R^{N-1} is a strictly decreasing grid inside
+  (`lowest_time`, t_max).
   The last model time is free: no call is pinned at t = 0, where ᾱ ≈ 1 and a call barely changes
   the image.
 * Start. The best of the EDM (ρ = 7), log-SNR, uniform and quadratic grids.
 * Optimiser. Nelder-Mead on z (`nelder_mead`), the best point seen is returned, so the tuned grid
   is never worse than its start on the tuning noise.
-* Options. `tune` with ``search_options`` also chooses the method's boolean options that change
-  the error at equal NFE (``afs``, ``denoise_to_zero``, ``lower_order_final``, ``clip_sample``):
-  every combination is scored on two start grids, the best two are tuned.
+* Options. `tune` with ``search_options`` also chooses the method's options that change the
+  error at equal NFE (``afs``, ``denoise_to_zero``, ``lower_order_final``, ``clip_sample`` on or
+  off, ``order`` in SEARCHED_ORDERS): the combinations the method accepts (`refusal`, a dry run
+  with no model call) are scored on two start grids, the best two are tuned.
+* Generalisation. The grid is fitted to the tuning noise only; judge it on other noise
+  (benchmarks/tuned.py does). Where the error is dominated by a few samples (a mixture's mode
+  changes at low NFE), a small tuning batch can over-fit: use more samples.
 
 Cost in model calls (each call is one batched evaluation of all tuning noises): the teacher's
 `TEACHER_STEPS` (or none when ``reference`` is given) plus ``nfe`` per objective evaluation.
