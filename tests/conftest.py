@@ -66,6 +66,22 @@ def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needle
     return err
 
 
+class Counter:
+    """An eps_fn wrapper that checks each call's times and records them (``calls`` counts them)."""
+
+    def __init__(self, eps_fn: Any) -> None:
+        self.eps_fn, self.times = eps_fn, []
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        assert t.dtype == torch.float64 and t.shape == (x.shape[0],) and t.device == x.device
+        self.times.append(float(t[0]))
+        return self.eps_fn(x, t)
+
+    @property
+    def calls(self) -> int:
+        return len(self.times)
+
+
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """||a - b|| / ||b|| in float64."""
     return float((a.double() - b.double()).norm() / b.double().norm())

@@ -12,6 +12,7 @@ import functools
 
 import pytest
 import torch
+from conftest import Counter
 
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow, reference_flow
 from pndm.samplers import SAMPLERS, nfe
@@ -45,17 +46,6 @@ def _run(method: str, name: str, tol: float) -> tuple[float, int]:
     stats: dict = {}
     out = SAMPLERS[method](eps_fn, x, times, schedule, rtol=tol, atol=tol, stats=stats)
     return float((out - ref).square().mean().sqrt()), stats["nfe"]
-
-
-class Counter:
-    """eps_fn wrapper recording the time of every call."""
-
-    def __init__(self, eps_fn) -> None:
-        self.eps_fn, self.times = eps_fn, []
-
-    def __call__(self, x, t):
-        self.times.append(float(t[0]))
-        return self.eps_fn(x, t)
 
 
 # --- accuracy -------------------------------------------------------------------------------------

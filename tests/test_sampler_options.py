@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from conftest import Counter
 
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
@@ -183,15 +184,6 @@ def test_a_zero_length_final_step_does_not_count():
     x, orders = _x(), [1, 2, 3, 2, 1, 1]  # the last row (0 -> -1) is the identity anyway
     out = SAMPLERS["vab"](MIXTURE.eps_fn(ddpm), x, times, ddpm, lower_order_final=True)
     _close(out, reference_multistep(x, times, orders, variable=True, schedule=ddpm))
-
-
-class Counter:
-    def __init__(self, eps_fn: Callable) -> None:
-        self.eps_fn, self.calls = eps_fn, 0
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.eps_fn(x, t)
 
 
 @pytest.mark.parametrize("name", CLIPPING)

@@ -12,6 +12,7 @@ import importlib
 
 import pytest
 import torch
+from conftest import Counter
 
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, reference_flow
@@ -49,18 +50,6 @@ def _random_grid(n: int, seed: int, lo: float, hi: float) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     times = lo + (hi - lo) * torch.rand(n + 1, generator=g, dtype=torch.float64)
     return times.sort(descending=True).values
-
-
-class Counter:
-    """eps_fn wrapper that records the time of every call."""
-
-    def __init__(self, eps_fn):
-        self.eps_fn, self.times = eps_fn, []
-
-    def __call__(self, x, t):
-        assert t.dtype == torch.float64 and t.shape == (x.shape[0],) and t.device == x.device
-        self.times.append(float(t[0]))
-        return self.eps_fn(x, t)
 
 
 # --- exactness on a point mass --------------------------------------------------------------------

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import Counter
 
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
@@ -35,15 +36,6 @@ OFFSET = NoiseSchedule.from_config(
     {"num_train_timesteps": 1000, "beta_schedule": "linear", "alpha_index_offset": 1}
 )
 MEAN, STD = 0.4, 0.3  # the single Gaussian N(MEAN, STD²), whose exact flow is known
-
-
-class Counter:
-    def __init__(self, eps_fn):
-        self.eps_fn, self.calls = eps_fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.eps_fn(x, t)
 
 
 def _noise(n: int, seed: int, shape=(3, 4, 4)) -> torch.Tensor:

@@ -370,7 +370,9 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
     method = args.method or grid.method
     options = dict(grid.options) if method == grid.method else {}
     if lead:
-        _warn_grid(grid, _model_path(args.model), method)
+        from pndm.assets import model_folder
+
+        _warn_grid(grid, model_folder(args.model), method)
     return grid.steps, list(grid.timesteps), method, options
 
 
@@ -383,17 +385,6 @@ def _warn_grid(grid: Any, model: Path, method: str) -> None:
         check_grid(grid, model_hash=weights_hash(model), method=method)
     for warning in caught:
         print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
-
-
-def _model_path(model: Path | None) -> Path:
-    """--model, checked, or the shipped digits model."""
-    if model is None:
-        from pndm.assets import shipped_model_path
-
-        return shipped_model_path()
-    if not model.is_dir():
-        raise FileNotFoundError(f"model folder not found: {model}")
-    return model
 
 
 # ----------------------------------------------------------------------------- tune
@@ -431,6 +422,7 @@ def _add_tune(subparsers: Subparsers) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    from pndm.assets import model_folder
     from pndm.devices import torch_threads
     from pndm.grid_file import check_new_grid_path, save_grid, weights_hash
     from pndm.samplers import get_sampler
@@ -438,7 +430,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     check_new_grid_path(args.out, args.overwrite)  # before any model call
     method = get_sampler(args.method).name
     _check_tune_request(method, args)
-    folder = _model_path(args.model)
+    folder = model_folder(args.model)
     digest = weights_hash(folder)  # also fails early on a broken model folder
     with torch_threads(args.threads):
         tuned = _tune(_tune_pipeline(folder, args.device), method, args)

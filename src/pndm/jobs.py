@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pndm import distributed, targets
+from pndm.assets import model_folder
 from pndm.checks import check_count
 from pndm.devices import resolve_device, resolve_dtype, torch_threads
 from pndm.distributed import Ranks
@@ -116,21 +117,12 @@ def job_device(job: SampleJob, ranks: Ranks) -> Any:
     return device
 
 
-def model_folder(job: SampleJob) -> Path:
-    if job.model is None:
-        from pndm.assets import shipped_model_path
-
-        return shipped_model_path()
-    if not Path(job.model).is_dir():
-        raise FileNotFoundError(f"model folder not found: {job.model}")
-    return Path(job.model)
-
-
 def load_pipeline(job: SampleJob, device: Any) -> Any:
     """The PNDMPipeline of the job's model folder on ``device``, its progress bar off."""
     from pndm.pipeline import PNDMPipeline
 
-    pipe = PNDMPipeline.from_pretrained(model_folder(job), torch_dtype=resolve_dtype(job.dtype))
+    folder, dtype = model_folder(job.model), resolve_dtype(job.dtype)
+    pipe = PNDMPipeline.from_pretrained(folder, torch_dtype=dtype)
     pipe.to(device).set_progress_bar_config(disable=True)  # one bar for the whole job instead
     return pipe
 
@@ -172,7 +164,7 @@ def plan(job: SampleJob) -> Plan:
     from pndm.images import png_mode
     from pndm.io import read_json
 
-    files = folders.model_files(model_folder(job))
+    files = folders.model_files(model_folder(job.model))
     unet, scheduler = read_json(files[0]), read_json(files[2])
     grid = _grid(job, folders.scheduler_from_config(scheduler))  # bad steps or times fail here
     size = unet.get("sample_size")

@@ -35,7 +35,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,7 +76,6 @@ class Tuned:
     model_calls: int
     seconds: float
     start_grid: str = ""
-    history: list[float] = field(default_factory=list, repr=False)
 
 
 # ----------------------------------------------------------------------------- schedule and grids
@@ -308,24 +307,24 @@ def default_budget(dim: int) -> int:
 
 def tune_grid(
     objective: Objective, method: str, nfe: int, options: dict[str, Any], budget: int | None
-) -> tuple[torch.Tensor, float, float, str, list[float]]:
-    """(grid, its error, the best start's error, that start's name, best-so-far errors)."""
+) -> tuple[torch.Tensor, float, float, str]:
+    """(grid, its error, the best start's error, that start's name)."""
     steps = steps_for_nfe(method, nfe, options)
     starts = start_grids(objective.schedule, steps)
     scores = {name: objective(method, grid, options) for name, grid in starts.items()}
     name = min(scores, key=lambda k: scores[k])
     if steps == 1:  # no interior time to move
-        return starts[name], scores[name], scores[name], name, [scores[name]]
+        return starts[name], scores[name], scores[name], name
     space = LogSigmaGrid(objective.schedule, steps)
     z0 = space.params(starts[name])
-    z, value, history = nelder_mead(
+    z, value, _ = nelder_mead(
         lambda z: objective(method, space.times(z), options),
         z0,
         budget if budget is not None else default_budget(steps - 1),
     )
     if not value < scores[name]:
-        return starts[name], scores[name], scores[name], name, history
-    return space.times(z), value, scores[name], name, history
+        return starts[name], scores[name], scores[name], name
+    return space.times(z), value, scores[name], name
 
 
 def refusal(method: str, schedule: Any, nfe: int, options: dict[str, Any]) -> str | None:
@@ -425,14 +424,14 @@ def tune(
         objective.reference = reference
         kept = screen(objective, method, nfe, combos) if len(combos) > 1 else combos
         results = [(tune_grid(objective, method, nfe, o, budget), o) for o in kept]
-    (grid, error, start_error, name, history), chosen = min(results, key=lambda r: r[0][1])
+    (grid, error, start_error, name), chosen = min(results, key=lambda r: r[0][1])
     if not math.isfinite(error):
         raise ValueError(
             f"{method} gave a non-finite result on every grid tried at NFE {nfe}; check that the "
             "model returns finite ε for this noise"
         )
     return Tuned(grid, method, nfe, chosen, error, start_error, objective.calls,
-                 time.perf_counter() - start, name, history)  # fmt: skip
+                 time.perf_counter() - start, name)  # fmt: skip
 
 
 def _accepted(

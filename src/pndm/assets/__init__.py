@@ -15,3 +15,12 @@ SHIPPED_MODEL_NAME = "digits"
 def shipped_model_path() -> Path:
     """The folder of the shipped digits pipeline (a real directory in any unzipped install)."""
     return Path(str(files(__name__) / SHIPPED_MODEL_NAME))
+
+
+def model_folder(model: str | Path | None) -> Path:
+    """``--model``'s folder, checked to exist, or the shipped digits pipeline when None."""
+    if model is None:
+        return shipped_model_path()
+    if not Path(model).is_dir():
+        raise FileNotFoundError(f"model folder not found: {model}")
+    return Path(model)

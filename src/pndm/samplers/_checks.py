@@ -66,6 +66,13 @@ def as_timesteps(timesteps: Any, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float64)
 
 
+def check_tolerance(name: str, value: Any) -> float:
+    """A positive tolerance (rtol, atol) as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
 def check_order(method: str, order: Any, valid: range) -> int:
     if isinstance(order, bool) or not isinstance(order, int) or order not in valid:
         raise ValueError(

@@ -61,42 +61,6 @@ def clip_limit(clip_sample: Any, clip_sample_range: Any) -> float | None:
     return float(r) if check_flag("clip_sample", clip_sample) else None
 
 
-@dataclass(frozen=True)
-class ClipX0:
-    """Clipping of the data estimate x̂_0 = (x - sqrt(1-ᾱ_n) ε)/sqrt(ᾱ_n) inside φ, as diffusers'
-    DDIMScheduler(clip_sample=True) does: x' = sqrt(b) clip(x̂_0) + sqrt(1-b) ε, the raw ε kept
-    (its default use_clipped_model_output=False; the ε that clip(x̂_0) implies is not used).
-
-    ``root_a``/``root_1ma``: sqrt(ᾱ_n), sqrt(1-ᾱ_n) of the N + 1 grid times; ``root_mid``:
-    sqrt(ᾱ(t_mid)) of the N steps (grids with midpoints), all in x's dtype.
-    """
-
-    limit: float
-    root_a: torch.Tensor
-    root_1ma: torch.Tensor
-    root_mid: torch.Tensor | None = None
-
-    @classmethod
-    def build(
-        cls, limit: float, x: torch.Tensor, alpha_bar: torch.Tensor, mid: torch.Tensor | None
-    ) -> ClipX0:
-        """From ᾱ of the grid times and, if any, of the midpoints (float64), in x's dtype."""
-        root_mid = None if mid is None else mid.sqrt().to(x.dtype)
-        return cls(
-            limit, alpha_bar.sqrt().to(x.dtype), (1 - alpha_bar).sqrt().to(x.dtype), root_mid
-        )
-
-    def correction(
-        self, x: torch.Tensor, eps: torch.Tensor, n: int, root_b: torch.Tensor
-    ) -> torch.Tensor:
-        """sqrt(b)(clip(x̂_0) - x̂_0), added to φ(x, ε) = sqrt(b) x̂_0 + sqrt(1-b) ε.
-
-        Exactly 0 where x̂_0 is inside the range, so unclipped samples are bit-identical to φ.
-        """
-        x0 = (x - self.root_1ma[n] * eps) / self.root_a[n]  # at ᾱ = 1 this is x itself
-        return root_b * (x0.clamp(-self.limit, self.limit) - x0)
-
-
 def _coefficients(
     x: torch.Tensor, a: torch.Tensor, b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,21 +72,26 @@ def _coefficients(
 class Grid:
     """t_0 > ... > t_N and ᾱ(t_n) (float64, on x's device), computed once before the loop.
 
-    Also the transfer coefficients of every step, in x's dtype, and with ``midpoints`` the times
-    t_mid = (t_n + t_{n+1})/2, ᾱ(t_mid) and the coefficients of φ(·, t_n -> t_mid) of the N steps:
-    the loop then only combines tensors already on the device. With ``clip`` every φ clips x̂_0
-    (`ClipX0`).
+    Also the transfer coefficients of every step and sqrt(ᾱ_n), sqrt(1-ᾱ_n), in x's dtype, and
+    with ``midpoints`` the times t_mid = (t_n + t_{n+1})/2, ᾱ(t_mid) and the coefficients of
+    φ(·, t_n -> t_mid) of the N steps: the loop then only combines tensors already on the device.
+    With ``clip`` = r every φ clips the data estimate x̂_0 to [-r, r], as diffusers'
+    DDIMScheduler(clip_sample=True): x' = sqrt(b) clip(x̂_0) + sqrt(1-b) ε with the raw ε kept
+    (its default use_clipped_model_output=False).
     """
 
     times: torch.Tensor
     alpha_bar: torch.Tensor
     c_x: torch.Tensor
     c_eps: torch.Tensor
+    root_a: torch.Tensor
+    root_1ma: torch.Tensor
     mid_times: torch.Tensor | None = None
     mid_alpha_bar: torch.Tensor | None = None
     mid_c_x: torch.Tensor | None = None
     mid_c_eps: torch.Tensor | None = None
-    clip: ClipX0 | None = None
+    mid_root_a: torch.Tensor | None = None
+    clip: float | None = None
 
     @classmethod
     def build(
@@ -136,33 +105,46 @@ class Grid:
         """The grid of ``timesteps``; ``clip``: the bound r of x̂_0 to [-r, r] (None: none)."""
         alpha_bar = alpha_bar_at(schedule, timesteps)
         c_x, c_eps = _coefficients(x, alpha_bar[:-1], alpha_bar[1:])
+        roots = alpha_bar.sqrt().to(x.dtype), (1 - alpha_bar).sqrt().to(x.dtype)
         mid: dict[str, torch.Tensor] = {}
         if midpoints:
             mid["mid_times"] = stage_time(0.5, timesteps[:-1], timesteps[1:])
             mid["mid_alpha_bar"] = a_mid = alpha_bar_at(schedule, mid["mid_times"])
             mid["mid_c_x"], mid["mid_c_eps"] = _coefficients(x, alpha_bar[:-1], a_mid)
-        clipper = (
-            None if clip is None else ClipX0.build(clip, x, alpha_bar, mid.get("mid_alpha_bar"))
-        )
-        return cls(timesteps, alpha_bar, c_x, c_eps, clip=clipper, **mid)
+            mid["mid_root_a"] = a_mid.sqrt().to(x.dtype)
+        return cls(timesteps, alpha_bar, c_x, c_eps, *roots, clip=clip, **mid)
 
     @property
     def steps(self) -> int:
         return self.times.numel() - 1
 
+    def data_estimate(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
+        """x̂_0 = (x - sqrt(1-ᾱ_n) ε)/sqrt(ᾱ_n) at grid time n (at ᾱ = 1, x itself)."""
+        return (x - self.root_1ma[n] * eps) / self.root_a[n]
+
+    def noise_for(self, x: torch.Tensor, x0: torch.Tensor, n: int) -> torch.Tensor:
+        """The ε whose data estimate at (x, t_n) is ``x0``: (x - sqrt(ᾱ_n) x̂_0)/sqrt(1-ᾱ_n)."""
+        return (x - self.root_a[n] * x0) / self.root_1ma[n]
+
     def transfer(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_{n+1}) (paper eq. 9): `core.transfer` with coefficients made once."""
         out = self.c_x[n] * x + self.c_eps[n] * eps
-        if self.clip is None:
-            return out
-        return out + self.clip.correction(x, eps, n, self.clip.root_a[n + 1])
+        return out if self.clip is None else out + self._clipped(x, eps, n, self.root_a[n + 1])
 
     def transfer_mid(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_mid) with coefficients made once (grids built with midpoints)."""
         out = self.mid_c_x[n] * x + self.mid_c_eps[n] * eps  # type: ignore[index]
         if self.clip is None:
             return out
-        return out + self.clip.correction(x, eps, n, self.clip.root_mid[n])  # type: ignore[index]
+        return out + self._clipped(x, eps, n, self.mid_root_a[n])  # type: ignore[index]
+
+    def _clipped(
+        self, x: torch.Tensor, eps: torch.Tensor, n: int, root_b: torch.Tensor
+    ) -> torch.Tensor:
+        """sqrt(b)(clip(x̂_0) - x̂_0), added to φ(x, ε) = sqrt(b) x̂_0 + sqrt(1-b) ε: exactly 0
+        where x̂_0 is inside the range, so unclipped samples are bit-identical to φ."""
+        x0 = self.data_estimate(x, eps, n)
+        return root_b * (x0.clamp(-self.clip, self.clip) - x0)  # type: ignore[arg-type]
 
     def time_at(self, c: float, n: int) -> torch.Tensor:
         """t_n + c h_n (0-d, on the grid's device) for a tableau node c."""
@@ -190,6 +172,11 @@ class Grid:
     def sigma(self) -> torch.Tensor:
         """σ̃_n = sqrt((1 - ᾱ_n)/ᾱ_n), float64."""
         return ((1 - self.alpha_bar) / self.alpha_bar).sqrt()
+
+
+def error_norm(v: torch.Tensor, scale: torch.Tensor) -> float:
+    """The largest per-sample RMS of v/scale: every sample meets the tolerance."""
+    return float((v / scale).square().flatten(1).mean(1).sqrt().max())
 
 
 def evaluate(eps_fn: EpsFn, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

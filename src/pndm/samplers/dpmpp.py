@@ -42,12 +42,10 @@ def _dpmpp_2m(
     check_flag("lower_order_final", lower_order_final)
     grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
     c_over_sigma = (_extrapolation(grid.sigma, lower_order_final) / grid.sigma[:-1]).to(x.dtype)
-    root_a = grid.alpha_bar.sqrt().to(x.dtype)
-    root_1ma = (1 - grid.alpha_bar).sqrt().to(x.dtype)
     x0_prev = None
     for n in range(grid.steps):
         e = evaluate(eps_fn, x, grid.times[n])
-        x0 = (x - root_1ma[n] * e) / root_a[n]  # x̂_0 at t_n
+        x0 = grid.data_estimate(x, e, n)  # x̂_0 at t_n
         eps_prime = e if x0_prev is None else e - c_over_sigma[n] * (x0 - x0_prev)  # order 2
         x = grid.transfer(x, eps_prime, n)
         x0_prev = x0

@@ -22,11 +22,10 @@ from typing import Any
 
 import torch
 
-from pndm.samplers._checks import Method, check_order
-from pndm.samplers._common import Grid, alpha_bar_at, evaluate
+from pndm.samplers._checks import Method, check_order, check_tolerance
+from pndm.samplers._common import Grid, alpha_bar_at, error_norm, evaluate
 from pndm.samplers.adams import lagrange_integrals
 from pndm.samplers.core import EpsFn, Schedule, linear_combination, transfer
-from pndm.samplers.pf import _check_tolerance, _norm
 
 R_MAX = 0.75  # σ̃ falls at most 4x a step: the unchecked landing step stays in a known regime
 R_START = 0.1  # first relative step; at high noise ε is nearly constant, so the controller grows it
@@ -129,7 +128,7 @@ def _attempt(eps_fn: EpsFn, state: _State, s_next: float, time_of: TimeFn, order
     x_corr = state.correct(s_next, a_next, k, e_next)
     rtol, atol = tol
     scale = atol + rtol * torch.maximum(state.x.abs(), x_corr.abs())
-    ratio = _norm(x_corr - x_pred, scale)  # raw |x^c - x^p|: the AB_k error, conservative
+    ratio = error_norm(x_corr - x_pred, scale)  # raw |x^c - x^p|: the AB_k error, conservative
     return x_corr, e_next, ratio if math.isfinite(ratio) else math.inf, k
 
 
@@ -161,7 +160,7 @@ def _check_options(order: Any, rtol: Any, atol: Any, stats: Any) -> tuple[int, t
     if stats is not None and not isinstance(stats, dict):
         raise ValueError(f"stats must be a dict to fill in, got {type(stats).__name__}")
     order = check_order("pec-adaptive", order, range(1, 5))
-    return order, (_check_tolerance("rtol", rtol), _check_tolerance("atol", atol))
+    return order, (check_tolerance("rtol", rtol), check_tolerance("atol", atol))
 
 
 def _pec_adaptive(

@@ -27,22 +27,6 @@ from pndm.samplers.adams import data_adams_tables
 from pndm.samplers.core import EpsFn, Schedule
 
 
-class _DataGrid:
-    """x̂_0 at grid time n from (x, ε) and φ driven by an x̂_0 estimate, on one `Grid`."""
-
-    def __init__(self, grid: Grid, x: torch.Tensor) -> None:
-        self.grid = grid
-        self.root_a = grid.alpha_bar.sqrt().to(x.dtype)
-        self.root_1ma = (1 - grid.alpha_bar).sqrt().to(x.dtype)
-
-    def x0(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
-        return (x - self.root_1ma[n] * eps) / self.root_a[n]
-
-    def step(self, x: torch.Tensor, x0: torch.Tensor, n: int) -> torch.Tensor:
-        """φ(x_n, ε', t_n -> t_{n+1}) with the ε' whose data estimate at x_n is ``x0``."""
-        return self.grid.transfer(x, (x - self.root_a[n] * x0) / self.root_1ma[n], n)
-
-
 def _caps(grid: Grid, order: int, lower_order_final: bool) -> list[int]:
     """Per-step predictor order caps; a step to ᾱ = 1 (λ = ∞) must be first order."""
     caps = final_order_caps(grid.alpha_bar) if lower_order_final else [order] * grid.steps
@@ -77,8 +61,12 @@ def _pec_data(
     log_sigma = grid.sigma.log()  # -λ; -inf at ᾱ = 1
     tables = data_adams_tables(log_sigma, order, _caps(grid, order, lower_order_final))
     predictor, corrector = (t.to(x.device, x.dtype) for t in tables)
-    data = _DataGrid(grid, x)
-    return predict_evaluate_correct(eps_fn, x, grid, (predictor, corrector), data.x0, data.step)
+
+    def step(x: torch.Tensor, x0: torch.Tensor, n: int) -> torch.Tensor:
+        return grid.transfer(x, grid.noise_for(x, x0, n), n)  # φ driven by the estimate x̂'
+
+    tables = (predictor, corrector)
+    return predict_evaluate_correct(eps_fn, x, grid, tables, grid.data_estimate, step)
 
 
 pec_data = Method(

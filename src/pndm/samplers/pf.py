@@ -9,12 +9,11 @@ accept/reject on the host: an adaptive solver syncs once per step by nature.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 
-from pndm.samplers._checks import Method
-from pndm.samplers._common import Grid, check_noisy, evaluate, vp_drift_coefficients
+from pndm.samplers._checks import Method, check_tolerance
+from pndm.samplers._common import Grid, check_noisy, error_norm, evaluate, vp_drift_coefficients
 from pndm.samplers.core import EpsFn, Schedule
 
 # Butcher tableau of DOPRI5: nodes c, stages a (the last row is the 5th-order solution, FSAL) and
@@ -39,11 +38,6 @@ def _drift(eps_fn: EpsFn, schedule: Schedule, x: torch.Tensor, t: float) -> torc
     return c_x * x + c_e * evaluate(eps_fn, x, time)
 
 
-def _norm(v: torch.Tensor, scale: torch.Tensor) -> float:
-    """The largest per-sample RMS of v/scale: every sample meets the tolerance."""
-    return float((v / scale).square().flatten(1).mean(1).sqrt().max())
-
-
 def _dopri_step(f, x: torch.Tensor, t: float, h: float, k1: torch.Tensor):
     """One DOPRI5 step: (5th-order x(t+h), f there (FSAL), error estimate)."""
     ks = [k1]
@@ -57,18 +51,12 @@ def _dopri_step(f, x: torch.Tensor, t: float, h: float, k1: torch.Tensor):
 def _initial_step(f, x, t, span, k1, rtol, atol) -> float:
     """Hairer, Nørsett & Wanner's starting step (as scipy's), one extra call; negative."""
     scale = atol + rtol * x.abs()
-    d0, d1 = _norm(x, scale), _norm(k1, scale)
+    d0, d1 = error_norm(x, scale), error_norm(k1, scale)
     h0 = 1e-6 if min(d0, d1) < 1e-5 else 0.01 * d0 / d1
     h0 = min(h0, span)
-    d2 = _norm(f(x - h0 * k1, t - h0) - k1, scale) / h0
+    d2 = error_norm(f(x - h0 * k1, t - h0) - k1, scale) / h0
     h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** 0.2
     return -min(100 * h0, h1, span)
-
-
-def _check_tolerance(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def _controller(h: float, ratio: float, rejected_before: bool) -> float:
@@ -88,7 +76,7 @@ def _integrate(f, x: torch.Tensor, t: float, t_end: float, rtol: float, atol: fl
         h = max(h, t_end - t)  # h < 0; land exactly on t_end
         x_new, k_new, error = _dopri_step(f, x, t, h, k1)
         counts["nfe"] += 6
-        ratio = _norm(error, atol + rtol * torch.maximum(x.abs(), x_new.abs()))
+        ratio = error_norm(error, atol + rtol * torch.maximum(x.abs(), x_new.abs()))
         ratio = ratio if math.isfinite(ratio) else math.inf  # a blown-up stage: reject, shrink
         if ratio <= 1:
             t, x, k1 = (t_end if h == t_end - t else t + h), x_new, k_new
@@ -119,7 +107,7 @@ def _pf(
     (accepted) and stats["rejected"]. ᾱ' comes from autograd of the schedule. The last stage
     calls the model at the target, so it needs ᾱ(t_N) < 1.
     """
-    rtol, atol = _check_tolerance("rtol", rtol), _check_tolerance("atol", atol)
+    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
     if stats is not None and not isinstance(stats, dict):
         raise ValueError(f"stats must be a dict to fill in, got {type(stats).__name__}")
     grid = Grid.build(x, timesteps[[0, -1]], schedule)
