@@ -15,8 +15,16 @@ the same evaluation noise and reference as quality.py's peer table:
   the metric agrees in direction with the RMS error.
 
     python benchmarks/tuned.py --problem mixture|digits [--methods pec-data,dpmpp-2m,...]
+        [--pairs 5:dpmpp-2m,8:ipndm] [--calibrate] [--tag _name]
+    python benchmarks/tuned.py --problem digits --tag _name --tails   # per-sample statistics
 
-Writes benchmarks/results/tuned_<problem>.json and prints the markdown table.
+With --calibrate each tuned grid also gets its calibration (`pndm.calibration`); the rows then
+give the same grid's error without it too. --tails adds, to a written report, the per-sample
+error statistics of each row's tuned method and peer (median, 90th percentile, worst, RMS without
+the worst 2 %): at low NFE a few hard samples dominate the RMS.
+
+Writes benchmarks/results/tuned_<problem><tag>.json (after every NFE, so a long run keeps what it
+finished) and prints the markdown table.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 from speed import device_name
 
 import pndm
+from pndm.calibration import Calibration
 from pndm.grids import make_grid
 from pndm.io import write_json
 from pndm.samplers import SAMPLERS
@@ -93,28 +102,39 @@ def best_peers(problem: q.Problem, nfes: tuple[int, ...]) -> dict[int, dict[str,
 
 def tuned_run(
     problem: q.Problem, noise: torch.Tensor, ref: torch.Tensor, method: str, nfe: int,
-    budget: int | None,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:  # fmt: skip
     """Tune on ``noise`` (teacher ``ref``), judge on the problem's evaluation noise."""
     result = tune(
         problem.eps_fn, problem.schedule, noise, method=method, nfe=nfe, reference=ref,
-        search_options=True, budget=budget,
+        search_options=True, budget=args.budget, calibrate=args.calibrate,
     )  # fmt: skip
-    counter = q.CountingEps(problem.eps_fn)
+    calibration = result.calibration
+    counter = q.CountingEps(problem.eps_fn if calibration is None else
+                            calibration.apply(problem.eps_fn))  # fmt: skip
     x = SAMPLERS[method](counter, problem.noise, result.timesteps, problem.schedule,
                          **result.options)  # fmt: skip
     if counter.calls != nfe:
         raise RuntimeError(f"{method}: {counter.calls} calls on the tuned grid, expected {nfe}")
     start = start_grid(result.start_grid, problem.schedule, result.timesteps.numel() - 1)
-    x_start = SAMPLERS[method](problem.eps_fn, problem.noise, start, problem.schedule,
-                               **result.options)  # fmt: skip
-    return {
-        "start_grid_error": problem.error(x_start),
+    run = {
+        "start_grid_error": error_on(problem, method, start, result.options),
         "method": method, "nfe": nfe, "error": problem.error(x), "tuning_error": result.error,
         "start_error": result.start_error, "start_grid": result.start_grid,
         "options": result.options, "timesteps": result.timesteps.tolist(),
         "tuning_model_calls": result.model_calls, "tuning_seconds": result.seconds,
     }  # fmt: skip
+    if args.calibrate:  # the same grid without its calibration, on the evaluation noise
+        run["grid_error"] = error_on(problem, method, result.timesteps, result.options)
+        run["tuning_grid_error"] = result.grid_error
+        run["calibration"] = None if calibration is None else calibration.to_json()
+    return run
+
+
+def error_on(problem: q.Problem, method: str, grid: torch.Tensor, options: dict[str, Any]) -> float:
+    """The error of ``method`` on ``grid`` (uncalibrated) on the problem's evaluation noise."""
+    x = SAMPLERS[method](problem.eps_fn, problem.noise, grid, problem.schedule, **options)
+    return problem.error(x)
 
 
 def rescore(path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -123,7 +143,7 @@ def rescore(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     import json
 
     report = json.loads(path.read_text())
-    problem = problem_of(args.problem, args)
+    problem = report_problem(report, args)
     for run in report["runs"]:
         start = start_grid(run["start_grid"], problem.schedule, len(run["timesteps"]) - 1)
         x = SAMPLERS[run["method"]](problem.eps_fn, problem.noise, start, problem.schedule,
@@ -133,6 +153,55 @@ def rescore(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         match = [r for r in report["runs"] if r["timesteps"] == row["tuned"]["timesteps"]]
         row["tuned"]["start_grid_error"] = match[0]["start_grid_error"]
     return report
+
+
+def report_problem(report: dict[str, Any], args: argparse.Namespace) -> q.Problem:
+    """The evaluation problem a written report was judged on (its own sample count, seed and
+    reference steps, whatever the command line says)."""
+    saved = report["setup"]["args"]
+    keys = ("eval_samples", "eval_seed", "ref_steps")
+    return problem_of(
+        args.problem, argparse.Namespace(**{**vars(args), **{k: saved[k] for k in keys}})
+    )
+
+
+def tails(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Add each row's per-sample error statistics (tuned method and best peer, evaluation noise):
+    the RMS is dominated by a few hard samples at low NFE, which these show."""
+    import json
+
+    report = json.loads(path.read_text())
+    problem = report_problem(report, args)
+    for nfe, row in report["rows"].items():
+        best, peer = row["tuned"], row["peer"]
+        eps_fn = problem.eps_fn
+        if best.get("calibration"):
+            eps_fn = Calibration.from_json(best["calibration"]).apply(eps_fn)
+        times = torch.tensor(best["timesteps"], dtype=torch.float64)
+        ours = SAMPLERS[best["method"]](eps_fn, problem.noise, times, problem.schedule,
+                                        **best["options"])  # fmt: skip
+        solver = q.PEERS[q.PEER_NAMES.index(peer["method"])]
+        scheduler = q.peer_steps(solver, problem.config, peer["option"], int(nfe))
+        theirs, _ = q.run_peer(problem, solver, scheduler)
+        row["tails"] = {
+            "tuned": sample_errors(problem, ours),
+            "peer": sample_errors(problem, theirs),
+        }
+    return report
+
+
+def sample_errors(problem: q.Problem, x: torch.Tensor) -> dict[str, Any]:
+    """Per-sample RMS errors: their RMS (the table's), median, 90th percentile, worst, and the RMS
+    without the worst 2 % (the hard samples), with the indices of those."""
+    e = (x.double() - problem.reference.double()).flatten(1).pow(2).mean(1).sqrt().numpy()
+    order = np.argsort(e)[::-1]
+    cut = max(1, len(e) // 50)
+    return {
+        "rms": float(np.sqrt((e**2).mean())), "median": float(np.median(e)),
+        "p90": float(np.quantile(e, 0.9)), "max": float(e.max()),
+        "rms_without_worst_2pct": float(np.sqrt((e[order[cut:]] ** 2).mean())),
+        "worst": order[:cut].tolist(),
+    }  # fmt: skip
 
 
 def metric_check(
@@ -146,8 +215,10 @@ def metric_check(
     noise = seeded_noise(problem, args.metric_samples, args.metric_seed)
     fresh = q.Problem("digits", problem.eps_fn, problem.schedule, problem.config, noise)
     times = torch.tensor(best["timesteps"], dtype=torch.float64)
-    ours = SAMPLERS[best["method"]](problem.eps_fn, noise, times, problem.schedule,
-                                    **best["options"])  # fmt: skip
+    eps_fn = problem.eps_fn
+    if best.get("calibration"):
+        eps_fn = Calibration.from_json(best["calibration"]).apply(eps_fn)
+    ours = SAMPLERS[best["method"]](eps_fn, noise, times, problem.schedule, **best["options"])
     scheduler = q.peer_steps(q.PEERS[q.PEER_NAMES.index(peer["method"])], problem.config,
                              peer["option"], peer["nfe"])  # fmt: skip
     theirs, _ = q.run_peer(fresh, q.PEERS[q.PEER_NAMES.index(peer["method"])], scheduler)
@@ -161,8 +232,19 @@ def metric_check(
     return {"samples": args.metric_samples, "tuned": score(ours), "peer": score(theirs)}
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    nfes = tuple(int(v) for v in args.nfes.split(","))
+def pairs(args: argparse.Namespace) -> list[tuple[int, str]]:
+    """(NFE, method) to tune: --pairs (e.g. 5:dpmpp-2m,8:ipndm), else every --nfes x --methods."""
+    if args.pairs:
+        return [(int(nfe), method) for nfe, method in
+                (item.split(":") for item in args.pairs.split(","))]  # fmt: skip
+    nfes = [int(v) for v in args.nfes.split(",")]
+    return [(nfe, method) for nfe in nfes for method in args.methods.split(",")]
+
+
+def measure(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """The report; written to ``path`` after every NFE's row, so a long run keeps what it did."""
+    todo = pairs(args)
+    nfes = tuple(sorted({nfe for nfe, _ in todo}))
     problem = problem_of(args.problem, args)
     peers = best_peers(problem, nfes)
     q.log(f"{args.problem}: peers done")
@@ -171,19 +253,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     ref = teacher(problem.eps_fn, problem.schedule, noise)
     teacher_seconds = time.perf_counter() - start
     check = teacher(problem.eps_fn, problem.schedule, problem.noise)
-    runs = []
-    for nfe in nfes:
-        for method in args.methods.split(","):
-            runs.append(tuned_run(problem, noise, ref, method, nfe, args.budget))
-            q.log(f"{method} {nfe}: {runs[-1]['error']:.3e} ({runs[-1]['tuning_seconds']:.0f} s)")
-    rows = {nfe: summary(problem, nfe, runs, peers[nfe], args) for nfe in nfes}
-    return {
+    report = {
         "problem": args.problem, "notes": problem.notes, "nfes": nfes, "goal": GOALS[args.problem],
         "teacher": {"steps": 200, "seconds": teacher_seconds,
                     "rms_vs_reference_on_eval_noise": problem.error(check)},
         "tuning_noise": {"samples": args.tune_samples, "seed": args.tune_seed},
-        "rows": rows, "runs": runs, "setup": setup(args),
+        "rows": {}, "runs": [], "setup": setup(args),
     }  # fmt: skip
+    for nfe in nfes:
+        for method in (m for n, m in todo if n == nfe):
+            report["runs"].append(tuned_run(problem, noise, ref, method, nfe, args))
+            run = report["runs"][-1]
+            q.log(f"{method} {nfe}: {run['error']:.3e} ({run['tuning_seconds']:.0f} s)")
+        report["rows"][nfe] = summary(problem, nfe, report["runs"], peers[nfe], args)
+        write_json(path, report)
+    return report
 
 
 def summary(
@@ -220,12 +304,29 @@ def markdown(report: dict[str, Any]) -> str:
         start = t.get("start_grid_error")
         start_text = "–" if start is None else f"{start:.3g} ({t['start_grid']})"
         cost = f"{t['tuning_model_calls']} calls, {t['tuning_seconds']:.0f} s"
+        calibrated = ""
+        if t.get("calibration"):  # the same grid uncalibrated, on the evaluation noise
+            calibrated = f"; calibrated, {t['grid_error']:.3g} without"
         lines.append(
             f"| {nfe} | {p['method']} ({q.label(p['option'])}) | {p['error']:.3g} | {t['method']} "
-            f"({_options(t['options'])}) | {t['error']:.3g} | {start_text} | {row['factor']:.2f} "
-            f"| {cost} |"
+            f"({_options(t['options'])}{calibrated}) | {t['error']:.3g} | {start_text} | "
+            f"{row['factor']:.2f} | {cost} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + tails_table(report))
+
+
+def tails_table(report: dict[str, Any]) -> list[str]:
+    """Per-sample error statistics (tuned / peer) of the rows that have them (--tails)."""
+    rows = sorted((int(k), r["tails"]) for k, r in report["rows"].items() if "tails" in r)
+    if not rows:
+        return []
+    keys = ("rms", "median", "p90", "max", "rms_without_worst_2pct")
+    lines = ["", "| NFE | per-sample error, tuned / peer: " + " | ".join(keys) + " |",
+             "|---|" + "---|" * len(keys)]  # fmt: skip
+    for nfe, tail in rows:
+        cells = [f"{tail['tuned'][k]:.3g} / {tail['peer'][k]:.3g}" for k in keys]
+        lines.append(f"| {nfe} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _options(options: dict[str, Any]) -> str:
@@ -245,15 +346,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune-seed", type=int, default=1)
     parser.add_argument("--metric-samples", type=int, default=1000)
     parser.add_argument("--metric-seed", type=int, default=3)
+    parser.add_argument("--pairs", default="", help="NFE:method items instead of the cross product")
     parser.add_argument("--budget", type=int, default=None, help="tuner evaluations per option set")
+    parser.add_argument("--calibrate", action="store_true", help="tune with calibrate=True")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--tag", default="", help="suffix of the JSON name")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--rescore", action="store_true", help="add start-grid errors to the JSON")
+    parser.add_argument("--tails", action="store_true", help="add per-sample error statistics")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     path = args.out / f"tuned_{args.problem}{args.tag}.json"
-    report = rescore(path, args) if args.rescore else measure(args)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.rescore or args.tails:
+        report = rescore(path, args) if args.rescore else tails(path, args)
+    else:
+        report = measure(args, path)
     write_json(path, report)
     print(markdown(report))
     return 0

@@ -102,11 +102,32 @@ def _valid() -> dict[str, Any]:
             "nfe": 4, "options": {}, "model": {"sha256": "sha256:abc", "path": None}}  # fmt: skip
 
 
+CALIBRATION = {"times": [999.0, 400.5], "time_shifts": [0.0, 3.0], "eps_scales": [1.0, 0.9]}
 BAD_FILES = [
     ("{not json", "not valid JSON"),
     ([1, 2], "must hold a JSON object"),
     ({**_valid(), "format": "pndm-sample-folder/1"}, "format is"),
-    ({**_valid(), "version": 2}, "version 2 is not supported"),
+    ({**_valid(), "version": 3}, "version 3 is not supported"),
+    ({**_valid(), "version": True}, "version True is not supported"),
+    ({**_valid(), "version": 2}, "belongs in a version 2 file"),
+    ({**_valid(), "calibration": CALIBRATION}, "belongs in a version 2 file"),
+    (
+        {**_valid(), "version": 2, "calibration": {**CALIBRATION, "eps_scales": [1.0, -1.0]}},
+        "eps_scales must be positive",
+    ),
+    (
+        {**_valid(), "version": 2, "calibration": {**CALIBRATION, "time_shifts": [0.0]}},
+        "one time shift and one ε scale per calibrated time",
+    ),
+    (
+        {**_valid(), "version": 2, "calibration": {**CALIBRATION, "times": [1.0, 2.0]}},
+        "strictly decreasing",
+    ),
+    (
+        {**_valid(), "version": 2, "calibration": {**CALIBRATION, "times": [1.0, "x"]}},
+        "finite numbers",
+    ),
+    ({**_valid(), "version": 2, "calibration": {"times": [1.0]}}, 'exactly "times"'),
     ({k: v for k, v in _valid().items() if k != "nfe"}, "missing key(s) nfe"),
     ({**_valid(), "timesteps": [10, 20, -1]}, "strictly decreasing"),
     ({**_valid(), "timesteps": [10.0, 10.0, -1]}, "strictly decreasing"),

@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 PROG = "pndm"
 EXIT_USAGE = 2
@@ -326,7 +326,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from pndm.seeds import default_seeds, parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else default_seeds(args.num_images)
-    steps, timesteps, method, options = _sample_grid(args, Ranks.from_env().lead)
+    steps, timesteps, method, options, calibration = _sample_grid(args, Ranks.from_env().lead)
     job = SampleJob(
         out=args.out,  # a str: a trailing "/" marks a folder output
         seeds=seeds,
@@ -335,6 +335,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         steps=steps,
         timesteps=timesteps,
         method_options=options,
+        calibration=calibration,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,
@@ -351,29 +352,38 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-GridChoice = tuple[int, list[float] | None, str | None, dict[str, Any]]
+class GridChoice(NamedTuple):
+    steps: int
+    timesteps: list[float] | None
+    method: str | None
+    options: dict[str, Any]
+    calibration: Any  # pndm.calibration.Calibration | None
 
 
 def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
-    """(steps, timesteps, method, method options) from --steps, or from the --timesteps file:
-    its method and options unless --method names another (then no options); warns on stderr
-    (rank 0 only) where the file was tuned for another model or method."""
+    """(steps, timesteps, method, method options, calibration) from --steps, or from the
+    --timesteps file: its method, options and calibration unless --method names another (then
+    neither options nor calibration); warns on stderr (rank 0 only) where the file was tuned
+    for another model or method."""
     from pndm.jobs import DEFAULT_STEPS
 
     if args.timesteps is None:
-        return (DEFAULT_STEPS if args.steps is None else args.steps), None, args.method, {}
+        steps = DEFAULT_STEPS if args.steps is None else args.steps
+        return GridChoice(steps, None, args.method, {}, None)
     if args.steps is not None:
         raise UsageError("give --steps or --timesteps, not both: a grid file fixes the steps")
     from pndm.grid_file import load_grid
 
     grid = load_grid(args.timesteps)
     method = args.method or grid.method
-    options = dict(grid.options) if method == grid.method else {}
+    same = method == grid.method
+    options = dict(grid.options) if same else {}
+    calibration = grid.calibration if same else None
     if lead:
         from pndm.assets import model_folder
 
         _warn_grid(grid, model_folder(args.model), method)
-    return grid.steps, list(grid.timesteps), method, options
+    return GridChoice(grid.steps, list(grid.timesteps), method, options, calibration)
 
 
 def _warn_grid(grid: Any, model: Path, method: str) -> None:
@@ -390,6 +400,7 @@ def _warn_grid(grid: Any, model: Path, method: str) -> None:
 # ----------------------------------------------------------------------------- tune
 
 TUNE_SAMPLES = 64  # pndm.tuning.tune_pipeline's default (not imported: --help loads no torch)
+CALIBRATE_SAMPLES = 256  # ... with --calibrate (the same: tests/test_calibration.py)
 
 
 def _add_tune(subparsers: Subparsers) -> None:
@@ -408,12 +419,18 @@ def _add_tune(subparsers: Subparsers) -> None:
     p.add_argument("--nfe", type=_count, required=True, help="model calls per image")
     p.add_argument("--out", "-o", type=Path, required=True, metavar="GRID.json",
                    help="the grid file to write")  # fmt: skip
-    p.add_argument("--samples", type=_count, default=TUNE_SAMPLES, help="tuning noises")
+    p.add_argument("--samples", type=_count, default=None,
+                   help=f"tuning noises (default: {TUNE_SAMPLES}, {CALIBRATE_SAMPLES} with "
+                   "--calibrate)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the first tuning noise")
     p.add_argument("--no-search-options", dest="search_options", action="store_false",
                    help="tune the times only, keeping the method's default options")  # fmt: skip
     p.add_argument("--iterations", type=_count, default=None,
-                   help="objective evaluations per option set (default: the tuner's)")  # fmt: skip
+                   help="objective evaluations per option set, and for --calibrate's search "
+                   "(default: the tuner's, by the number of parameters)")  # fmt: skip
+    p.add_argument("--calibrate", action="store_true",
+                   help="then also shift each model call's time and scale its ε (2 parameters "
+                   "per call; about twice the calls, on 4x the default samples)")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=_count, default=None, help="torch CPU threads")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -428,6 +445,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from pndm.samplers import get_sampler
 
     check_new_grid_path(args.out, args.overwrite)  # before any model call
+    if args.samples is None:
+        args.samples = CALIBRATE_SAMPLES if args.calibrate else TUNE_SAMPLES
     method = get_sampler(args.method).name
     _check_tune_request(method, args)
     folder = model_folder(args.model)
@@ -435,7 +454,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
         tuned = _tune(_tune_pipeline(folder, args.device), method, args)
     record = {"samples": args.samples, "seed": args.seed, "iterations": args.iterations}
-    record["search_options"] = args.search_options
+    record |= {"search_options": args.search_options, "calibrate": args.calibrate}
+    if tuned.grid_error is not None:
+        record["grid_error"] = tuned.grid_error
     grid = save_grid(args.out, tuned, digest, model_path=folder, overwrite=args.overwrite, **record)
     print(_tune_summary(grid), file=sys.stderr)
     return 0
@@ -470,7 +491,8 @@ def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
 
     from pndm.tuning import progress_total, tune_pipeline
 
-    settings = {"search_options": args.search_options, "iterations": args.iterations}
+    settings = {"search_options": args.search_options, "iterations": args.iterations,
+                "calibrate": args.calibrate}  # fmt: skip
     total = progress_total(method, args.nfe, **settings)
     settings["samples"] = args.samples
     bar = tqdm(total=total, unit="call", file=sys.stderr, disable=not args.progress, leave=False)
@@ -483,9 +505,14 @@ def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
 def _tune_summary(grid: Any) -> str:
     run = grid.tuning
     options = ", ".join(f"{k}={v}" for k, v in sorted(grid.options.items())) or "none"
+    start = f"starting grid {run['start_error']:.4g}"
+    if grid.calibration is not None:
+        start += f"; calibrated, from {run['grid_error']:.4g}"
+    elif run.get("calibrate"):
+        start += "; calibration: none kept"
     return (
         f"wrote {grid.path}: {grid.method}, NFE {grid.nfe}, {grid.steps} steps, options "
-        f"{options}; error {run['error']:.4g} (starting grid {run['start_error']:.4g}) on "
+        f"{options}; error {run['error']:.4g} ({start}) on "
         f"{run['samples']} samples; {run['model_calls']} model calls, {run['seconds']:.1f} s"
     )
 

@@ -7,6 +7,11 @@
      "model": {"sha256": "sha256:...", "path": "..."},
      "tuning": {"error": ..., "start_error": ..., "samples": ..., "seed": ..., ...}}
 
+Version 2 adds ``"calibration": {"times": [...], "time_shifts": [...], "eps_scales": [...]}``
+(`pndm.calibration.Calibration`, from ``pndm tune --calibrate``); a file without one is written
+as version 1, so older readers still take it, and a reader of version 1 never meets a
+calibration it would silently ignore.
+
 A grid suits the model and method it was tuned for; `check_grid` warns (`GridMismatchWarning`)
 when either differs. `model_hash` identifies weights by value: sha256 over the state dict's
 sorted names, dtypes, shapes and raw bytes, so the same weights saved as ``.bin`` or
@@ -26,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pndm.calibration import Calibration
 from pndm.io import PathLike, atomic_write, check_writable, read_json
 
 FORMAT = "pndm-timesteps"
 VERSION = 1
+CALIBRATED_VERSION = 2  # a file with a calibration
 REQUIRED = ("format", "version", "timesteps", "method", "nfe", "options", "model")
 
 
@@ -49,6 +56,7 @@ class GridFile:
     model_path: str | None = None
     tuning: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    calibration: Calibration | None = None
 
     @property
     def steps(self) -> int:
@@ -56,9 +64,10 @@ class GridFile:
         return len(self.timesteps) - 1
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        calibrated = self.calibration is not None
+        data = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": CALIBRATED_VERSION if calibrated else VERSION,
             "timesteps": list(self.timesteps),
             "method": self.method,
             "nfe": self.nfe,
@@ -66,6 +75,9 @@ class GridFile:
             "model": {"sha256": self.model_sha256, "path": self.model_path},
             "tuning": dict(self.tuning),
         }
+        if self.calibration is not None:
+            data["calibration"] = self.calibration.to_json()
+        return data
 
 
 # ----------------------------------------------------------------------------- hashes
@@ -141,6 +153,7 @@ def save_grid(
         model_path=None if model_path is None else str(model_path),
         tuning=record,
         path=path,
+        calibration=tuned.calibration,
     )
     data = grid.to_json()
     _check(data, path)  # never write a file that load_grid would refuse
@@ -173,6 +186,7 @@ def load_grid(path: PathLike) -> GridFile:
         model_path=model.get("path"),
         tuning=dict(data.get("tuning", {})),
         path=path,
+        calibration=Calibration.from_json(data["calibration"]) if "calibration" in data else None,
     )
 
 
@@ -186,8 +200,12 @@ def _check(data: Any, path: Path) -> None:
 def _problem(data: dict[str, Any]) -> str | None:
     if data.get("format") != FORMAT:
         return f"format is {data.get('format')!r}, not {FORMAT!r}"
-    if data.get("version") != VERSION:
-        return f"version {data.get('version')!r} is not supported (this pndm reads {VERSION})"
+    version = data.get("version")
+    if version not in (VERSION, CALIBRATED_VERSION) or isinstance(version, bool):
+        return (
+            f"version {version!r} is not supported (this pndm reads {VERSION} and "
+            f"{CALIBRATED_VERSION})"
+        )
     missing = [key for key in REQUIRED if key not in data]
     if missing:
         return f"missing key(s) {', '.join(missing)}"
@@ -195,7 +213,23 @@ def _problem(data: dict[str, Any]) -> str | None:
         _timesteps_problem(data["timesteps"])
         or _fields_problem(data)
         or _model_problem(data["model"])
+        or _calibration_problem(data)
     )
+
+
+def _calibration_problem(data: Mapping[str, Any]) -> str | None:
+    if (data["version"] == CALIBRATED_VERSION) != ("calibration" in data):
+        return f"a calibration belongs in a version {CALIBRATED_VERSION} file, and only there"
+    if "calibration" not in data:
+        return None
+    try:
+        times = Calibration.from_json(data["calibration"]).times
+    except ValueError as err:
+        return str(err)
+    grid = data["timesteps"]
+    if not grid[-1] <= min(times) <= max(times) <= grid[0]:
+        return f"calibration times {list(times)} must lie within the grid [{grid[-1]}, {grid[0]}]"
+    return None
 
 
 def _timesteps_problem(times: Any) -> str | None:
@@ -250,9 +284,10 @@ def check_grid(grid: GridFile, *, model_hash: str | None, method: str | None) ->
             stacklevel=2,
         )
     if method is not None and method != grid.method:
+        dropped = "; its options and calibration are not applied" if grid.calibration else ""
         warnings.warn(
             f"{name} was tuned for method {grid.method!r}, not {method!r}; the grid may not "
-            "suit it",
+            f"suit it{dropped}",
             GridMismatchWarning,
             stacklevel=2,
         )

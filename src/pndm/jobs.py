@@ -22,6 +22,7 @@ import numpy as np
 
 from pndm import distributed, targets
 from pndm.assets import model_folder
+from pndm.calibration import Calibration, check_calibration
 from pndm.checks import check_count
 from pndm.devices import resolve_device, resolve_dtype, torch_threads
 from pndm.distributed import Ranks
@@ -52,6 +53,7 @@ class SampleJob:
     threads: int | None = None  # CPU threads per process; None: torch's, or cores / local ranks
     timesteps: list[float] | None = None  # an explicit grid (e.g. a tuned one); replaces steps
     method_options: dict[str, Any] = field(default_factory=dict)  # the sampler's **options
+    calibration: Calibration | None = None  # a tuned grid's (pndm.calibration)
 
 
 @dataclass
@@ -177,6 +179,9 @@ def plan(job: SampleJob) -> Plan:
     steps = job.steps if job.timesteps is None else len(grid) - 1
     settings |= {"method_options": dict(job.method_options), "steps": steps}
     settings |= {"timesteps": job.timesteps, "dtype": job.dtype}
+    check_calibration(job.calibration)
+    if job.calibration is not None:  # absent, not null: folders written before keep resuming
+        settings["calibration"] = job.calibration.to_json()
     image = {"width": width, "height": height, "mode": png_mode(int(unet["in_channels"]))}
     return Plan(method, settings, image)
 
@@ -298,6 +303,7 @@ def _sample(pipe: Any, seeds: list[int], job: SampleJob, method: str, size: int)
         batch_size=size,
         num_inference_steps=job.steps,
         timesteps=job.timesteps,
+        calibration=job.calibration,
         seeds=padded,
         method=method,
         output_type="np",

@@ -24,7 +24,7 @@ from pndm.seeds import seed_ranges, seeds_to_spec
 
 NAME = "pndm.json"
 FORMAT = "pndm-sample-folder/1"
-SETTINGS = ("model", "method", "method_options", "steps", "timesteps", "dtype")
+SETTINGS = ("model", "method", "method_options", "steps", "timesteps", "calibration", "dtype")
 
 
 @dataclass

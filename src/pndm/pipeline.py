@@ -21,6 +21,7 @@ import PIL.Image
 import torch
 
 from pndm import folders, images, noise
+from pndm.calibration import Calibration, check_calibration
 from pndm.checks import check_count
 from pndm.config import FrozenConfig
 from pndm.fast import FastCache, prepare_model
@@ -45,7 +46,8 @@ class PNDMPipeline:
     (image i's noise is decided by seeds[i] alone) or ``latents`` (x_T), each excluding
     ``generator``; ``timesteps`` (model times t_0 > ... > t_{N-1}, the target then appended, or
     a full grid ending at the target -1, e.g. ``pndm.tuning``'s or a grid file's; it replaces
-    ``num_inference_steps``);
+    ``num_inference_steps``); ``calibration`` (a `pndm.calibration.Calibration` of the model's
+    calls, tuned with that grid: ``load_grid(path).calibration``);
     ``callback(i, t, x)`` before model call i; ``channels_last``, ``compile``, ``cuda_graphs``
     (`pndm.fast.prepare_model`; a call leaves the UNet as it was); ``**method_options`` of the
     sampler (e.g. ``order=`` for "vab"; unknown names raise).
@@ -131,6 +133,7 @@ class PNDMPipeline:
         seeds: Sequence[int] | None = None,
         latents: torch.Tensor | None = None,
         timesteps: Sequence[float] | None = None,
+        calibration: Calibration | None = None,
         callback: Callback | None = None,
         channels_last: bool | None = None,
         compile: bool | str = False,
@@ -139,22 +142,20 @@ class PNDMPipeline:
     ) -> ImagePipelineOutput | tuple[Any]:
         """``batch_size`` images, ``num_inference_steps`` steps (see the class docstring)."""
         seeds = self._check_call(batch_size, output_type, generator, seeds, latents)
+        check_calibration(calibration)
         name = self._method(method)
         grid = self.scheduler.grid(num_inference_steps, timesteps)
         calls = nfe(name, grid.numel() - 1, **method_options)  # also checks the option names
         shape = noise.noise_shape(self.unet.config, batch_size, latents)
-        x = noise.initial_noise(
-            shape,
-            self.device,
-            self._solver_dtype,
-            generator=generator,
-            seeds=seeds,
-            latents=latents,
-        )
+        x = noise.initial_noise(shape, self.device, self._solver_dtype, generator=generator,
+                                seeds=seeds, latents=latents)  # fmt: skip
         fast = {"channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
         model, context = prepare_model(self.unet, self._fast_cache, **fast)
         with self.progress_bar(total=calls) as bar, context:
-            eps_fn = Observed(self._eps_fn(model, x.dtype), callback, bar.update)
+            eps_fn = self._eps_fn(model, x.dtype)
+            if calibration is not None:
+                eps_fn = calibration.apply(eps_fn)
+            eps_fn = Observed(eps_fn, callback, bar.update)
             x = get_sampler(name)(eps_fn, x, grid, self.scheduler.schedule, **method_options)
         eps_fn.check_finite(x)
         result = images.postprocess(x, output_type)

@@ -21,6 +21,12 @@ Search (direct minimisation of the endpoint error, LD3-style but derivative-free
   error at equal NFE (``afs``, ``denoise_to_zero``, ``lower_order_final``, ``clip_sample`` on or
   off, ``order`` in SEARCHED_ORDERS): the combinations the method accepts (`refusal`, a dry run
   with no model call) are scored on two start grids, the best two are tuned.
+* Calibration. With ``calibrate`` the chosen grid's model calls are then corrected one by one
+  (`pndm.calibration`): the network sees t_k + δ_k and its ε is scaled by κ_k, 2 parameters per
+  called time, fitted by Nelder-Mead from δ = 0, κ = 1 (kept only where it lowers the error).
+  It adds ``nfe`` calls per evaluation, `default_budget` (2K) evaluations for K called times;
+  with 2K free parameters it needs more tuning noise than the grid alone (256 rather than 64,
+  `tune_pipeline`'s defaults) to generalise.
 * Generalisation. The grid is fitted to the tuning noise only; judge it on other noise
   (benchmarks/tuned.py does). Where the error is dominated by a few samples (a mixture's mode
   changes at low NFE), a small tuning batch can over-fit: use more samples.
@@ -41,15 +47,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from pndm.calibration import Calibration
 from pndm.checks import check_count
 from pndm.grids import FINAL_TIME, edm, logsnr, time_quadratic, time_uniform
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
 from pndm.samplers._checks import check_x
+from pndm.samplers._common import check_flag
 from pndm.samplers.core import EpsFn
 
 TEACHER_STEPS = 200
+TUNE_SAMPLES = 64  # tuning noises of `tune_pipeline` (and ``pndm tune``) by default
+CALIBRATE_SAMPLES = 256  # ... with calibrate: 2 parameters per call need more to generalise
 SEARCHABLE = ("afs", "denoise_to_zero", "lower_order_final", "clip_sample")
 SEARCHED_ORDERS = (1, 2, 3, 4)  # the ``order`` values tried (those a method refuses are dropped)
 START_GRIDS: dict[str, Callable[[Any, int], torch.Tensor]] = {
@@ -76,6 +86,8 @@ class Tuned:
     model_calls: int
     seconds: float
     start_grid: str = ""
+    calibration: Calibration | None = None
+    grid_error: float | None = None  # the error before calibration (None: not calibrated)
 
 
 # ----------------------------------------------------------------------------- schedule and grids
@@ -217,9 +229,16 @@ class Objective:
             self._progress(1)
         return self._eps_fn(x, t)
 
-    def __call__(self, method: str, timesteps: torch.Tensor, options: dict[str, Any]) -> float:
+    def __call__(
+        self,
+        method: str,
+        timesteps: torch.Tensor,
+        options: dict[str, Any],
+        calibration: Calibration | None = None,
+    ) -> float:
+        eps_fn = self.eps_fn if calibration is None else calibration.apply(self.eps_fn)
         try:
-            x = SAMPLERS[method](self.eps_fn, self.noise, timesteps, self.schedule, **options)
+            x = SAMPLERS[method](eps_fn, self.noise, timesteps, self.schedule, **options)
         except ValueError:  # a grid the method refuses (e.g. a repeated time after rounding)
             return math.inf
         return rms(x, self.reference)
@@ -327,6 +346,68 @@ def tune_grid(
     return space.times(z), value, scores[name], name
 
 
+# ----------------------------------------------------------------------------- calibration
+
+SHIFT_UNIT = 0.02  # one unit of z moves a model time by 2 % of the schedule's time range
+CALIBRATION_STEP = 0.1  # Nelder-Mead's first step: 0.2 % of the range; ε scaled by e^0.1
+SCALE_LIMIT = 5.0  # |log κ| at most this (far outside any useful correction)
+
+
+def called_times(
+    method: str, timesteps: torch.Tensor, schedule: Any, options: dict[str, Any]
+) -> tuple[float, ...]:
+    """The distinct times at which ``method`` calls the model on this grid, descending (a dry
+    run on a zero model: a fixed-step method's call times depend on the grid only)."""
+    seen: set[float] = set()
+
+    def record(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.add(float(t[0]))
+        return torch.zeros_like(x)
+
+    _dry_run(method, timesteps, schedule, options, record)
+    return tuple(sorted(seen, reverse=True))
+
+
+@dataclass(frozen=True)
+class CalibrationSpace:
+    """z in R^{2K} <-> a `Calibration` of K called times: δ_k = SHIFT_UNIT (t_max - lowest) z_k,
+    the shifted time kept inside [`lowest_time`, t_max], and κ_k = exp(z_{K+k})."""
+
+    schedule: Any
+    times: tuple[float, ...]
+
+    def calibration(self, z: np.ndarray) -> Calibration:
+        k, t = len(self.times), np.asarray(self.times, dtype=np.float64)
+        lo, hi = lowest_time(self.schedule), float(self.schedule.t_max)
+        moved = t + SHIFT_UNIT * (hi - lo) * np.asarray(z[:k], dtype=np.float64)
+        shifted = np.clip(moved, np.minimum(t, lo), np.maximum(t, hi))
+        scales = np.exp(np.clip(z[k:], -SCALE_LIMIT, SCALE_LIMIT))
+        return Calibration(self.times, tuple(shifted - t), tuple(scales))
+
+
+def calibrate_grid(
+    objective: Objective,
+    method: str,
+    timesteps: torch.Tensor,
+    options: dict[str, Any],
+    error: float,
+    budget: int | None,
+) -> tuple[Calibration | None, float]:
+    """The calibration of the grid's model calls with the lowest error, and that error; (None,
+    ``error``) when none beats ``error``, the uncalibrated one."""
+    space = CalibrationSpace(
+        objective.schedule, called_times(method, timesteps, objective.schedule, options)
+    )
+    dim = 2 * len(space.times)
+    z, value, _ = nelder_mead(
+        lambda z: objective(method, timesteps, options, space.calibration(z)),
+        np.zeros(dim),
+        budget if budget is not None else default_budget(dim),
+        step=CALIBRATION_STEP,
+    )
+    return (space.calibration(z), value) if value < error else (None, error)
+
+
 def refusal(method: str, schedule: Any, nfe: int, options: dict[str, Any]) -> str | None:
     """Why ``method`` refuses these option values at ``nfe`` calls on ``schedule``, or None: a
     dry run on a zero model (ε = 0, no model call), so bad values fail before any real call."""
@@ -335,8 +416,7 @@ def refusal(method: str, schedule: Any, nfe: int, options: dict[str, Any]) -> st
         grids = start_grids(schedule, steps)
         if not grids:
             return f"no starting grid of {', '.join(START_GRIDS)} fits this schedule"
-        x = torch.zeros(1, 1, dtype=torch.float64)
-        SAMPLERS[method](_zero_eps, x, next(iter(grids.values())), schedule, **options)
+        _dry_run(method, next(iter(grids.values())), schedule, options, _zero_eps)
     except ValueError as err:
         return str(err)
     return None
@@ -344,6 +424,14 @@ def refusal(method: str, schedule: Any, nfe: int, options: dict[str, Any]) -> st
 
 def _zero_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x)
+
+
+def _dry_run(
+    method: str, timesteps: torch.Tensor, schedule: Any, options: dict[str, Any], eps_fn: EpsFn
+) -> None:
+    """``method`` on one zero sample with ``eps_fn`` (a zero model): no real model call."""
+    x = torch.zeros(1, 1, dtype=torch.float64)
+    SAMPLERS[method](eps_fn, x, timesteps, schedule, **options)
 
 
 def option_combinations(
@@ -380,7 +468,16 @@ def screen(
     return [options for _, _, options in sorted(scored)[:keep]]
 
 
-def _check_inputs(method: str, nfe: Any, noise: Any, reference: Any, schedule: Any) -> int:
+def _check_inputs(
+    method: str,
+    nfe: Any,
+    noise: Any,
+    reference: Any,
+    schedule: Any,
+    budget: Any,
+    calibrate: Any,
+) -> tuple[int, int | None]:
+    """The checked (nfe, budget); every other argument checked too, before any model call."""
     get_sampler(method)
     nfe = check_count("nfe", nfe)
     check_x(noise)
@@ -389,7 +486,8 @@ def _check_inputs(method: str, nfe: Any, noise: Any, reference: Any, schedule: A
         not isinstance(reference, torch.Tensor) or reference.shape != noise.shape
     ):
         raise ValueError(f"reference must be a tensor of the noise's shape {tuple(noise.shape)}")
-    return nfe
+    check_flag("calibrate", calibrate)
+    return nfe, None if budget is None else check_count("budget", budget)
 
 
 def tune(
@@ -402,18 +500,17 @@ def tune(
     reference: torch.Tensor | None = None,
     search_options: bool = False,
     budget: int | None = None,
+    calibrate: bool = False,
     progress: Progress | None = None,
     **options: Any,
 ) -> Tuned:
     """Tune ``method``'s grid at ``nfe`` calls to ``noise`` (module docstring); with
-    ``search_options`` also its searchable options (those given in ``options`` stay fixed).
-
-    ``reference``: the teacher's end points of ``noise``, if already known (else `teacher`).
-    ``budget``: objective evaluations per tuned option set (default `default_budget`).
-    ``progress(k)`` is called after every k model calls.
-    """
-    nfe = _check_inputs(method, nfe, noise, reference, schedule)
-    budget = None if budget is None else check_count("budget", budget)
+    ``search_options`` also its searchable options (those in ``options`` stay fixed), and with
+    ``calibrate`` then a `Calibration` of its calls (``Tuned.calibration``: None where none
+    lowered the error; ``Tuned.grid_error``: the error before it). ``reference``: the teacher's
+    end points of ``noise`` if known; ``budget``: objective evaluations per tuned option set
+    (default `default_budget`); ``progress(k)``: called after every k model calls."""
+    nfe, budget = _check_inputs(method, nfe, noise, reference, schedule, budget, calibrate)
     combos = option_combinations(method, options, schedule) if search_options else [options]
     combos = _accepted(method, schedule, nfe, combos)
     start = time.perf_counter()
@@ -424,14 +521,23 @@ def tune(
         objective.reference = reference
         kept = screen(objective, method, nfe, combos) if len(combos) > 1 else combos
         results = [(tune_grid(objective, method, nfe, o, budget), o) for o in kept]
-    (grid, error, start_error, name), chosen = min(results, key=lambda r: r[0][1])
+        (grid, error, start_error, name), chosen = min(results, key=lambda r: r[0][1])
+        _check_finite(error, method, nfe)
+        calibration, grid_error = None, None
+        if calibrate:
+            calibration, calibrated = calibrate_grid(objective, method, grid, chosen, error,
+                                                     budget)  # fmt: skip
+            grid_error, error = error, calibrated
+    return Tuned(grid, method, nfe, chosen, error, start_error, objective.calls,
+                 time.perf_counter() - start, name, calibration, grid_error)  # fmt: skip
+
+
+def _check_finite(error: float, method: str, nfe: int) -> None:
     if not math.isfinite(error):
         raise ValueError(
             f"{method} gave a non-finite result on every grid tried at NFE {nfe}; check that the "
             "model returns finite ε for this noise"
         )
-    return Tuned(grid, method, nfe, chosen, error, start_error, objective.calls,
-                 time.perf_counter() - start, name)  # fmt: skip
 
 
 def _accepted(
@@ -469,14 +575,18 @@ def tune_pipeline(
     *,
     method: str,
     nfe: int,
-    samples: int = 64,
+    samples: int | None = None,
     seed: int = 0,
     search_options: bool = True,
     iterations: int | None = None,
+    calibrate: bool = False,
     progress: Progress | None = None,
     **options: Any,
 ) -> Tuned:
-    """`tune` for a `PNDMPipeline`'s model and schedule, on per-seed noise (`tuning_seeds`)."""
+    """`tune` for a `PNDMPipeline`'s model and schedule, on per-seed noise (`tuning_seeds`):
+    ``samples`` noises, by default TUNE_SAMPLES, or CALIBRATE_SAMPLES with ``calibrate``."""
+    if samples is None:
+        samples = CALIBRATE_SAMPLES if check_flag("calibrate", calibrate) else TUNE_SAMPLES
     x = initial_noise(
         noise_shape(pipe.unet.config, samples, None),
         pipe.device,
@@ -486,14 +596,17 @@ def tune_pipeline(
     pipe.unet.eval()
     eps_fn = pipe._eps_fn(pipe.unet, x.dtype)
     return tune(eps_fn, pipe.scheduler.schedule, x, method=method, nfe=nfe,
-                search_options=search_options, budget=iterations, progress=progress,
-                **options)  # fmt: skip
+                search_options=search_options, budget=iterations, calibrate=calibrate,
+                progress=progress, **options)  # fmt: skip
 
 
-def progress_total(method: str, nfe: int, search_options: bool, iterations: int | None) -> int:
+def progress_total(
+    method: str, nfe: int, search_options: bool, iterations: int | None, calibrate: bool = False
+) -> int:
     """An upper estimate of the model calls of `tune_pipeline` (for a progress bar's total)."""
     combos = option_combinations(method, {}) if search_options else [{}]
     tuned = min(2, len(combos))  # an upper estimate: some combinations may be refused
     per_set = len(START_GRIDS) + (iterations or default_budget(nfe + 1)) + nfe
     screening = 2 * len(combos) if len(combos) > 1 else 0
-    return TEACHER_STEPS + nfe * (screening + tuned * per_set)
+    calibration = (iterations or default_budget(2 * nfe)) + 2 * nfe + 1 if calibrate else 0
+    return TEACHER_STEPS + nfe * (screening + tuned * per_set + calibration)
