@@ -173,21 +173,29 @@ def tails(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     report = json.loads(path.read_text())
     problem = report_problem(report, args)
     for nfe, row in report["rows"].items():
-        best, peer = row["tuned"], row["peer"]
-        eps_fn = problem.eps_fn
-        if best.get("calibration"):
-            eps_fn = Calibration.from_json(best["calibration"]).apply(eps_fn)
-        times = torch.tensor(best["timesteps"], dtype=torch.float64)
-        ours = SAMPLERS[best["method"]](eps_fn, problem.noise, times, problem.schedule,
-                                        **best["options"])  # fmt: skip
-        solver = q.PEERS[q.PEER_NAMES.index(peer["method"])]
-        scheduler = q.peer_steps(solver, problem.config, peer["option"], int(nfe))
-        theirs, _ = q.run_peer(problem, solver, scheduler)
+        ours = run_tuned(problem, row["tuned"], problem.noise)
+        theirs = run_best_peer(problem, {**row["peer"], "nfe": int(nfe)})
         row["tails"] = {
             "tuned": sample_errors(problem, ours),
             "peer": sample_errors(problem, theirs),
         }
     return report
+
+
+def run_tuned(problem: q.Problem, best: dict[str, Any], noise: torch.Tensor) -> torch.Tensor:
+    """A report's tuned method on its grid (and calibration, if any) from ``noise``."""
+    eps_fn = problem.eps_fn
+    if best.get("calibration"):
+        eps_fn = Calibration.from_json(best["calibration"]).apply(eps_fn)
+    times = torch.tensor(best["timesteps"], dtype=torch.float64)
+    return SAMPLERS[best["method"]](eps_fn, noise, times, problem.schedule, **best["options"])
+
+
+def run_best_peer(problem: q.Problem, peer: dict[str, Any]) -> torch.Tensor:
+    """A report's peer (method, option, nfe) through diffusers' loop from the problem's noise."""
+    solver = q.PEERS[q.PEER_NAMES.index(peer["method"])]
+    scheduler = q.peer_steps(solver, problem.config, peer["option"], peer["nfe"])
+    return q.run_peer(problem, solver, scheduler)[0]
 
 
 def sample_errors(problem: q.Problem, x: torch.Tensor) -> dict[str, Any]:
@@ -214,14 +222,7 @@ def metric_check(
 
     noise = seeded_noise(problem, args.metric_samples, args.metric_seed)
     fresh = q.Problem("digits", problem.eps_fn, problem.schedule, problem.config, noise)
-    times = torch.tensor(best["timesteps"], dtype=torch.float64)
-    eps_fn = problem.eps_fn
-    if best.get("calibration"):
-        eps_fn = Calibration.from_json(best["calibration"]).apply(eps_fn)
-    ours = SAMPLERS[best["method"]](eps_fn, noise, times, problem.schedule, **best["options"])
-    scheduler = q.peer_steps(q.PEERS[q.PEER_NAMES.index(peer["method"])], problem.config,
-                             peer["option"], peer["nfe"])  # fmt: skip
-    theirs, _ = q.run_peer(fresh, q.PEERS[q.PEER_NAMES.index(peer["method"])], scheduler)
+    ours, theirs = run_tuned(problem, best, noise), run_best_peer(fresh, peer)
     ref = load_statistics(metric.SHIPPED["digits"])
     extractor = metric.extractor("digits", torch.device("cpu"))
 

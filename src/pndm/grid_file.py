@@ -64,10 +64,9 @@ class GridFile:
         return len(self.timesteps) - 1
 
     def to_json(self) -> dict[str, Any]:
-        calibrated = self.calibration is not None
         data = {
             "format": FORMAT,
-            "version": CALIBRATED_VERSION if calibrated else VERSION,
+            "version": VERSION if self.calibration is None else CALIBRATED_VERSION,
             "timesteps": list(self.timesteps),
             "method": self.method,
             "nfe": self.nfe,
