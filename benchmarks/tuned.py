@@ -17,11 +17,14 @@ the same evaluation noise and reference as quality.py's peer table:
     python benchmarks/tuned.py --problem mixture|digits [--methods pec-data,dpmpp-2m,...]
         [--pairs 5:dpmpp-2m,8:ipndm] [--calibrate] [--tag _name]
     python benchmarks/tuned.py --problem digits --tag _name --tails   # per-sample statistics
+    python benchmarks/tuned.py --problem digits --tag _name --ode-metric   # the ODE's own score
 
 With --calibrate each tuned grid also gets its calibration (`pndm.calibration`); the rows then
 give the same grid's error without it too. --tails adds, to a written report, the per-sample
 error statistics of each row's tuned method and peer (median, 90th percentile, worst, RMS without
-the worst 2 %): at low NFE a few hard samples dominate the RMS.
+the worst 2 %): at low NFE a few hard samples dominate the RMS. --ode-metric adds, to a written
+digits report, the digits metric of the ODE's own solution on the metric noise (the teacher's
+end points): the score a sampler tends to as it converges.
 
 Writes benchmarks/results/tuned_<problem><tag>.json (after every NFE, so a long run keeps what it
 finished) and prints the markdown table.
@@ -30,6 +33,7 @@ finished) and prints the markdown table.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import sys
 import time
@@ -216,21 +220,52 @@ def metric_check(
     problem: q.Problem, best: dict[str, Any], peer: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Digits Fréchet distance of the tuned method and of the best peer on the same fresh noise."""
-    from pndm.images import to_uint8
-    from pndm.metrics import core as metric
-    from pndm.metrics import frechet_distance, load_statistics, statistics_of
-
     noise = seeded_noise(problem, args.metric_samples, args.metric_seed)
     fresh = q.Problem("digits", problem.eps_fn, problem.schedule, problem.config, noise)
     ours, theirs = run_tuned(problem, best, noise), run_best_peer(fresh, peer)
-    ref = load_statistics(metric.SHIPPED["digits"])
+    return {"samples": args.metric_samples, "tuned": digits_score(ours),
+            "peer": digits_score(theirs)}  # fmt: skip
+
+
+def digits_score(x: torch.Tensor) -> float:
+    """The digits metric (`pndm fid ... digits`) of samples in [-1, 1], rounded to uint8 first."""
+    from pndm.images import to_uint8
+    from pndm.metrics import core as metric
+    from pndm.metrics import frechet_distance, statistics_of
+
+    extractor, reference = _digits_metric()
+    images = to_uint8(((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy())
+    features = metric.features(images, extractor, 250, False)
+    return frechet_distance(statistics_of(features), reference)
+
+
+@functools.cache
+def _digits_metric() -> tuple[Any, Any]:
+    """(the digits feature network, the data's statistics), loaded once."""
+    from pndm.metrics import core as metric
+    from pndm.metrics import load_statistics
+
     extractor = metric.extractor("digits", torch.device("cpu"))
+    return extractor, load_statistics(metric.SHIPPED["digits"])
 
-    def score(x: torch.Tensor) -> float:
-        images = to_uint8(((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy())
-        return frechet_distance(statistics_of(metric.features(images, extractor, 250, False)), ref)
 
-    return {"samples": args.metric_samples, "tuned": score(ours), "peer": score(theirs)}
+def ode_metric(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Add the digits metric of the ODE's own solution (the teacher, 200 steps) on the report's
+    metric noise: what a sampler's score tends to as it converges. A score below it is a solver
+    error the metric happens to reward, not accuracy."""
+    import json
+
+    report = json.loads(path.read_text())
+    saved = report["setup"]["args"]
+    if report["problem"] != "digits" or not saved["metric_samples"]:
+        raise SystemExit(f"{path}: --ode-metric needs a digits report with --metric-samples > 0")
+    problem = report_problem(report, args)  # (builds its evaluation reference too: ~10 min)
+    noise = seeded_noise(problem, saved["metric_samples"], saved["metric_seed"])
+    x = teacher(problem.eps_fn, problem.schedule, noise)
+    report["digits_metric_ode"] = {
+        "samples": saved["metric_samples"], "seed": saved["metric_seed"], "score": digits_score(x),
+    }  # fmt: skip
+    return report
 
 
 def pairs(args: argparse.Namespace) -> list[tuple[int, str]]:
@@ -355,14 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--rescore", action="store_true", help="add start-grid errors to the JSON")
     parser.add_argument("--tails", action="store_true", help="add per-sample error statistics")
+    parser.add_argument("--ode-metric", action="store_true",
+                        help="add the digits metric of the ODE solution")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = args.out / f"tuned_{args.problem}{args.tag}.json"
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.rescore or args.tails:
-        report = rescore(path, args) if args.rescore else tails(path, args)
-    else:
-        report = measure(args, path)
+    amend = {"rescore": rescore, "tails": tails, "ode_metric": ode_metric}
+    chosen = [f for name, f in amend.items() if getattr(args, name)]
+    if len(chosen) > 1:
+        parser.error("give at most one of --rescore, --tails, --ode-metric")
+    report = chosen[0](path, args) if chosen else measure(args, path)
     write_json(path, report)
     print(markdown(report))
     return 0

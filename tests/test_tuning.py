@@ -21,6 +21,8 @@ from pndm.tuning import (
     option_combinations,
     refusal,
     rms,
+    screen,
+    start_grids,
     steps_for_nfe,
     teacher,
     tune,
@@ -100,6 +102,35 @@ def test_option_combinations_cover_flags_and_orders():
     # the extra call of denoise_to_zero would be at t = -1 on a discrete schedule: not searched
     assert all("denoise_to_zero" not in c for c in option_combinations("ipndm", {}, DDPM))
     assert any(c.get("denoise_to_zero") for c in option_combinations("ipndm", {}, VP))
+
+
+class _ScriptedObjective:
+    """An objective whose error is 1 everywhere except one option set on one start grid."""
+
+    schedule = DDPM
+
+    def __init__(self, best: dict, grid_name: str) -> None:
+        self.best, self.grid = best, start_grids(DDPM, steps_for_nfe("ipndm", 5, best))[grid_name]
+        self.seen: list[tuple[dict, torch.Tensor]] = []
+
+    def __call__(self, method: str, grid: torch.Tensor, options: dict) -> float:
+        self.seen.append((options, grid))
+        hit = options == self.best and torch.equal(grid, self.grid)
+        return 0.5 if hit else 1.0
+
+
+def test_option_screen_scores_every_start_grid():
+    """An option set whose only good start is the quadratic grid (as iPNDM afs + lower_order_final
+    on the shipped model at NFE 5) must survive the screen: each set is scored at its best start."""
+    combos = option_combinations("ipndm", {}, DDPM)
+    best = {"afs": True, "lower_order_final": True, "clip_sample": False}
+    objective = _ScriptedObjective(best, "time_quadratic")
+    assert screen(objective, "ipndm", 5, combos)[0] == best
+    for options in combos:
+        starts = start_grids(DDPM, steps_for_nfe("ipndm", 5, options)).values()
+        scored = [grid for o, grid in objective.seen if o == options]
+        assert len(scored) == len(starts)
+        assert all(any(torch.equal(grid, start) for grid in scored) for start in starts)
 
 
 def test_afs_and_denoise_change_the_steps_not_the_nfe():

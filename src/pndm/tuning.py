@@ -20,7 +20,8 @@ Search (direct minimisation of the endpoint error, LD3-style but derivative-free
 * Options. `tune` with ``search_options`` also chooses the method's options that change the
   error at equal NFE (``afs``, ``denoise_to_zero``, ``lower_order_final``, ``clip_sample`` on or
   off, ``order`` in SEARCHED_ORDERS): the combinations the method accepts (`refusal`, a dry run
-  with no model call) are scored on two start grids, the best two are tuned.
+  with no model call) are scored on every start grid, the best two (each at its best start) are
+  tuned (an option set can rank low on two grids and first on a third).
 * Calibration. With ``calibrate`` the chosen grid's model calls are then corrected one by one
   (`pndm.calibration`): the network sees t_k + δ_k and its ε is scaled by κ_k, 2 parameters per
   called time, fitted by Nelder-Mead from δ = 0, κ = 1 (kept only where it lowers the error).
@@ -454,14 +455,17 @@ def option_combinations(
 def screen(
     objective: Objective, method: str, nfe: int, combos: list[dict[str, Any]], keep: int = 2
 ) -> list[dict[str, Any]]:
-    """The ``keep`` option sets with the lowest error on the EDM and log-SNR start grids."""
+    """The ``keep`` option sets with the lowest error on their best start grid (`start_grids`, the
+    starts `tune_grid` chooses from)."""
     scored = []
     for options in combos:
         try:
             steps = steps_for_nfe(method, nfe, options)
         except ValueError:
             continue  # this combination cannot make exactly nfe calls
-        grids = (start_grid(name, objective.schedule, steps) for name in ("edm", "logsnr"))
+        grids = start_grids(objective.schedule, steps).values()
+        if not grids:
+            continue  # no start grid fits this schedule at this step count (`refusal`)
         scored.append((min(objective(method, g, options) for g in grids), len(scored), options))
     if not scored:
         steps_for_nfe(method, nfe, combos[0])  # raises, listing the reachable NFEs
@@ -607,6 +611,6 @@ def progress_total(
     combos = option_combinations(method, {}) if search_options else [{}]
     tuned = min(2, len(combos))  # an upper estimate: some combinations may be refused
     per_set = len(START_GRIDS) + (iterations or default_budget(nfe + 1)) + nfe
-    screening = 2 * len(combos) if len(combos) > 1 else 0
+    screening = len(START_GRIDS) * len(combos) if len(combos) > 1 else 0
     calibration = (iterations or default_budget(2 * nfe)) + 2 * nfe + 1 if calibrate else 0
     return TEACHER_STEPS + nfe * (screening + tuned * per_set + calibration)
