@@ -435,14 +435,19 @@ def solver_reference(problem: Problem, steps: int) -> tuple[torch.Tensor, torch.
     return vab, pec
 
 
-def digits_problem(n_samples: int, seed: int, ref_steps: int) -> Problem:
+def digits_model(n_samples: int, seed: int) -> Problem:
+    """The shipped model's problem with ``n_samples`` noises from ``seed``, no reference yet."""
     pipe = pndm.PNDMPipeline.from_pretrained(shipped_model_path())
     schedule = pipe.scheduler.schedule
     eps_fn = make_eps_fn(pipe.unet, schedule, "epsilon", 0.0, model_dtype=torch.float32)
     c = pipe.unet.config
     shape = (n_samples, c.in_channels, c.sample_size, c.sample_size)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    problem = Problem("digits", eps_fn, schedule, shipped_config(), noise)
+    return Problem("digits", eps_fn, schedule, shipped_config(), noise)
+
+
+def digits_problem(n_samples: int, seed: int, ref_steps: int) -> Problem:
+    problem = digits_model(n_samples, seed)
     start = time.perf_counter()
     problem.reference, check = solver_reference(problem, ref_steps)
     log("digits: references done")

@@ -259,9 +259,8 @@ def ode_metric(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     saved = report["setup"]["args"]
     if report["problem"] != "digits" or not saved["metric_samples"]:
         raise SystemExit(f"{path}: --ode-metric needs a digits report with --metric-samples > 0")
-    problem = report_problem(report, args)  # (builds its evaluation reference too: ~10 min)
-    noise = seeded_noise(problem, saved["metric_samples"], saved["metric_seed"])
-    x = teacher(problem.eps_fn, problem.schedule, noise)
+    problem = q.digits_model(saved["metric_samples"], saved["metric_seed"])  # metric_check's noise
+    x = teacher(problem.eps_fn, problem.schedule, problem.noise)
     report["digits_metric_ode"] = {
         "samples": saved["metric_samples"], "seed": saved["metric_seed"], "score": digits_score(x),
     }  # fmt: skip
