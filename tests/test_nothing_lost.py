@@ -114,3 +114,27 @@ def test_a_folder_under_a_seed_name_is_refused_before_sampling(
     capsys.readouterr()
     code = sample("--seeds", "0-2", "--out", str(tmp_path / "f"), *overwrite)
     assert_one_line_error(capsys, code, "seed000001.png")
+
+
+_DURING_TORCH_IMPORT = """
+import os, signal, sys, types
+from importlib.machinery import ModuleSpec
+from pndm.cli import _sigterm_interrupts
+torch = types.ModuleType("torch")
+torch.__spec__ = ModuleSpec("torch", None)
+torch.__spec__._initializing = True  # what importlib sets while a module's code runs
+sys.modules["torch"] = torch
+with _sigterm_interrupts():
+    os.kill(os.getpid(), signal.SIGTERM)
+    signal.pause()
+"""
+
+
+def test_sigterm_while_torch_is_imported_exits_143() -> None:
+    """SIGTERM landing inside torch's import: raising there aborts the process (pybind11 cannot
+    carry the exception out of a C++ callback: exit -6, seen on a loaded machine), so the CLI
+    exits 143 at once instead; nothing is written before torch is loaded."""
+    proc = subprocess.run([sys.executable, "-c", _DURING_TORCH_IMPORT], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == EXIT_TERMINATED, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "pndm: terminated", proc.stderr

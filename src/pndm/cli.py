@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -803,6 +804,9 @@ def _sigterm_interrupts() -> Iterator[None]:
         return
 
     def terminate(signum: int, frame: Any) -> None:
+        if _importing_torch():  # an exception raised inside torch's C++ import hooks aborts
+            print(f"{PROG}: terminated", file=sys.stderr, flush=True)
+            os._exit(EXIT_TERMINATED)  # nothing is written before torch is loaded
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
@@ -810,6 +814,16 @@ def _sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _importing_torch() -> bool:
+    """Whether torch or one of its modules is being imported right now."""
+    modules = list(sys.modules.items())
+    return any(
+        getattr(getattr(module, "__spec__", None), "_initializing", False)
+        for name, module in modules
+        if name == "torch" or name.startswith("torch.")
+    )
 
 
 def _one_line(err: BaseException) -> str:
