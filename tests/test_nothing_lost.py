@@ -13,7 +13,7 @@ import pytest
 from conftest import assert_one_line_error
 
 from pndm import io, jobs
-from pndm.cli import EXIT_TERMINATED, main
+from pndm.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
 
 FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
 
@@ -119,22 +119,26 @@ def test_a_folder_under_a_seed_name_is_refused_before_sampling(
 _DURING_TORCH_IMPORT = """
 import os, signal, sys, types
 from importlib.machinery import ModuleSpec
-from pndm.cli import _sigterm_interrupts
+from pndm.cli import _signals_interrupt
 torch = types.ModuleType("torch")
 torch.__spec__ = ModuleSpec("torch", None)
 torch.__spec__._initializing = True  # what importlib sets while a module's code runs
 sys.modules["torch"] = torch
-with _sigterm_interrupts():
-    os.kill(os.getpid(), signal.SIGTERM)
+with _signals_interrupt():
+    os.kill(os.getpid(), signal.SIG{name})
     signal.pause()
 """
 
 
-def test_sigterm_while_torch_is_imported_exits_143() -> None:
-    """SIGTERM landing inside torch's import: raising there aborts the process (pybind11 cannot
-    carry the exception out of a C++ callback: exit -6, seen on a loaded machine), so the CLI
-    exits 143 at once instead; nothing is written before torch is loaded."""
-    proc = subprocess.run([sys.executable, "-c", _DURING_TORCH_IMPORT], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
-    assert proc.returncode == EXIT_TERMINATED, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "pndm: terminated", proc.stderr
+@pytest.mark.parametrize(("name", "status", "word"),
+                         [("TERM", EXIT_TERMINATED, "terminated"),
+                          ("INT", EXIT_INTERRUPTED, "interrupted")])  # fmt: skip
+def test_a_signal_while_torch_is_imported_exits_cleanly(name: str, status: int, word: str) -> None:
+    """SIGTERM or Ctrl-C landing inside torch's import: raising there aborts the process
+    (pybind11 cannot carry the exception out of a C++ callback: exit -6, seen on a loaded
+    machine), so the CLI exits 143 / 130 at once instead; nothing is written before torch is
+    loaded."""
+    code = _DURING_TORCH_IMPORT.replace("{name}", name)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"pndm: {word}", proc.stderr

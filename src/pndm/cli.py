@@ -776,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pndm`` with ``argv`` (default: sys.argv[1:]); returns the exit status."""
     try:
-        with _sigterm_interrupts():
+        with _signals_interrupt():
             args = build_parser().parse_args(argv)
             return int(args.func(args) or 0)
     except SystemExit as exit_:  # --help and --version
@@ -797,23 +797,38 @@ class Terminated(KeyboardInterrupt):
     the program is, like Ctrl-C, so every cleanup runs and no temporary file is left."""
 
 
+# signal -> (the exception raised where the program is, the exit status, the word printed)
+_STOPS: dict[int, tuple[type[BaseException], int, str]] = {
+    signal.SIGTERM: (Terminated, EXIT_TERMINATED, "terminated"),
+    signal.SIGINT: (KeyboardInterrupt, EXIT_INTERRUPTED, "interrupted"),
+}
+
+
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM raises `Terminated` and SIGINT (if not ignored) KeyboardInterrupt where the
+    program is, except while torch is being imported: an exception raised inside torch's C++
+    import hooks aborts the process, so there the CLI exits at once (nothing is written before
+    torch is loaded)."""
     if threading.current_thread() is not threading.main_thread():  # signals need the main thread
         yield
         return
 
-    def terminate(signum: int, frame: Any) -> None:
-        if _importing_torch():  # an exception raised inside torch's C++ import hooks aborts
-            print(f"{PROG}: terminated", file=sys.stderr, flush=True)
-            os._exit(EXIT_TERMINATED)  # nothing is written before torch is loaded
-        raise Terminated
+    def stop(signum: int, frame: Any) -> None:
+        error, status, word = _STOPS[signum]
+        if _importing_torch():
+            print(f"{PROG}: {word}", file=sys.stderr, flush=True)
+            os._exit(status)
+        raise error
 
-    previous = signal.signal(signal.SIGTERM, terminate)
+    ours = [s for s in _STOPS if s != signal.SIGINT or
+            signal.getsignal(s) is signal.default_int_handler]  # fmt: skip
+    previous = {s: signal.signal(s, stop) for s in ours}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _importing_torch() -> bool:
