@@ -124,7 +124,7 @@ torch = types.ModuleType("torch")
 torch.__spec__ = ModuleSpec("torch", None)
 torch.__spec__._initializing = True  # what importlib sets while a module's code runs
 sys.modules["torch"] = torch
-with _signals_interrupt():
+with _signals_interrupt({process}):
     os.kill(os.getpid(), signal.SIG{name})
     signal.pause()
 """
@@ -139,6 +139,20 @@ def test_a_signal_while_torch_is_imported_exits_cleanly(name: str, status: int, 
     machine), so the CLI exits 143 / 130 at once instead; nothing is written before torch is
     loaded."""
     code = _DURING_TORCH_IMPORT.replace("{name}", name)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = _run_code(code.replace("{process}", "True"))
     assert proc.returncode == status, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"pndm: {word}", proc.stderr
+    # in-process (`main` called from Python) the exception is raised, the host lives on
+    body = _indent(code.replace("{process}", "False"))
+    caught = "except KeyboardInterrupt as e:\n    print(type(e).__name__)"
+    in_process = _run_code(f"try:\n{body}\n{caught}")
+    assert in_process.returncode == 0, in_process.stderr
+    assert in_process.stdout.strip() == ("Terminated" if name == "TERM" else "KeyboardInterrupt")
+
+
+def _run_code(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+def _indent(code: str) -> str:
+    return "\n".join("    " + line for line in code.strip().splitlines())

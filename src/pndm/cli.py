@@ -775,8 +775,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``pndm`` with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    return _main(argv, process=False)
+
+
+def _main(argv: Sequence[str] | None, process: bool) -> int:
+    """`main`; ``process``: this process is the CLI's own (`run`), so it may end it outright."""
     try:
-        with _signals_interrupt():
+        with _signals_interrupt(process):
             args = build_parser().parse_args(argv)
             return int(args.func(args) or 0)
     except SystemExit as exit_:  # --help and --version
@@ -805,19 +810,21 @@ _STOPS: dict[int, tuple[type[BaseException], int, str]] = {
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def _signals_interrupt(process: bool) -> Iterator[None]:
     """SIGTERM raises `Terminated` and SIGINT (if not ignored) KeyboardInterrupt where the
-    program is, except while torch is being imported: an exception raised inside torch's C++
-    import hooks aborts the process, so there the CLI exits at once (nothing is written before
-    torch is loaded)."""
+    program is, except, when ``process`` (the CLI owns the process), during torch's first
+    import: an exception raised inside its C++ import hooks aborts the process, so the CLI exits
+    at once there (nothing is written before torch is loaded). Called in-process (`main`), it
+    raises as everywhere else rather than end its host."""
     if threading.current_thread() is not threading.main_thread():  # signals need the main thread
         yield
         return
 
     def stop(signum: int, frame: Any) -> None:
         error, status, word = _STOPS[signum]
-        if _importing_torch():
-            print(f"{PROG}: {word}", file=sys.stderr, flush=True)
+        if process and _importing_torch():
+            with contextlib.suppress(OSError):  # no print: stderr's lock may be held here
+                os.write(2, f"{PROG}: {word}\n".encode())
             os._exit(status)
         raise error
 
@@ -832,13 +839,10 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def _importing_torch() -> bool:
-    """Whether torch or one of its modules is being imported right now."""
-    modules = list(sys.modules.items())
-    return any(
-        getattr(getattr(module, "__spec__", None), "_initializing", False)
-        for name, module in modules
-        if name == "torch" or name.startswith("torch.")
-    )
+    """Whether ``import torch`` itself is running (its C++ extension and hooks load then; torch's
+    later lazy imports, e.g. torch._dynamo, are plain Python, where raising is safe)."""
+    torch = sys.modules.get("torch")
+    return bool(getattr(getattr(torch, "__spec__", None), "_initializing", False))
 
 
 def _one_line(err: BaseException) -> str:
@@ -858,8 +862,8 @@ def _count(text: str) -> int:
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (and ``python -m pndm.cli``)."""
+    sys.exit(_main(None, process=True))
 
 
 if __name__ == "__main__":
