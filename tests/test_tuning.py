@@ -15,6 +15,7 @@ from pndm.samplers import SAMPLERS, nfe
 from pndm.schedule import NoiseSchedule, VPSchedule
 from pndm.tuning import (
     LogSigmaGrid,
+    Objective,
     final_target,
     lowest_time,
     nelder_mead,
@@ -131,6 +132,25 @@ def test_option_screen_scores_every_start_grid():
         scored = [grid for o, grid in objective.seen if o == options]
         assert len(scored) == len(starts)
         assert all(any(torch.equal(grid, start) for grid in scored) for start in starts)
+
+
+def test_the_objective_runs_each_grid_once():
+    """The screen's start grids are tune_grid's starts: scored once, the model not called again;
+    another grid, options or calibration is a new run."""
+    from pndm.calibration import Calibration
+
+    counter = Counter(_gaussian_eps)
+    noise = _noise(2, 0)
+    objective = Objective(counter, VP, noise, noise, None)
+    grid = grids.edm(VP, 4)
+    first = objective("ipndm", grid, {"afs": False})
+    assert counter.calls == 4
+    assert objective("ipndm", grid.clone(), {"afs": False}) == first and counter.calls == 4
+    objective("ipndm", grid, {"afs": True})
+    calibration = Calibration.identity([float(t) for t in grid[:4]])
+    objective("ipndm", grid, {"afs": False}, calibration)
+    objective("ipndm", grids.logsnr(VP, 4), {"afs": False})
+    assert counter.calls == 4 + 3 + 4 + 4  # afs skips the call at t_max
 
 
 def test_afs_and_denoise_change_the_steps_not_the_nfe():

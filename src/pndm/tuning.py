@@ -210,7 +210,9 @@ def steps_for_nfe(method: str, nfe: int, options: dict[str, Any]) -> int:
 
 
 class Objective:
-    """The error of ``method`` on a grid against the reference, counting the model calls."""
+    """The error of ``method`` on a grid against the reference, counting the model calls; a
+    (method, grid, options, calibration) already scored is not run again (the screen's start
+    grids are `tune_grid`'s starts, and Nelder-Mead's first vertex is its start)."""
 
     def __init__(
         self,
@@ -223,6 +225,7 @@ class Objective:
         self.schedule, self.noise, self.reference = schedule, noise, reference
         self.calls = 0
         self._eps_fn, self._progress = eps_fn, progress
+        self._scored: dict[tuple[Any, ...], float] = {}
 
     def eps_fn(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1
@@ -236,6 +239,18 @@ class Objective:
         timesteps: torch.Tensor,
         options: dict[str, Any],
         calibration: Calibration | None = None,
+    ) -> float:
+        key = (method, tuple(timesteps.tolist()), tuple(sorted(options.items())), calibration)
+        if key not in self._scored:
+            self._scored[key] = self._score(method, timesteps, options, calibration)
+        return self._scored[key]
+
+    def _score(
+        self,
+        method: str,
+        timesteps: torch.Tensor,
+        options: dict[str, Any],
+        calibration: Calibration | None,
     ) -> float:
         eps_fn = self.eps_fn if calibration is None else calibration.apply(self.eps_fn)
         try:
