@@ -37,8 +37,8 @@ from quality import (  # this folder: run as a script
 from solver_error import CountingEps
 
 from pndm.analytic import GaussianMixture, reference_flow
+from pndm.files import write_json
 from pndm.grids import make_grid
-from pndm.io import write_json
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule
 

@@ -5,7 +5,7 @@ Same weights for all three (`speed.build`: the google/ddpm-cifar10-32 architectu
 weights), the same PNDMScheduler config and the same seed. Variants:
 
     default     pndm.PNDMPipeline, default options (NCHW since this benchmark showed Winograd
-                losing under load; see `pndm.fast.prepare_model`)
+                losing under load; see `pndm.runtime.fast.prepare_model`)
     channels_last  pndm.PNDMPipeline(channels_last=True): on one thread Winograd where
                 `use_winograd` picks it, else oneDNN's channels-last convolutions
     nchw        pndm.PNDMPipeline(channels_last=False): oneDNN's direct convolutions only
@@ -42,7 +42,7 @@ import torch
 from speed import build, device_name  # this folder: run as a script
 
 import pndm
-from pndm.io import write_json
+from pndm.files import write_json
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "contention.json"
 SETTINGS = {"1 thread": (1, False), "2 threads": (2, False), "2 threads + busy": (2, True)}

@@ -41,7 +41,7 @@ import torch
 from speed import PeakMemory, build, count_calls, device_name, sync  # this folder: run as a script
 
 import pndm
-from pndm.io import write_json
+from pndm.files import write_json
 from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent

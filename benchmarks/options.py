@@ -30,7 +30,7 @@ from quality import Problem, digits_problem, log, pndm_grid, row  # this folder:
 from solver_error import CountingEps
 
 import pndm
-from pndm.io import write_json
+from pndm.files import write_json
 from pndm.samplers import SAMPLERS
 
 NFES = (5, 8, 10)

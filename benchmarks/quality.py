@@ -70,8 +70,8 @@ from speed import device_name
 import pndm
 from pndm.analytic import GaussianMixture, reference_flow
 from pndm.assets import shipped_model_path
+from pndm.files import read_json, write_json
 from pndm.grids import make_grid
-from pndm.io import read_json, write_json
 from pndm.samplers import SAMPLERS, nfe
 from pndm.samplers.core import EpsFn
 from pndm.schedule import NoiseSchedule

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 import pndm
-from pndm.io import write_json
+from pndm.files import write_json
 from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "speed_cpu.json"

@@ -48,10 +48,10 @@ from speed import device_name
 
 import pndm
 from pndm.calibration import Calibration
+from pndm.files import write_json
 from pndm.grids import make_grid
-from pndm.io import write_json
 from pndm.samplers import SAMPLERS
-from pndm.tuning import start_grid, teacher, tune
+from pndm.tuning.search import start_grid, teacher, tune
 
 NFES = (5, 6, 8, 10)
 GOALS = {"mixture": 0.5, "digits": 0.8}

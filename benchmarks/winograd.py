@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from speed import device_name  # this folder: run as a script
 
 import pndm
-from pndm.io import write_json
+from pndm.files import write_json
 from pndm.models import inference
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "winograd_cpu.json"

@@ -12,17 +12,18 @@ from conftest import Counter, assert_one_line_error
 from PIL import Image
 from test_tune_cli import GRID, tuned
 
-from pndm import PNDMPipeline, grid_file
+from pndm import PNDMPipeline
 from pndm.analytic import PointMass, gaussian_flow
 from pndm.assets import shipped_model_path
 from pndm.calibration import Calibration
 from pndm.cli import main
-from pndm.grid_file import load_grid, save_grid
 from pndm.images import postprocess, to_uint8
 from pndm.noise import initial_noise
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule, VPSchedule
-from pndm.tuning import CalibrationSpace, called_times, rms, tune
+from pndm.tuning import grid_file
+from pndm.tuning.grid_file import load_grid, save_grid
+from pndm.tuning.search import CalibrationSpace, called_times, rms, tune
 
 DDPM = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
 VP = VPSchedule()

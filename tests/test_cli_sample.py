@@ -11,14 +11,14 @@ import torch
 from conftest import assert_one_line_error, read_only_folder, unlock
 from PIL import Image
 
-from pndm import jobs
 from pndm.assets import shipped_model_path
 from pndm.cli import main
+from pndm.compat.pipeline import PNDMPipeline
+from pndm.compat.scheduler import PNDMScheduler
 from pndm.images import contact_sheet
+from pndm.jobs import sample as jobs
+from pndm.jobs.seeds import parse_seeds
 from pndm.models.unet_2d import UNet2DModel
-from pndm.pipeline import PNDMPipeline
-from pndm.scheduler import PNDMScheduler
-from pndm.seeds import parse_seeds
 
 SIZE = 8
 FAST = ["--steps", "5", "--no-progress"]
@@ -335,7 +335,7 @@ def test_an_image_too_large_for_memory_is_refused(
 def test_in_memory_outputs_that_cannot_fit_are_refused(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    from pndm import fast
+    from pndm.runtime import fast
 
     real = fast.free_memory
     monkeypatch.setattr(

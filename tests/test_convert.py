@@ -20,7 +20,7 @@ from conftest import assert_one_line_error, assert_rounding_close
 from torch import nn
 
 from pndm.cli import main
-from pndm.convert import (
+from pndm.models.convert import (
     PRESETS,
     OriginalConfig,
     convert_checkpoint,
@@ -325,7 +325,7 @@ def original_fpndm(model: nn.Module, x: torch.Tensor, steps: int) -> list[torch.
 
 
 def _converted_pipeline(tiny_checkpoint: tuple[OriginalModel, Path], tmp_path: Path):
-    from pndm.pipeline import PNDMPipeline
+    from pndm.compat.pipeline import PNDMPipeline
 
     convert_checkpoint(tiny_checkpoint[1], tmp_path / "pipe")
     with warnings.catch_warnings():

@@ -18,16 +18,16 @@ import torch.nn.functional as F
 from conftest import SMALL_UNET, assert_rounding_close
 
 from pndm import PNDMPipeline, PNDMScheduler, UNet2DModel
-from pndm.fast import (
+from pndm.models import blocks, inference, unet_2d
+from pndm.models.blocks import SUBPIXEL_MIN_PIXELS, TimeProjections, Upsample2D
+from pndm.models.inference import derived, weight_cache, winograd_conv3x3, winograd_kernels
+from pndm.runtime.fast import (
     CPU_MAX_BATCH,
     CudaGraphModel,
     compile_mode,
     default_batch_size,
     image_bytes,
 )
-from pndm.models import blocks, inference, unet_2d
-from pndm.models.blocks import SUBPIXEL_MIN_PIXELS, TimeProjections, Upsample2D
-from pndm.models.inference import derived, weight_cache, winograd_conv3x3, winograd_kernels
 from pndm.samplers._common import Grid
 from pndm.samplers.core import transfer
 from pndm.schedule import NoiseSchedule
@@ -442,11 +442,11 @@ def test_midpoint_transfer_is_precomputed_and_equal() -> None:
 def test_default_batch_size_follows_free_memory(monkeypatch) -> None:
     unet = small_unet()
     per_image = image_bytes(unet.config, (3, 16, 16), torch.float32)
-    monkeypatch.setattr("pndm.fast.free_memory", lambda device: 10 * per_image)
+    monkeypatch.setattr("pndm.runtime.fast.free_memory", lambda device: 10 * per_image)
     assert 1 <= default_batch_size("cpu", torch.float32, unet) <= 5
-    monkeypatch.setattr("pndm.fast.free_memory", lambda device: 0)
+    monkeypatch.setattr("pndm.runtime.fast.free_memory", lambda device: 0)
     assert default_batch_size("cpu", torch.float32, unet) == 1
-    monkeypatch.setattr("pndm.fast.free_memory", lambda device: 1 << 50)
+    monkeypatch.setattr("pndm.runtime.fast.free_memory", lambda device: 1 << 50)
     assert default_batch_size("cpu", torch.float32, unet) == CPU_MAX_BATCH
 
 
@@ -509,11 +509,11 @@ def cli_sample(model_dir, *args: str) -> int:
 
 
 def test_cli_default_batch_size_is_memory_aware(model_dir, tmp_path, monkeypatch) -> None:
-    from pndm import jobs
+    from pndm.jobs import sample as jobs
 
     calls: list[tuple[int, int]] = []
     real = jobs._sample
-    monkeypatch.setattr("pndm.fast.default_batch_size", lambda device, dtype, unet: 3)
+    monkeypatch.setattr("pndm.runtime.fast.default_batch_size", lambda device, dtype, unet: 3)
 
     def spy(pipe, seeds, job, method, size):
         calls.append((len(seeds), size))

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error
 
-from pndm import io, jobs
+from pndm import files as io
 from pndm.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
+from pndm.jobs import sample as jobs
 
 FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
 

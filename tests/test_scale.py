@@ -16,9 +16,9 @@ import pytest
 from conftest import assert_one_line_error
 from PIL import Image
 
-from pndm import manifest
 from pndm.cli import main
 from pndm.images import is_complete_png
+from pndm.jobs import manifest
 
 FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
 PNDM = [sys.executable, "-m", "pndm.cli"]
@@ -142,7 +142,7 @@ def folder(tmp_path: Path) -> Path:
 
 def _other_weights(tmp_path: Path) -> Path:
     from pndm.assets import shipped_model_path
-    from pndm.io import read_weights, save_state_dict
+    from pndm.files import read_weights, save_state_dict
 
     model = tmp_path / "other-model"
     shutil.copytree(shipped_model_path(), model)
@@ -165,7 +165,7 @@ def _other_weights(tmp_path: Path) -> Path:
 def test_other_settings_are_refused_before_loading(
     folder, tmp_path, capsys, monkeypatch, args, needle
 ):
-    from pndm import folders
+    from pndm.compat import folders
 
     if "OTHER" in args:
         args = ["--model", str(_other_weights(tmp_path))]

@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_TRAIN
 from PIL import Image
 
-from pndm import train as T
+from pndm.train import loop as T
 
 pytest.importorskip("sklearn")
 
@@ -61,8 +61,8 @@ def test_pipeline_folder_layout(trained: Path) -> None:
 
 
 def test_pipeline_loads_with_ema_weights(trained: Path) -> None:
+    from pndm.compat.scheduler import PNDMScheduler
     from pndm.models.unet_2d import UNet2DModel
-    from pndm.scheduler import PNDMScheduler
 
     unet = UNet2DModel.from_pretrained(trained, subfolder="unet")
     assert unet.config.sample_size == 8 and unet.config.in_channels == 1

@@ -15,9 +15,9 @@ import torch
 from conftest import TINY_TRAIN, assert_one_line_error, read_only_folder, unlock
 from PIL import Image
 
-from pndm import train as T
 from pndm.cli import main
-from pndm.train_config import TrainConfig
+from pndm.train import loop as T
+from pndm.train.config import TrainConfig
 
 TINY = {**TINY_TRAIN, "batch_size": 4, "warmup_steps": 1, "ema_decay": 0.995}
 TINY_CLI = [

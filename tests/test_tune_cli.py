@@ -1,4 +1,4 @@
-"""Tuned grid files (`pndm.grid_file`), ``pndm tune`` and ``pndm sample --timesteps``."""
+"""Tuned grid files (`pndm.tuning.grid_file`), ``pndm tune`` and ``pndm sample --timesteps``."""
 
 from __future__ import annotations
 
@@ -15,15 +15,14 @@ import torch
 from conftest import assert_one_line_error
 from PIL import Image
 
-from pndm import grid_file
 from pndm.assets import shipped_model_path
 from pndm.cli import main
-from pndm.grid_file import GridMismatchWarning, check_grid, load_grid, model_hash, save_grid
-from pndm.io import read_weights, save_state_dict
+from pndm.compat.pipeline import PNDMPipeline
+from pndm.compat.scheduler import PNDMScheduler
+from pndm.files import read_weights, save_state_dict
 from pndm.models.unet_2d import UNet2DModel
-from pndm.pipeline import PNDMPipeline
-from pndm.scheduler import PNDMScheduler
-from pndm.tuning import Tuned
+from pndm.tuning import Tuned, grid_file
+from pndm.tuning.grid_file import GridMismatchWarning, check_grid, load_grid, model_hash, save_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -169,7 +168,7 @@ def test_missing_file(tmp_path: Path, capsys) -> None:
 
 
 def test_importing_grid_file_does_not_import_torch() -> None:
-    code = "import sys, pndm.grid_file; assert 'torch' not in sys.modules"
+    code = "import sys, pndm.tuning.grid_file; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -13,7 +13,7 @@ from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
 from pndm.samplers import SAMPLERS, nfe
 from pndm.schedule import NoiseSchedule, VPSchedule
-from pndm.tuning import (
+from pndm.tuning.search import (
     LogSigmaGrid,
     Objective,
     final_target,
@@ -178,7 +178,7 @@ def test_tuning_on_a_gaussian_never_worsens_its_start(name):
     result = tune(_gaussian_eps, VP, train, method=name, nfe=5, reference=exact["train"], budget=60)
     assert result.error <= result.start_error
     start = LogSigmaGrid(VP, steps_for_nfe(name, 5, {}))
-    from pndm.tuning import start_grid
+    from pndm.tuning.search import start_grid
 
     start_times = start_grid(result.start_grid, VP, start.steps)
     before = rms(SAMPLERS[name](_gaussian_eps, test, start_times, VP), exact["test"])

@@ -16,7 +16,7 @@ import torch
 from conftest import SMALL_UNET, assert_rounding_close
 from safetensors.torch import save_file
 
-from pndm import io
+from pndm import files as io
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG, UNet2DModel, UNet2DOutput
 

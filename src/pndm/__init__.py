@@ -15,10 +15,10 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "NoiseSchedule": "pndm.schedule",
     "VPSchedule": "pndm.schedule",
-    "PNDMScheduler": "pndm.scheduler",
-    "SchedulerOutput": "pndm.scheduler",
-    "PNDMPipeline": "pndm.pipeline",
-    "ImagePipelineOutput": "pndm.outputs",
+    "PNDMScheduler": "pndm.compat.scheduler",
+    "SchedulerOutput": "pndm.compat.scheduler",
+    "PNDMPipeline": "pndm.compat.pipeline",
+    "ImagePipelineOutput": "pndm.compat.outputs",
     "UNet2DModel": "pndm.models.unet_2d",
     "SAMPLERS": "pndm.samplers",
 }
@@ -36,12 +36,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pndm.compat.outputs import ImagePipelineOutput
+    from pndm.compat.pipeline import PNDMPipeline
+    from pndm.compat.scheduler import PNDMScheduler, SchedulerOutput
     from pndm.models.unet_2d import UNet2DModel
-    from pndm.outputs import ImagePipelineOutput
-    from pndm.pipeline import PNDMPipeline
     from pndm.samplers import SAMPLERS
     from pndm.schedule import NoiseSchedule, VPSchedule
-    from pndm.scheduler import PNDMScheduler, SchedulerOutput
 
 
 __getattr__ = lazy_getattr(globals(), _EXPORTS)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pndm.io import PathLike, component_dir, read_json, write_json
+from pndm.files import PathLike, component_dir, read_json, write_json
 
 # The diffusers release whose file format (keys, defaults, layout) this package writes.
 DIFFUSERS_VERSION = "0.42.1"

@@ -1,6 +1,6 @@
 """Images: solver output -> [0, 1] floats, uint8, PIL; contact sheets; PNG and .npz writers.
 
-Every writer is atomic (`pndm.io.atomic_write`): a reader never sees a half-written file.
+Every writer is atomic (`pndm.files.atomic_write`): a reader never sees a half-written file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import PIL.Image
 
-from pndm.io import atomic_write
+from pndm.files import atomic_write
 
 if TYPE_CHECKING:  # torch-free at import: `pndm --help` builds the sample parser from here
     import torch

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from pndm.checks import check_count
-from pndm.devices import resolve_device
-from pndm.io import PathLike
+from pndm.files import PathLike
 from pndm.metrics import digits, inception, names
 from pndm.metrics.frechet import (
     Statistics,
@@ -30,6 +29,7 @@ from pndm.metrics.frechet import (
 )
 from pndm.metrics.names import DEFAULT_BATCH_SIZE, FEATURES
 from pndm.metrics.samples import load_samples
+from pndm.runtime.devices import resolve_device
 
 SHIPPED = {name: digits.asset_path(f"{name}_stats.npz") for name in names.SHIPPED}
 DIMS = {inception.NAME: inception.FEATURE_DIMS, digits.NAME: digits.FEATURE_DIMS}

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from pndm.io import PathLike, atomic_write
+from pndm.files import PathLike, atomic_write
 
 
 @dataclass(frozen=True)

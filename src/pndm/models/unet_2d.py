@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pndm import io
+from pndm import files as io
+from pndm.compat.outputs import BaseOutput
 from pndm.config import ConfigMixin, FrozenConfig
 from pndm.models.activations import get_activation
 from pndm.models.blocks import (
@@ -36,7 +37,6 @@ from pndm.models.embeddings import (
 from pndm.models.inference import derived
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_config import validate_config
-from pndm.outputs import BaseOutput
 
 CONFIG_NAME = "config.json"
 

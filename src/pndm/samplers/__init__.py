@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from pndm.grids import check_num_steps
-from pndm.samplers._checks import Method, check_options
 from pndm.samplers.core import (
     AB_WEIGHTS,
     EpsFn,
@@ -25,6 +24,7 @@ from pndm.samplers.core import (
 from pndm.samplers.ddim import ddim as _ddim
 from pndm.samplers.dpmpp import dpmpp_2m as _dpmpp_2m
 from pndm.samplers.ipndm import ipndm as _ipndm
+from pndm.samplers.method import Method, check_options
 from pndm.samplers.pec import pec as _pec
 from pndm.samplers.pec_adaptive import pec_adaptive as _pec_adaptive
 from pndm.samplers.pec_data import pec_data as _pec_data

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._checks import Method
 from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate
 from pndm.samplers.core import EpsFn, Schedule
+from pndm.samplers.method import Method
 
 
 def _ddim(

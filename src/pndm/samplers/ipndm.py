@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers import core
-from pndm.samplers._checks import Method
 from pndm.samplers._common import CLIP_OPTIONS, Grid, check_flag, clip_limit, evaluate, multistep
 from pndm.samplers.core import EpsFn, Schedule, transfer
+from pndm.samplers.method import Method
 
 
 def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False, **_: object) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._checks import Method, check_order
 from pndm.samplers._common import (
     CLIP_OPTIONS,
     Grid,
@@ -15,6 +14,7 @@ from pndm.samplers._common import (
 )
 from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table
 from pndm.samplers.core import EpsFn, Schedule
+from pndm.samplers.method import Method, check_order
 
 
 def _pec(

@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from pndm.samplers._checks import Method, check_order, check_tolerance
 from pndm.samplers._common import Grid, alpha_bar_at, error_norm, evaluate
 from pndm.samplers.adams import lagrange_integrals
 from pndm.samplers.core import EpsFn, Schedule, linear_combination, transfer
+from pndm.samplers.method import Method, check_order, check_tolerance
 
 R_MAX = 0.75  # σ̃ falls at most 4x a step: the unchecked landing step stays in a known regime
 R_START = 0.1  # first relative step; at high noise ε is nearly constant, so the controller grows it

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._checks import Method, check_order
 from pndm.samplers._common import (
     CLIP_OPTIONS,
     Grid,
@@ -25,6 +24,7 @@ from pndm.samplers._common import (
 )
 from pndm.samplers.adams import data_adams_tables
 from pndm.samplers.core import EpsFn, Schedule
+from pndm.samplers.method import Method, check_order
 
 
 def _caps(grid: Grid, order: int, lower_order_final: bool) -> list[int]:

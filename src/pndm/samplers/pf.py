@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from pndm.samplers._checks import Method, check_tolerance
 from pndm.samplers._common import Grid, check_noisy, error_norm, evaluate, vp_drift_coefficients
 from pndm.samplers.core import EpsFn, Schedule
+from pndm.samplers.method import Method, check_tolerance
 
 # Butcher tableau of DOPRI5: nodes c, stages a (the last row is the 5th-order solution, FSAL) and
 # the error weights e = b5 - b4.

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import torch
 
 from pndm.samplers import core
-from pndm.samplers._checks import Method
 from pndm.samplers._common import (
     CLIP_OPTIONS,
     Grid,
@@ -32,6 +31,7 @@ from pndm.samplers.core import (
     linear_combination,
     transfer,
 )
+from pndm.samplers.method import Method
 
 
 def _four_stage_nfe(n: int, **_: object) -> int:

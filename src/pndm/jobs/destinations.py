@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pndm.files import check_writable
 from pndm.images import contact_sheet, is_complete_png, save_npz, save_png
-from pndm.io import check_writable
 
 KINDS = ("sheet", "folder", "npz")
 PNG_COMPRESSION_BOUND = 10  # a PNG is assumed at least 1/10 of its raw size (disk check)

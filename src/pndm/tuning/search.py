@@ -54,9 +54,9 @@ from pndm.grids import FINAL_TIME, edm, logsnr, time_quadratic, time_uniform
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
-from pndm.samplers._checks import check_x
 from pndm.samplers._common import check_flag
 from pndm.samplers.core import EpsFn
+from pndm.samplers.method import check_x
 
 TEACHER_STEPS = 200
 TUNE_SAMPLES = 64  # tuning noises of `tune_pipeline` (and ``pndm tune``) by default

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pndm.io import PathLike, remove_entries
+from pndm.files import PathLike, remove_entries
 
 if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
     import torch
@@ -95,7 +95,7 @@ def unet_config(cfg: OriginalConfig) -> dict[str, Any]:
 
 def scheduler_config(alpha_index_offset: int = 1) -> dict[str, Any]:
     """PNDMScheduler config of the original code: linear β 1e-4..0.02, T = 1000, ᾱ[t + 1]."""
-    from pndm.scheduler import PNDMScheduler
+    from pndm.compat.scheduler import PNDMScheduler
 
     config = {**PNDMScheduler(set_alpha_to_one=False).config}  # linear, 1e-4, 0.02, 1000
     return {**config, "alpha_index_offset": int(alpha_index_offset)}
@@ -310,8 +310,8 @@ def _check_output(dst: Path, overwrite: bool) -> None:
 
 def save_pipeline(model: torch.nn.Module, dst: Path, alpha_index_offset: int = 1) -> None:
     """Write the pipeline folder (unet/, scheduler/, then model_index.json) over our old entries."""
-    from pndm.pipeline import PNDMPipeline
-    from pndm.scheduler import PNDMScheduler
+    from pndm.compat.pipeline import PNDMPipeline
+    from pndm.compat.scheduler import PNDMScheduler
 
     remove_entries(dst)
     scheduler = PNDMScheduler.from_config(scheduler_config(alpha_index_offset))

@@ -3,8 +3,9 @@ folder of per-seed PNGs guarded by a manifest.
 
 Every image is decided by its seed alone (the pipeline draws each image's noise from its own
 generator), so a job splits into batches of any size and, under torchrun, into ranks
-(`pndm.distributed`). A folder resumes: a seed counts as done only if its PNG is complete and of
-the expected size and mode; `pndm.manifest` refuses a run whose settings differ from the folder's.
+(`pndm.jobs.ranks`). A folder resumes: a seed counts as done only if its PNG is complete and of
+the expected size and mode; `pndm.jobs.manifest` refuses a run whose settings differ from the
+folder's.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from pndm import distributed, targets
 from pndm.assets import model_folder
 from pndm.calibration import Calibration, check_calibration
 from pndm.checks import check_count
-from pndm.devices import resolve_device, resolve_dtype, torch_threads
-from pndm.distributed import Ranks
 from pndm.images import to_uint8
-from pndm.targets import Output
+from pndm.jobs import destinations as targets
+from pndm.jobs import ranks as distributed
+from pndm.jobs.destinations import Output
+from pndm.jobs.ranks import Ranks
+from pndm.runtime.devices import resolve_device, resolve_dtype, torch_threads
 
 DEFAULT_STEPS = 50
-DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.fast.default_batch_size
+DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.runtime.fast.default_batch_size
 
 
 @dataclass
@@ -121,7 +123,7 @@ def job_device(job: SampleJob, ranks: Ranks) -> Any:
 
 def load_pipeline(job: SampleJob, device: Any) -> Any:
     """The PNDMPipeline of the job's model folder on ``device``, its progress bar off."""
-    from pndm.pipeline import PNDMPipeline
+    from pndm.compat.pipeline import PNDMPipeline
 
     folder, dtype = model_folder(job.model), resolve_dtype(job.dtype)
     pipe = PNDMPipeline.from_pretrained(folder, torch_dtype=dtype)
@@ -154,7 +156,7 @@ class Plan:
     """What the model folder's files decide before the model is loaded."""
 
     method: str
-    settings: dict[str, Any]  # the pixel-deciding settings (`pndm.manifest.SETTINGS`)
+    settings: dict[str, Any]  # the pixel-deciding settings (`pndm.jobs.manifest.SETTINGS`)
     image: dict[str, Any]  # width, height and PNG mode of every image
 
 
@@ -162,9 +164,11 @@ def plan(job: SampleJob) -> Plan:
     """Read the model folder's configs (not its weights into a model): the method, the image
     size, the step count or explicit grid checked against the scheduler, the method's option
     names, the model's content hash."""
-    from pndm import folders, grids, manifest, samplers
+    from pndm import grids, samplers
+    from pndm.compat import folders
+    from pndm.files import read_json
     from pndm.images import png_mode
-    from pndm.io import read_json
+    from pndm.jobs import manifest
 
     files = folders.model_files(model_folder(job.model))
     unet, scheduler = read_json(files[0]), read_json(files[2])
@@ -195,7 +199,8 @@ def _grid(job: SampleJob, scheduler: Any) -> list[float]:
 
 def _folder_manifest(job: SampleJob, output: Output, plan: Plan) -> Any:
     """The folder's manifest after this run, checked against the folder's (before loading)."""
-    from pndm import __version__, manifest
+    from pndm import __version__
+    from pndm.jobs import manifest
 
     versions = {"pndm": __version__, "torch": _torch_version()}
     wanted = manifest.Manifest(plan.settings, plan.image, versions, list(job.seeds))
@@ -220,7 +225,7 @@ def _threads(job: SampleJob, ranks: Ranks, device: Any) -> contextlib.AbstractCo
 def _open_folder(folder: Path, manifest: Any, ranks: Ranks, device: Any) -> None:
     """Rank 0 makes the folder, removes a killed run's temporaries and writes the manifest;
     every rank waits for it before looking at any file."""
-    from pndm import manifest as manifests
+    from pndm.jobs import manifest as manifests
 
     if ranks.lead:
         folder.mkdir(exist_ok=True)
@@ -265,7 +270,7 @@ def _check_fits(pipe: Any, output: Output, n: int) -> None:
     """One image must fit the UNet's working memory; all of them the output (`targets`)."""
     import torch
 
-    from pndm import fast
+    from pndm.runtime import fast
 
     fast.check_fits(pipe.device, pipe.dtype, pipe.unet)
     config = pipe.unet.config
@@ -354,6 +359,6 @@ def _sample_all(
 
 def _fitting_batch_size(pipe: Any) -> int:
     """The memory-aware default: the batch that fits half the free memory (capped on CPU)."""
-    from pndm.fast import default_batch_size
+    from pndm.runtime.fast import default_batch_size
 
     return default_batch_size(pipe.device, pipe.dtype, pipe.unet)

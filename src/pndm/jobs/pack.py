@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from pndm import manifest as manifests
-from pndm.io import atomic_write
-from pndm.targets import missing_seeds, resolve_output, seed_filename
+from pndm.files import atomic_write
+from pndm.jobs import manifest as manifests
+from pndm.jobs.destinations import missing_seeds, resolve_output, seed_filename
 
 _SHOW = 5  # missing seeds named in an error
 

@@ -63,7 +63,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def _train_defaults() -> dict[str, Any]:
-    from pndm.train_config import TrainConfig
+    from pndm.train.config import TrainConfig
 
     return {f.name: f.default for f in fields(TrainConfig) if f.name != "extra"}
 
@@ -235,7 +235,7 @@ def _set_threads(threads: int) -> None:
 
 def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
     """--method, and the time grid: --steps or a --timesteps file from ``pndm tune``."""
-    from pndm.jobs import DEFAULT_STEPS
+    from pndm.jobs.sample import DEFAULT_STEPS
 
     p.add_argument(
         "--method",
@@ -258,8 +258,8 @@ def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sample(subparsers: Subparsers) -> None:
-    from pndm.devices import DTYPES
-    from pndm.jobs import DEFAULT_BATCH_SIZE
+    from pndm.jobs.sample import DEFAULT_BATCH_SIZE
+    from pndm.runtime.devices import DTYPES
 
     p = subparsers.add_parser(
         "sample",
@@ -322,9 +322,9 @@ def _add_sample(subparsers: Subparsers) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from pndm.distributed import Ranks
-    from pndm.jobs import SampleJob, run_job
-    from pndm.seeds import default_seeds, parse_seeds
+    from pndm.jobs.ranks import Ranks
+    from pndm.jobs.sample import SampleJob, run_job
+    from pndm.jobs.seeds import default_seeds, parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else default_seeds(args.num_images)
     steps, timesteps, method, options, calibration = _sample_grid(args, Ranks.from_env().lead)
@@ -366,14 +366,14 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
     --timesteps file: its method, options and calibration unless --method names another (then
     neither options nor calibration); warns on stderr (rank 0 only) where the file was tuned
     for another model or method."""
-    from pndm.jobs import DEFAULT_STEPS
+    from pndm.jobs.sample import DEFAULT_STEPS
 
     if args.timesteps is None:
         steps = DEFAULT_STEPS if args.steps is None else args.steps
         return GridChoice(steps, None, args.method, {}, None)
     if args.steps is not None:
         raise UsageError("give --steps or --timesteps, not both: a grid file fixes the steps")
-    from pndm.grid_file import load_grid
+    from pndm.tuning.grid_file import load_grid
 
     grid = load_grid(args.timesteps)
     method = args.method or grid.method
@@ -388,8 +388,8 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
 
 
 def _warn_grid(grid: Any, model: Path, method: str) -> None:
-    """`pndm.grid_file.check_grid`'s warnings as one stderr line each, ``warning: ...``."""
-    from pndm.grid_file import check_grid, weights_hash
+    """`pndm.tuning.grid_file.check_grid`'s warnings as one stderr line each, ``warning: ...``."""
+    from pndm.tuning.grid_file import check_grid, weights_hash
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -441,9 +441,9 @@ def _add_tune(subparsers: Subparsers) -> None:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from pndm.assets import model_folder
-    from pndm.devices import torch_threads
-    from pndm.grid_file import check_new_grid_path, save_grid, weights_hash
+    from pndm.runtime.devices import torch_threads
     from pndm.samplers import get_sampler
+    from pndm.tuning.grid_file import check_new_grid_path, save_grid, weights_hash
 
     check_new_grid_path(args.out, args.overwrite)  # before any model call
     if args.samples is None:
@@ -466,7 +466,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _check_tune_request(method: str, args: argparse.Namespace) -> None:
     """What the tuner would refuse only after its teacher run: the seed, and an NFE that no
     option set of the method reaches (the error lists the reachable ones)."""
-    from pndm.tuning import option_combinations, steps_for_nfe, tuning_seeds
+    from pndm.tuning.search import option_combinations, steps_for_nfe, tuning_seeds
 
     tuning_seeds(args.samples, args.seed)
     combos = option_combinations(method, {}) if args.search_options else [{}]
@@ -478,8 +478,8 @@ def _check_tune_request(method: str, args: argparse.Namespace) -> None:
 
 
 def _tune_pipeline(folder: Path, device: str) -> Any:
-    from pndm.devices import resolve_device
-    from pndm.pipeline import PNDMPipeline
+    from pndm.compat.pipeline import PNDMPipeline
+    from pndm.runtime.devices import resolve_device
 
     pipe = PNDMPipeline.from_pretrained(folder).to(resolve_device(device))
     pipe.set_progress_bar_config(disable=True)  # one bar for the whole tuning instead
@@ -536,7 +536,7 @@ def _add_pack(subparsers: Subparsers) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from pndm.pack import pack
+    from pndm.jobs.pack import pack
 
     count = pack(args.folder, args.out, overwrite=args.overwrite)
     print(f"wrote {count} images to {args.out}", file=sys.stderr)
@@ -601,7 +601,7 @@ def _cmd_fid(args: argparse.Namespace) -> int:
 
 def _check_new_npz(path: Path) -> None:
     """--save-stats: an .npz path whose folder is writable, never an existing file."""
-    from pndm.io import check_writable
+    from pndm.files import check_writable
 
     if path.suffix.lower() != ".npz":
         raise UsageError(f"--save-stats writes an .npz; got {path}")
@@ -616,7 +616,7 @@ def _check_new_npz(path: Path) -> None:
 
 
 def _add_convert(subparsers: Subparsers) -> None:
-    from pndm.convert import PRESETS
+    from pndm.models.convert import PRESETS
 
     p = subparsers.add_parser(
         "convert",
@@ -649,7 +649,7 @@ def _add_convert(subparsers: Subparsers) -> None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from pndm.convert import convert_checkpoint, unet_config
+    from pndm.models.convert import convert_checkpoint, unet_config
 
     cfg = convert_checkpoint(
         args.src,
@@ -691,8 +691,8 @@ def _add_info(subparsers: Subparsers) -> None:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from pndm.assets import shipped_model_path
+    from pndm.compat.scheduler import PNDMScheduler
     from pndm.models.unet_2d import UNet2DModel
-    from pndm.scheduler import PNDMScheduler
 
     folder = args.folder if args.folder is not None else shipped_model_path()
     if not folder.is_dir():
@@ -864,7 +864,3 @@ def _count(text: str) -> int:
 def run() -> None:
     """Console-script entry point (and ``python -m pndm.cli``)."""
     sys.exit(_main(None, process=True))
-
-
-if __name__ == "__main__":
-    run()

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
+from pndm.compat.scheduler import PNDMScheduler
 from pndm.config import DIFFUSERS_VERSION
-from pndm.io import PathLike, component_dir, find_weights, read_json, write_json
+from pndm.files import PathLike, component_dir, find_weights, read_json, write_json
 from pndm.models.unet_2d import UNet2DModel, read_unet_config
-from pndm.scheduler import PNDMScheduler
 
 MODEL_INDEX_NAME = "model_index.json"
 MODEL_INDEX = {

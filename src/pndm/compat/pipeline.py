@@ -1,9 +1,9 @@
 """PNDMPipeline: noise -> a pure sampler on the scheduler's grid -> images (diffusers-compatible).
 
 Glue only: arguments -> grid (`pndm.grids`) -> noise (`pndm.noise`, drawn as diffusers draws it)
--> prepared model (`pndm.fast`) -> ``SAMPLERS[method]`` on one ε function (`pndm.wrapper`) ->
-images (`pndm.images`). The pure F-PNDM and PLMS samplers equal ``PNDMScheduler.step`` on the same
-grid, so the default images equal diffusers' ``PNDMPipeline``.
+-> prepared model (`pndm.runtime.fast`) -> ``SAMPLERS[method]`` on one ε function
+(`pndm.wrapper`) -> images (`pndm.images`). The pure F-PNDM and PLMS samplers equal
+``PNDMScheduler.step`` on the same grid, so the default images equal diffusers' ``PNDMPipeline``.
 
 Precision: the noise is drawn in float32 and the solver state and every ε stay in float32 (a
 float64 UNet gets a float64 solver); only the UNet runs in its own dtype. diffusers feeds float32
@@ -20,14 +20,15 @@ import numpy as np
 import PIL.Image
 import torch
 
-from pndm import folders, images, noise
+from pndm import images, noise
 from pndm.calibration import Calibration, check_calibration
 from pndm.checks import check_count
+from pndm.compat import folders
+from pndm.compat.outputs import ImagePipelineOutput
 from pndm.config import FrozenConfig
-from pndm.fast import FastCache, prepare_model
+from pndm.files import PathLike
 from pndm.grids import default_method
-from pndm.io import PathLike
-from pndm.outputs import ImagePipelineOutput
+from pndm.runtime.fast import FastCache, prepare_model
 from pndm.samplers import get_sampler, nfe
 from pndm.wrapper import EpsFn, Observed, make_eps_fn
 
@@ -49,8 +50,8 @@ class PNDMPipeline:
     ``num_inference_steps``); ``calibration`` (a `pndm.calibration.Calibration` of the model's
     calls, tuned with that grid: ``load_grid(path).calibration``);
     ``callback(i, t, x)`` before model call i; ``channels_last``, ``compile``, ``cuda_graphs``
-    (`pndm.fast.prepare_model`; a call leaves the UNet as it was); ``**method_options`` of the
-    sampler (e.g. ``order=`` for "vab"; unknown names raise).
+    (`pndm.runtime.fast.prepare_model`; a call leaves the UNet as it was); ``**method_options``
+    of the sampler (e.g. ``order=`` for "vab"; unknown names raise).
     """
 
     def __init__(self, unet: Any, scheduler: Any) -> None:
@@ -105,7 +106,7 @@ class PNDMPipeline:
         scheduler: Any = None,
         variant: str | None = None,
     ) -> PNDMPipeline:
-        """Load a local folder, pipeline or flat hub layout (`pndm.folders`); ``unet=`` /
+        """Load a local folder, pipeline or flat hub layout (`pndm.compat.folders`); ``unet=`` /
         ``scheduler=`` replace a component instead of loading it; ``torch_dtype`` casts the UNet."""
         components = folders.load_components(
             pretrained_model_name_or_path, torch_dtype, variant, unet=unet, scheduler=scheduler

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pndm.io import PIPELINE_ENTRIES, check_writable
+from pndm.files import PIPELINE_ENTRIES, check_writable
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_INDEX = PIPELINE_ENTRIES[0]  # written last, so a folder that has it is complete

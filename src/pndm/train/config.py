@@ -137,8 +137,8 @@ def _validate_model(c: TrainConfig) -> None:
 
 
 def _validate_device(c: TrainConfig) -> None:
-    """The same names and errors as pndm sample (`pndm.devices`); float16 is not trained."""
-    from pndm.devices import resolve_device, resolve_dtype
+    """The same names and errors as pndm sample (`pndm.runtime.devices`); float16 is not trained."""
+    from pndm.runtime.devices import resolve_device, resolve_dtype
 
     resolve_device(c.device)
     resolve_dtype(c.dtype)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pndm.calibration import Calibration
-from pndm.io import PathLike, atomic_write, check_writable, read_json
+from pndm.files import PathLike, atomic_write, check_writable, read_json
 
 FORMAT = "pndm-timesteps"
 VERSION = 1
@@ -98,8 +98,8 @@ def model_hash(model: Any) -> str:
 
 def weights_hash(folder: PathLike) -> str:
     """`model_hash` of a pipeline folder's UNet weights as stored (safetensors or .bin)."""
-    from pndm.folders import model_files
-    from pndm.io import read_weights
+    from pndm.compat.folders import model_files
+    from pndm.files import read_weights
 
     return model_hash(read_weights(model_files(Path(folder))[1]))
 

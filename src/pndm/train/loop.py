@@ -20,17 +20,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pndm.devices import resolve_device, resolve_dtype
-from pndm.io import atomic_write
+from pndm.files import atomic_write
+from pndm.runtime.devices import resolve_device, resolve_dtype
 from pndm.schedule import NoiseSchedule
-from pndm.train_config import (
+from pndm.train.config import (
     LEGACY_NAMES,
     RUN_FIELDS,
     TrainConfig,
     scheduler_config,
     unet_config,
 )
-from pndm.train_output import CHECKPOINT_NAME, check_output, work_folder
+from pndm.train.output import CHECKPOINT_NAME, check_output, work_folder
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 DIGITS_COUNT = 1797  # images in scikit-learn's digits
@@ -327,8 +327,8 @@ def check_finite_weights(state: TrainState) -> None:
 
 def save_pipeline(unet: torch.nn.Module, config: TrainConfig, folder: Path) -> Path:
     """Write a diffusers PNDMPipeline folder; model_index.json goes last and marks completion."""
-    from pndm.pipeline import PNDMPipeline
-    from pndm.scheduler import PNDMScheduler
+    from pndm.compat.pipeline import PNDMPipeline
+    from pndm.compat.scheduler import PNDMScheduler
 
     scheduler = PNDMScheduler(**scheduler_config(config))
     PNDMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
@@ -389,7 +389,7 @@ def _parameter_count(config: TrainConfig) -> int:
 
 def check_fits(config: TrainConfig, count: int) -> None:
     """Refuse, before loading anything, a run whose data, model and one batch cannot fit."""
-    from pndm.fast import free_memory, image_bytes
+    from pndm.runtime.fast import free_memory, image_bytes
 
     device = resolve_device(config.device)
     shape = (config.channels, config.resolution, config.resolution)

@@ -28,9 +28,9 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 
+from pndm.compat.outputs import BaseOutput
 from pndm.config import ConfigMixin
 from pndm.grids import SCHEDULER_SPACINGS, scheduler_grid
-from pndm.outputs import BaseOutput
 from pndm.samplers import core
 from pndm.samplers.core import Multistep, equal_step_table, stage_time, transfer_coefficients
 from pndm.schedule import NoiseSchedule, make_betas

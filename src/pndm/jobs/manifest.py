@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pndm.io import read_json, write_json
-from pndm.seeds import seed_ranges, seeds_to_spec
+from pndm.files import read_json, write_json
+from pndm.jobs.seeds import seed_ranges, seeds_to_spec
 
 NAME = "pndm.json"
 FORMAT = "pndm-sample-folder/1"

@@ -1,0 +1,1 @@
+"""The diffusers surface: PNDMScheduler, PNDMPipeline, their outputs and pipeline folders."""

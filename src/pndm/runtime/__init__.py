@@ -1,0 +1,1 @@
+"""Running the UNet fast: devices and dtypes, input layout, compilation, CUDA graphs, memory."""
