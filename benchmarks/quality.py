@@ -73,9 +73,8 @@ from pndm.assets import shipped_model_path
 from pndm.files import read_json, write_json
 from pndm.grids import make_grid
 from pndm.samplers import SAMPLERS, nfe
-from pndm.samplers.core import EpsFn
 from pndm.schedule import NoiseSchedule
-from pndm.wrapper import make_eps_fn
+from pndm.wrapper import EpsFn, make_eps_fn
 
 NFES = (5, 6, 8, 10, 15, 20, 50)
 QUICK_NFES = (5, 8)

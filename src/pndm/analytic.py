@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pndm.samplers.core import EpsFn
+from pndm.wrapper import EpsFn
 
 ArrayLike = torch.Tensor | Sequence[Any] | float
 

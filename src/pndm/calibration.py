@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-    from pndm.samplers.core import EpsFn
+    from pndm.wrapper import EpsFn
 
 
 def _floats(name: str, values: Any) -> tuple[float, ...]:

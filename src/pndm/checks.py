@@ -17,3 +17,10 @@ def check_count(name: str, value: Any, minimum: int = 1) -> int:
     if not integer or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A boolean option, refusing truthy look-alikes ("no", 0.5) that would pass silently."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value

@@ -1,8 +1,9 @@
 """Noise schedules: betas -> alphas_cumprod (float64) and alpha_bar(t) at any time.
 
-Two schedules share one duck-typed interface (``alpha_bar``, ``sigma_tilde``,
-``timestep_from_sigma``, ``t_max``, ``t_min``): the discrete `NoiseSchedule` of trained
-checkpoints and the continuous `VPSchedule` used for analytic work. Notation follows the paper:
+Two schedules share one interface, the `Schedule` protocol (``alpha_bar``, ``sigma_tilde``,
+``timestep_from_sigma``, ``t_max``, ``t_min``, ``discrete``): the discrete `NoiseSchedule` of
+trained checkpoints and the continuous `VPSchedule` used for analytic work. A sampler needs only
+``alpha_bar`` (`SupportsAlphaBar`). Notation follows the paper:
 alpha_bar is ᾱ, sigma_tilde is σ̃ = sqrt((1 - ᾱ) / ᾱ).
 """
 
@@ -11,12 +12,39 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TimeLike = torch.Tensor | float | int | Sequence[float]
+
+
+@runtime_checkable
+class SupportsAlphaBar(Protocol):
+    """What a sampler needs of a noise schedule: ᾱ at any time of the grid (float64)."""
+
+    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Schedule(SupportsAlphaBar, Protocol):
+    """A full noise schedule: ᾱ and σ̃ = sqrt((1-ᾱ)/ᾱ) at any time, σ̃'s inverse, the range of
+    model times [t_min, t_max], and whether model times are indices of a trained table
+    (``discrete``: the final target then is -1, below every trained time)."""
+
+    @property
+    def t_max(self) -> float: ...
+
+    @property
+    def t_min(self) -> float: ...
+
+    @property
+    def discrete(self) -> bool: ...
+
+    def sigma_tilde(self, t: TimeLike) -> torch.Tensor: ...
+
+    def timestep_from_sigma(self, sigma: TimeLike) -> torch.Tensor: ...
 
 
 def _cosine_betas(num_train_timesteps: int) -> torch.Tensor:
@@ -123,6 +151,11 @@ class NoiseSchedule:
         return self.alphas_cumprod.numel()
 
     @property
+    def discrete(self) -> bool:
+        """Model times index a trained table; the final target -1 lies below them."""
+        return True
+
+    @property
     def t_max(self) -> float:
         """The largest model time with a trained ᾱ."""
         return float(self.num_train_timesteps - 1 - self.alpha_index_offset)
@@ -184,6 +217,11 @@ class VPSchedule:
     beta_max: float = 20.0
     t_max: float = 1.0
     t_min: float = 1e-3
+
+    @property
+    def discrete(self) -> bool:
+        """Continuous times: the grids end at t_min."""
+        return False
 
     def __post_init__(self) -> None:
         if not 0 <= self.beta_min < self.beta_max:

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from pndm.samplers.core import EpsFn
+EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``eps_fn(x, t) -> ε``: the noise prediction, t a float64 (batch,) tensor on x's device."""
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 

@@ -11,14 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from pndm.grids import check_num_steps
-from pndm.samplers.core import (
-    AB_WEIGHTS,
-    EpsFn,
-    Schedule,
-    linear_combination,
-    transfer,
-    transfer_coefficients,
-)
+from pndm.samplers.core import AB_WEIGHTS, linear_combination, transfer, transfer_coefficients
 
 # Methods under private names: ``pndm.samplers.ddim`` etc. stay the modules.
 from pndm.samplers.ddim import ddim as _ddim
@@ -71,9 +64,7 @@ def nfe(name: str, n: int, **options: Any) -> int | None:
 __all__ = [
     "AB_WEIGHTS",
     "SAMPLERS",
-    "EpsFn",
     "Method",
-    "Schedule",
     "get_sampler",
     "linear_combination",
     "nfe",

@@ -16,19 +16,20 @@ from typing import Any
 
 import torch
 
+from pndm.checks import check_flag
 from pndm.samplers.core import (
-    EpsFn,
     Multistep,
-    Schedule,
     Tableau,
     equal_step_table,
     linear_combination,
     stage_time,
     transfer_coefficients,
 )
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
-def alpha_bar_at(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+def alpha_bar_at(schedule: SupportsAlphaBar, t: torch.Tensor) -> torch.Tensor:
     """schedule.alpha_bar(t) as float64 on t's device, checked to lie in (0, 1]."""
     a = torch.as_tensor(schedule.alpha_bar(t), dtype=torch.float64).to(t.device)
     if a.shape != t.shape:
@@ -43,13 +44,6 @@ def alpha_bar_at(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
 
 # The option names of the x̂_0 clipping every transfer-based method takes (DDIM's clip_sample).
 CLIP_OPTIONS = ("clip_sample", "clip_sample_range")
-
-
-def check_flag(name: str, value: Any) -> bool:
-    """A boolean option, refusing truthy look-alikes ("no", 0.5) that would pass silently."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def clip_limit(clip_sample: Any, clip_sample_range: Any) -> float | None:
@@ -98,7 +92,7 @@ class Grid:
         cls,
         x: torch.Tensor,
         timesteps: torch.Tensor,
-        schedule: Schedule,
+        schedule: SupportsAlphaBar,
         midpoints: bool = False,
         clip: float | None = None,
     ) -> Grid:
@@ -268,7 +262,7 @@ def pseudo_runge_kutta(
     return tableau_sum(tableau.b, stages)
 
 
-def log_alpha_bar_slope(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+def log_alpha_bar_slope(schedule: SupportsAlphaBar, t: torch.Tensor) -> torch.Tensor:
     """d log ᾱ/dt at times t, by autograd of ``schedule.log_alpha_bar`` (or of log alpha_bar).
 
     Works inside ``torch.no_grad`` and ``torch.inference_mode``; raises if the schedule detaches t.
@@ -298,7 +292,7 @@ def check_noisy(method: str, alpha_bar: torch.Tensor) -> None:
 
 
 def vp_drift_coefficients(
-    schedule: Schedule, t: torch.Tensor, alpha_bar: torch.Tensor
+    schedule: SupportsAlphaBar, t: torch.Tensor, alpha_bar: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(c_x, c_ε) of the probability-flow ODE dx/dt = c_x x + c_ε ε at times t, float64.
 

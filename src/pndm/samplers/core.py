@@ -11,21 +11,11 @@ Every PNDM-family step is x_{n+1} = φ(x_n, ε', t_n -> t_{n+1}); methods differ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import torch
-
-EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""``eps_fn(x, t) -> ε``: the noise prediction, t a float64 (batch,) tensor on x's device."""
-
-
-class Schedule(Protocol):
-    """What a sampler needs of a noise schedule: ᾱ at any time of the grid (float64)."""
-
-    def alpha_bar(self, t: torch.Tensor) -> torch.Tensor: ...
-
 
 # Equal-step Adams-Bashforth weights for orders 1..4, newest first (e_n, e_{n-1}, ...).
 AB_WEIGHTS: tuple[tuple[float, ...], ...] = (

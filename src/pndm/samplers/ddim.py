@@ -5,15 +5,16 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate
-from pndm.samplers.core import EpsFn, Schedule
 from pndm.samplers.method import Method
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def _ddim(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._common import CLIP_OPTIONS, Grid, check_flag, clip_limit, evaluate
-from pndm.samplers.core import EpsFn, Schedule
+from pndm.checks import check_flag
+from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate
 from pndm.samplers.method import Method
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def _extrapolation(sigma: torch.Tensor, lower_order_final: bool) -> torch.Tensor:
@@ -24,7 +26,7 @@ def _dpmpp_2m(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     lower_order_final: bool = False,
     clip_sample: bool = False,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from pndm.checks import check_flag
 from pndm.samplers import core
-from pndm.samplers._common import CLIP_OPTIONS, Grid, check_flag, clip_limit, evaluate, multistep
-from pndm.samplers.core import EpsFn, Schedule, transfer
+from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate, multistep
+from pndm.samplers.core import transfer
 from pndm.samplers.method import Method
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False, **_: object) -> int:
@@ -19,7 +22,7 @@ def _ipndm(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     afs: bool = False,
     denoise_to_zero: bool = False,

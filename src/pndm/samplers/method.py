@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from pndm.samplers.core import EpsFn, Schedule
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def check_options(method: str, options: dict[str, Any], valid: Iterable[str]) -> None:
@@ -111,7 +112,7 @@ class Method:
         eps_fn: EpsFn,
         x: torch.Tensor,
         timesteps: torch.Tensor | Iterable[float],
-        schedule: Schedule,
+        schedule: SupportsAlphaBar,
         **options: Any,
     ) -> torch.Tensor:
         check_options(self.name, options, self.options)

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import torch
 
+from pndm.checks import check_flag
 from pndm.samplers._common import (
     CLIP_OPTIONS,
     Grid,
-    check_flag,
     clip_limit,
     final_order_caps,
     predict_evaluate_correct,
 )
 from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table
-from pndm.samplers.core import EpsFn, Schedule
 from pndm.samplers.method import Method, check_order
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def _pec(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     order: int = 3,
     lower_order_final: bool = False,

@@ -24,8 +24,10 @@ import torch
 
 from pndm.samplers._common import Grid, alpha_bar_at, error_norm, evaluate
 from pndm.samplers.adams import lagrange_integrals
-from pndm.samplers.core import EpsFn, Schedule, linear_combination, transfer
+from pndm.samplers.core import linear_combination, transfer
 from pndm.samplers.method import Method, check_order, check_tolerance
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 R_MAX = 0.75  # σ̃ falls at most 4x a step: the unchecked landing step stays in a known regime
 R_START = 0.1  # first relative step; at high noise ε is nearly constant, so the controller grows it
@@ -36,7 +38,7 @@ MAX_ATTEMPTS = 100_000  # a stuck controller raises instead of looping forever
 TimeFn = Callable[[float], torch.Tensor]
 
 
-def _time_fn(schedule: Schedule, device: torch.device, lo: float, hi: float) -> TimeFn:
+def _time_fn(schedule: SupportsAlphaBar, device: torch.device, lo: float, hi: float) -> TimeFn:
     """σ̃ -> model time by the schedule's inverse, σ̃ clamped to [lo, hi] (rounding at the ends)."""
     inverse = getattr(schedule, "timestep_from_sigma", None)
     if not callable(inverse):
@@ -53,7 +55,7 @@ def _time_fn(schedule: Schedule, device: torch.device, lo: float, hi: float) -> 
     return time_of
 
 
-def _sigma_stop(schedule: Schedule, s_start: float, s_end: float) -> float:
+def _sigma_stop(schedule: SupportsAlphaBar, s_start: float, s_end: float) -> float:
     """Where model calls stop: the target, or σ̃(t_min) if the target lies below the trained range
     (ᾱ(t_N) = 1); the rest is one final step with no call, as on a fixed grid."""
     if s_end > s_start:
@@ -69,7 +71,7 @@ def _sigma_stop(schedule: Schedule, s_start: float, s_end: float) -> float:
     return stop
 
 
-def _sigma_at(schedule: Schedule, t: float) -> float:
+def _sigma_at(schedule: SupportsAlphaBar, t: float) -> float:
     a = float(alpha_bar_at(schedule, torch.tensor([t], dtype=torch.float64))[0])
     return math.sqrt((1 - a) / a)
 
@@ -167,7 +169,7 @@ def _pec_adaptive(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     order: int = 4,
     rtol: float = 1e-3,

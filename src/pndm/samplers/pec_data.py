@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import torch
 
+from pndm.checks import check_flag
 from pndm.samplers._common import (
     CLIP_OPTIONS,
     Grid,
-    check_flag,
     clip_limit,
     final_order_caps,
     predict_evaluate_correct,
 )
 from pndm.samplers.adams import data_adams_tables
-from pndm.samplers.core import EpsFn, Schedule
 from pndm.samplers.method import Method, check_order
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def _caps(grid: Grid, order: int, lower_order_final: bool) -> list[int]:
@@ -39,7 +40,7 @@ def _pec_data(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     order: int = 2,
     lower_order_final: bool = False,

@@ -13,8 +13,9 @@ import math
 import torch
 
 from pndm.samplers._common import Grid, check_noisy, error_norm, evaluate, vp_drift_coefficients
-from pndm.samplers.core import EpsFn, Schedule
 from pndm.samplers.method import Method, check_tolerance
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 # Butcher tableau of DOPRI5: nodes c, stages a (the last row is the 5th-order solution, FSAL) and
 # the error weights e = b5 - b4.
@@ -30,7 +31,7 @@ _A = (
 _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
 
 
-def _drift(eps_fn: EpsFn, schedule: Schedule, x: torch.Tensor, t: float) -> torch.Tensor:
+def _drift(eps_fn: EpsFn, schedule: SupportsAlphaBar, x: torch.Tensor, t: float) -> torch.Tensor:
     """dx/dt = ᾱ'/(2ᾱ)[x - ε/sqrt(1-ᾱ)] at time t (one model call)."""
     time = torch.tensor(t, dtype=torch.float64, device=x.device)
     alpha_bar = torch.as_tensor(schedule.alpha_bar(time), dtype=torch.float64)
@@ -91,7 +92,7 @@ def _pf(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     rtol: float = 1e-5,
     atol: float = 1e-5,

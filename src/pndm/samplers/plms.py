@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import torch
 
+from pndm.checks import check_flag
 from pndm.samplers import core
-from pndm.samplers._common import CLIP_OPTIONS, Grid, check_flag, clip_limit, multistep
-from pndm.samplers.core import EpsFn, Schedule
+from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, multistep
 from pndm.samplers.method import Method
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def _plms(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     lower_order_final: bool = False,
     clip_sample: bool = False,

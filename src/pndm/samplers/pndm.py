@@ -23,15 +23,10 @@ from pndm.samplers._common import (
     tableau_sum,
     vp_drift_coefficients,
 )
-from pndm.samplers.core import (
-    EpsFn,
-    Multistep,
-    Schedule,
-    equal_step_table,
-    linear_combination,
-    transfer,
-)
+from pndm.samplers.core import Multistep, equal_step_table, linear_combination, transfer
 from pndm.samplers.method import Method
+from pndm.schedule import SupportsAlphaBar
+from pndm.wrapper import EpsFn
 
 
 def _four_stage_nfe(n: int, **_: object) -> int:
@@ -42,7 +37,7 @@ def _s_pndm(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
@@ -62,7 +57,7 @@ def _f_pndm(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
@@ -108,7 +103,7 @@ def classical_multistep(
 
 
 def _fon(
-    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: Schedule
+    eps_fn: EpsFn, x: torch.Tensor, timesteps: torch.Tensor, schedule: SupportsAlphaBar
 ) -> torch.Tensor:
     """FON, textbook: classical RK4 (3 steps) then AB4 on dx/dt = ᾱ'/(2ᾱ)[x - ε/sqrt(1-ᾱ)].
 
@@ -133,7 +128,7 @@ def _fon_orig(
     eps_fn: EpsFn,
     x: torch.Tensor,
     timesteps: torch.Tensor,
-    schedule: Schedule,
+    schedule: SupportsAlphaBar,
     *,
     index_size: float = 1.0,
 ) -> torch.Tensor:

@@ -49,14 +49,13 @@ import numpy as np
 import torch
 
 from pndm.calibration import Calibration
-from pndm.checks import check_count
+from pndm.checks import check_count, check_flag
 from pndm.grids import FINAL_TIME, edm, logsnr, time_quadratic, time_uniform
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
-from pndm.samplers._common import check_flag
-from pndm.samplers.core import EpsFn
 from pndm.samplers.method import check_x
+from pndm.wrapper import EpsFn
 
 TEACHER_STEPS = 200
 TUNE_SAMPLES = 64  # tuning noises of `tune_pipeline` (and ``pndm tune``) by default
