@@ -16,7 +16,7 @@ from pndm.cli import main
 from pndm.compat.pipeline import PNDMPipeline
 from pndm.compat.scheduler import PNDMScheduler
 from pndm.images import contact_sheet
-from pndm.jobs import sample as jobs
+from pndm.jobs import run as jobs
 from pndm.jobs.seeds import parse_seeds
 from pndm.models.unet_2d import UNet2DModel
 
@@ -158,7 +158,7 @@ def test_folder_resume_skips_existing_images(
 def test_interrupted_run_resumes_to_the_same_images(
     model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real, calls = jobs._sample, []
+    real, calls = jobs.sample_batch, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -168,11 +168,11 @@ def test_interrupted_run_resumes_to_the_same_images(
 
     out = tmp_path / "imgs"
     args = ["--seeds", "0-5", "--batch-size", "2", "--out", str(out)]
-    monkeypatch.setattr(jobs, "_sample", interrupted)
+    monkeypatch.setattr(jobs, "sample_batch", interrupted)
     assert sample(model_dir, *args) == 130
     names = sorted(p.name for p in out.iterdir())
     assert names == ["pndm.json", "seed000000.png", "seed000001.png"]
-    monkeypatch.setattr(jobs, "_sample", real)
+    monkeypatch.setattr(jobs, "sample_batch", real)
     assert sample(model_dir, *args) == 0
     assert sample(model_dir, "--seeds", "0-5", "--out", str(tmp_path / "clean")) == 0
     for seed in range(6):
@@ -302,7 +302,7 @@ def test_read_only_output_fails_before_sampling(
     name: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
     folder = read_only_folder(tmp_path / "ro")
-    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
     try:
         code = sample(model_dir, "--out", str(folder / name))
     finally:
@@ -327,7 +327,7 @@ def test_an_image_too_large_for_memory_is_refused(
     )  # fmt: skip
     folder = tmp_path / "huge"
     PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(folder)
-    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
     code = sample(folder, "--num-images", "1", "--out", str(tmp_path / "x.png"))
     assert_one_line_error(capsys, code, "one image of this model (sample_size 100000) needs")
 
@@ -342,7 +342,7 @@ def test_in_memory_outputs_that_cannot_fit_are_refused(
         fast, "free_memory", lambda d: real(d) if d.type != "cpu" or d.index else 10**9
     )
     monkeypatch.setattr(fast, "check_fits", lambda *a: None)  # the UNet check is another test
-    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
     code = sample(model_dir, "--num-images", "3000000", "--out", str(tmp_path / "x.npz"))
     assert_one_line_error(capsys, code, "GiB of memory", "into a folder")
 

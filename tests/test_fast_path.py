@@ -509,17 +509,17 @@ def cli_sample(model_dir, *args: str) -> int:
 
 
 def test_cli_default_batch_size_is_memory_aware(model_dir, tmp_path, monkeypatch) -> None:
-    from pndm.jobs import sample as jobs
+    from pndm.jobs import run as jobs
 
     calls: list[tuple[int, int]] = []
-    real = jobs._sample
+    real = jobs.sample_batch
     monkeypatch.setattr("pndm.runtime.fast.default_batch_size", lambda device, dtype, unet: 3)
 
-    def spy(pipe, seeds, job, method, size):
+    def spy(pipe, seeds, job, plan, size):
         calls.append((len(seeds), size))
-        return real(pipe, seeds, job, method, size)
+        return real(pipe, seeds, job, plan, size)
 
-    monkeypatch.setattr(jobs, "_sample", spy)
+    monkeypatch.setattr(jobs, "sample_batch", spy)
     assert cli_sample(model_dir, "--num-images", "7", "--out", str(tmp_path / "a.npz")) == 0
     assert calls == [(3, 3), (3, 3), (1, 3)]  # the last batch is padded to the same size
 

@@ -14,7 +14,7 @@ from conftest import assert_one_line_error
 
 from pndm import files as io
 from pndm.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
-from pndm.jobs import sample as jobs
+from pndm.jobs import run as jobs
 
 FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
 
@@ -47,14 +47,14 @@ def test_no_replace_keeps_a_file_that_appeared(tmp_path: Path) -> None:
 
 
 def _appear_during_sampling(monkeypatch, path: Path) -> None:
-    real = jobs._sample
+    real = jobs.sample_batch
 
     def sample_then_appear(*args):
         images = real(*args)
         path.write_bytes(b"someone else's file")
         return images
 
-    monkeypatch.setattr(jobs, "_sample", sample_then_appear)
+    monkeypatch.setattr(jobs, "sample_batch", sample_then_appear)
 
 
 @pytest.mark.parametrize("name", ["out.npz", "out.png", "folder/seed000001.png"])
@@ -111,7 +111,7 @@ def test_a_folder_under_a_seed_name_is_refused_before_sampling(
 ) -> None:
     assert sample("--seeds", "0", "--out", str(tmp_path / "f")) == 0  # a folder with a manifest
     (tmp_path / "f" / "seed000001.png").mkdir()
-    monkeypatch.setattr(jobs, "_sample", lambda *a: pytest.fail("sampled before the check"))
+    monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
     capsys.readouterr()
     code = sample("--seeds", "0-2", "--out", str(tmp_path / "f"), *overwrite)
     assert_one_line_error(capsys, code, "seed000001.png")

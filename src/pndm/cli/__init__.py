@@ -235,7 +235,7 @@ def _set_threads(threads: int) -> None:
 
 def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
     """--method, and the time grid: --steps or a --timesteps file from ``pndm tune``."""
-    from pndm.jobs.sample import DEFAULT_STEPS
+    from pndm.jobs.job import DEFAULT_STEPS
 
     p.add_argument(
         "--method",
@@ -258,7 +258,7 @@ def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sample(subparsers: Subparsers) -> None:
-    from pndm.jobs.sample import DEFAULT_BATCH_SIZE
+    from pndm.jobs.job import DEFAULT_BATCH_SIZE
     from pndm.runtime.devices import DTYPES
 
     p = subparsers.add_parser(
@@ -322,8 +322,9 @@ def _add_sample(subparsers: Subparsers) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
+    from pndm.jobs.job import SampleJob
     from pndm.jobs.ranks import Ranks
-    from pndm.jobs.sample import SampleJob, run_job
+    from pndm.jobs.run import run_job
     from pndm.jobs.seeds import default_seeds, parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds is not None else default_seeds(args.num_images)
@@ -366,7 +367,7 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
     --timesteps file: its method, options and calibration unless --method names another (then
     neither options nor calibration); warns on stderr (rank 0 only) where the file was tuned
     for another model or method."""
-    from pndm.jobs.sample import DEFAULT_STEPS
+    from pndm.jobs.job import DEFAULT_STEPS
 
     if args.timesteps is None:
         steps = DEFAULT_STEPS if args.steps is None else args.steps

@@ -1,5 +1,5 @@
-"""The jobs behind ``pndm sample``: seeds -> ranks -> batches -> a contact sheet, an .npz, or a
-folder of per-seed PNGs guarded by a manifest.
+"""Running a `pndm.jobs.job.SampleJob`: seeds -> ranks -> batches -> a contact sheet, an .npz, or
+a folder of per-seed PNGs guarded by a manifest.
 
 Every image is decided by its seed alone (the pipeline draws each image's noise from its own
 generator), so a job splits into batches of any size and, under torchrun, into ranks
@@ -15,110 +15,20 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pndm.assets import model_folder
-from pndm.calibration import Calibration, check_calibration
-from pndm.checks import check_count
 from pndm.images import to_uint8
 from pndm.jobs import destinations as targets
 from pndm.jobs import ranks as distributed
 from pndm.jobs.destinations import Output
+from pndm.jobs.job import SampleJob, SampleSummary, check_job, job_device
+from pndm.jobs.plan import Plan, plan
 from pndm.jobs.ranks import Ranks
-from pndm.runtime.devices import resolve_device, resolve_dtype, torch_threads
-
-DEFAULT_STEPS = 50
-DEFAULT_BATCH_SIZE = None  # what fits in memory: pndm.runtime.fast.default_batch_size
-
-
-@dataclass
-class SampleJob:
-    """What to sample; every field is a plain value so the CLI maps onto it one to one."""
-
-    out: str | os.PathLike  # a str ending in "/" is a folder even with a suffix
-    seeds: list[int]
-    model: Path | None = None  # None: the shipped digits model
-    method: str | None = None  # None: the scheduler config's (f-pndm, or plms with skip_prk_steps)
-    steps: int = DEFAULT_STEPS
-    batch_size: int | None = DEFAULT_BATCH_SIZE  # None: what fits in memory
-    device: str = "auto"
-    dtype: str = "float32"
-    channels_last: bool | None = None  # None: channels-last inputs on the CPU only
-    compile: bool = False
-    cuda_graphs: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    threads: int | None = None  # CPU threads per process; None: torch's, or cores / local ranks
-    timesteps: list[float] | None = None  # an explicit grid (e.g. a tuned one); replaces steps
-    method_options: dict[str, Any] = field(default_factory=dict)  # the sampler's **options
-    calibration: Calibration | None = None  # a tuned grid's (pndm.calibration)
-
-
-@dataclass
-class SampleSummary:
-    images: int  # sampled in this run, all ranks
-    skipped: int  # already on disk (folder resume)
-    nfe: int | None  # model calls per image
-    seconds: float
-    method: str
-    steps: int
-    output: Output
-    per_rank: list[int] = field(default_factory=list)  # images sampled by each rank
-
-    def line(self) -> str:
-        rate = self.images / self.seconds if self.seconds > 0 else float("inf")
-        skipped = f" ({self.skipped} already there)" if self.skipped else ""
-        ranks = f" on {len(self.per_rank)} ranks {self.per_rank}" if len(self.per_rank) > 1 else ""
-        nfe = "?" if self.nfe is None else str(self.nfe)
-        return (
-            f"wrote {self.images} images{skipped}{ranks} to {self.output.path} "
-            f"({self.output.kind}): {self.method}, {self.steps} steps, NFE {nfe}, "
-            f"{self.seconds:.1f} s, {rate:.2f} images/s"
-        )
-
-
-def check_job(job: SampleJob, ranks: Ranks | None = None) -> Output:
-    """Validate everything that needs no model, so mistakes fail before any loading."""
-    ranks = ranks or Ranks()
-    from pndm.grids import check_num_steps  # imports torch: not at `pndm --help` time
-
-    check_num_steps(job.steps)
-    if job.batch_size is not None:
-        check_count("batch_size", job.batch_size)
-    if job.threads is not None:
-        check_count("threads", job.threads)
-    if not job.seeds:
-        raise ValueError("no seeds to sample")
-    if job.method is not None:
-        from pndm.samplers import get_sampler
-
-        get_sampler(job.method)  # lists the valid names on a typo
-    resolve_dtype(job.dtype)
-    job_device(job, ranks)
-    output = targets.resolve_output(job.out, job.overwrite)
-    if ranks.many and output.kind != "folder":
-        raise ValueError(
-            f"under torchrun write a folder (--out {output.path.with_suffix('')}/) and pack it "
-            f"with `pndm pack FOLDER {output.path.name}`: ranks write their own PNGs"
-        )
-    return output
-
-
-def job_device(job: SampleJob, ranks: Ranks) -> Any:
-    """The job's device; under torchrun each rank's CUDA device is ``cuda:LOCAL_RANK``."""
-    device = resolve_device(job.device)
-    if ranks.many and device.type == "cuda":
-        if job.device not in ("auto", "cuda"):
-            raise ValueError(
-                f"under torchrun each rank takes its GPU from LOCAL_RANK; use --device cuda or "
-                f"auto, not {job.device!r}"
-            )
-        return resolve_device(f"cuda:{ranks.local_rank}")
-    return device
+from pndm.runtime.devices import resolve_dtype, torch_threads
 
 
 def load_pipeline(job: SampleJob, device: Any) -> Any:
@@ -149,52 +59,6 @@ def run_job(job: SampleJob, load: Loader = load_pipeline) -> SampleSummary:
             return _run(job, load, ranks, device, output, job_plan)
     finally:
         distributed.stop()
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the model folder's files decide before the model is loaded."""
-
-    method: str
-    settings: dict[str, Any]  # the pixel-deciding settings (`pndm.jobs.manifest.SETTINGS`)
-    image: dict[str, Any]  # width, height and PNG mode of every image
-
-
-def plan(job: SampleJob) -> Plan:
-    """Read the model folder's configs (not its weights into a model): the method, the image
-    size, the step count or explicit grid checked against the scheduler, the method's option
-    names, the model's content hash."""
-    from pndm import grids, samplers
-    from pndm.compat import folders
-    from pndm.files import read_json
-    from pndm.images import png_mode
-    from pndm.jobs import manifest
-
-    files = folders.model_files(model_folder(job.model))
-    unet, scheduler = read_json(files[0]), read_json(files[2])
-    grid = _grid(job, folders.scheduler_from_config(scheduler))  # bad steps or times fail here
-    size = unet.get("sample_size")
-    if size is None:
-        raise ValueError(f"{files[0]} has no sample_size: pndm sample cannot tell the image size")
-    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
-    method = job.method or grids.default_method(scheduler)
-    samplers.nfe(method, len(grid) - 1, **job.method_options)  # bad option names fail here
-    settings = {"model": manifest.files_hash(files), "method": method}
-    steps = job.steps if job.timesteps is None else len(grid) - 1
-    settings |= {"method_options": dict(job.method_options), "steps": steps}
-    settings |= {"timesteps": job.timesteps, "dtype": job.dtype}
-    check_calibration(job.calibration)
-    if job.calibration is not None:  # absent, not null: folders written before keep resuming
-        settings["calibration"] = job.calibration.to_json()
-    image = {"width": width, "height": height, "mode": png_mode(int(unet["in_channels"]))}
-    return Plan(method, settings, image)
-
-
-def _grid(job: SampleJob, scheduler: Any) -> list[float]:
-    """The job's grid t_0 > ... > t_N: ``job.timesteps`` (checked), else ``job.steps`` steps."""
-    if job.timesteps is None:
-        return scheduler.grid(job.steps).tolist()
-    return scheduler.grid(None, job.timesteps).tolist()
 
 
 def _folder_manifest(job: SampleJob, output: Output, plan: Plan) -> Any:
@@ -240,17 +104,18 @@ def _run(
     mine = ranks.share(job.seeds)
     todo = _todo(job, output, plan, mine)
     skipped = sum(distributed.gather(len(mine) - len(todo), device))
-    method = plan.method
+    done = (plan.method, plan.steps, output)
     if not sum(distributed.gather(len(todo), device)):  # a finished folder: nothing to load
-        return SampleSummary(0, skipped, None, 0.0, method, job.steps, output)
+        return SampleSummary(0, skipped, plan.nfe, 0.0, *done)
     pipe = load(job, device)
     _check_fits(pipe, output, len(todo))
     start = time.perf_counter()
-    images, nfe, per_rank = _sample_all(pipe, todo, job, method, output, ranks)
+    images, counted, per_rank = _sample_all(pipe, todo, job, plan, output, ranks)
     if output.kind != "folder":
         targets.write_all(output, images, job.seeds, replace=job.overwrite)
     seconds = time.perf_counter() - start
-    return SampleSummary(sum(per_rank), skipped, nfe, seconds, method, job.steps, output, per_rank)
+    nfe = counted if plan.nfe is None else plan.nfe  # adaptive methods: the calls counted
+    return SampleSummary(sum(per_rank), skipped, nfe, seconds, *done, per_rank)
 
 
 def _todo(job: SampleJob, output: Output, plan: Plan, seeds: list[int]) -> list[int]:
@@ -299,18 +164,17 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="img", file=sys.stderr, disable=not enabled, leave=False)
 
 
-def _sample(pipe: Any, seeds: list[int], job: SampleJob, method: str, size: int) -> np.ndarray:
-    """The images of ``seeds``, sampled in a batch padded to ``size`` images (copies of the last
-    seed): the kernels a convolution library picks, and so the last bits of every image, depend
-    on the batch's size, never on its other images or their order (tests/test_scale.py)."""
+def sample_batch(pipe: Any, seeds: list[int], job: SampleJob, plan: Plan, size: int) -> np.ndarray:
+    """The images of ``seeds`` on the plan's grid, sampled in a batch padded to ``size`` images
+    (copies of the last seed): the kernels a convolution library picks, and so the last bits of
+    every image, depend on the batch's size, never on its other images or their order."""
     padded = [*seeds, *[seeds[-1]] * (size - len(seeds))]
     result = pipe(
         batch_size=size,
-        num_inference_steps=job.steps,
-        timesteps=job.timesteps,
+        timesteps=list(plan.grid),
         calibration=job.calibration,
         seeds=padded,
-        method=method,
+        method=plan.method,
         output_type="np",
         return_dict=True,
         channels_last=job.channels_last,
@@ -326,11 +190,11 @@ def _batches(seeds: Sequence[int], size: int) -> list[list[int]]:
 
 
 def _sample_all(
-    pipe: Any, seeds: list[int], job: SampleJob, method: str, output: Output, ranks: Ranks
+    pipe: Any, seeds: list[int], job: SampleJob, plan: Plan, output: Output, ranks: Ranks
 ) -> tuple[np.ndarray | None, int | None, list[int]]:
-    """(the images unless written per seed, NFE per image, images per rank). PNGs of a folder
-    are written as batches finish; every rank runs as many rounds as the busiest one, so the
-    progress bar (rank 0's) counts all ranks' images."""
+    """(the images unless written per seed, model calls per image counted, images per rank).
+    PNGs of a folder are written as batches finish; every rank runs as many rounds as the
+    busiest one, so the progress bar (rank 0's) counts all ranks' images."""
     size = min(job.batch_size or _fitting_batch_size(pipe), len(job.seeds))  # same on any rank
     batches = _batches(seeds, size)
     rounds = max(distributed.gather(len(batches), pipe.device))
@@ -341,7 +205,7 @@ def _sample_all(
         with _progress(total, job.progress and ranks.lead) as bar:
             for i in range(rounds):
                 chunk = batches[i] if i < len(batches) else []
-                images = _sample(pipe, chunk, job, method, size) if chunk else None
+                images = sample_batch(pipe, chunk, job, plan, size) if chunk else None
                 if images is not None and write is not None:
                     write(chunk, images)
                 elif images is not None:

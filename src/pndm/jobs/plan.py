@@ -1,0 +1,65 @@
+"""What a model folder's files decide before the model is loaded: the method, the grid (built
+here, once: the pipeline samples on exactly this grid), the NFE, the image size and mode, and the
+pixel-deciding settings a folder's manifest records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pndm.assets import model_folder
+from pndm.calibration import check_calibration
+from pndm.jobs.job import SampleJob
+
+
+@dataclass(frozen=True)
+class Plan:
+    """``grid``: the full grid t_0 > ... > t_N (target included) the pipeline samples on;
+    ``nfe``: model calls per image (None for an adaptive method)."""
+
+    method: str
+    grid: tuple[float, ...]
+    nfe: int | None
+    settings: dict[str, Any]  # the pixel-deciding settings (`pndm.jobs.manifest.SETTINGS`)
+    image: dict[str, Any]  # width, height and PNG mode of every image
+
+    @property
+    def steps(self) -> int:
+        return len(self.grid) - 1
+
+
+def plan(job: SampleJob) -> Plan:
+    """Read the model folder's configs (not its weights into a model): the method, the image
+    size, the step count or explicit grid checked against the scheduler, the method's options,
+    the model's content hash."""
+    from pndm import grids, samplers
+    from pndm.compat import folders
+    from pndm.files import read_json
+    from pndm.images import png_mode
+    from pndm.jobs import manifest
+
+    files = folders.model_files(model_folder(job.model))
+    unet, scheduler = read_json(files[0]), read_json(files[2])
+    grid = _grid(job, folders.scheduler_from_config(scheduler))  # bad steps or times fail here
+    size = unet.get("sample_size")
+    if size is None:
+        raise ValueError(f"{files[0]} has no sample_size: pndm sample cannot tell the image size")
+    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
+    method = job.method or grids.default_method(scheduler)
+    nfe = samplers.nfe(method, len(grid) - 1, **job.method_options)  # bad options fail here
+    settings = {"model": manifest.files_hash(files), "method": method}
+    steps = job.steps if job.timesteps is None else len(grid) - 1
+    settings |= {"method_options": dict(job.method_options), "steps": steps}
+    settings |= {"timesteps": job.timesteps, "dtype": job.dtype}
+    check_calibration(job.calibration)
+    if job.calibration is not None:  # absent, not null: folders written before keep resuming
+        settings["calibration"] = job.calibration.to_json()
+    image = {"width": width, "height": height, "mode": png_mode(int(unet["in_channels"]))}
+    return Plan(method, tuple(grid), nfe, settings, image)
+
+
+def _grid(job: SampleJob, scheduler: Any) -> list[float]:
+    """The job's grid t_0 > ... > t_N: ``job.timesteps`` (checked), else ``job.steps`` steps."""
+    if job.timesteps is None:
+        return scheduler.grid(job.steps).tolist()
+    return scheduler.grid(None, job.timesteps).tolist()
