@@ -11,17 +11,21 @@ import torch
 from conftest import TINY_TRAIN
 from PIL import Image
 
-from pndm.train import loop as T
+from pndm.train.config import TrainConfig
+from pndm.train.data import load_digits, load_image_folder
+from pndm.train.loop import train
+from pndm.train.output import CHECKPOINT_NAME
+from pndm.train.step import diffusion_loss, ema_decay, learning_rate
 
 pytest.importorskip("sklearn")
 
 
-def tiny_config(out: Path, **overrides: object) -> T.TrainConfig:
-    return T.TrainConfig(output_dir=out, **{**TINY_TRAIN, "train_steps": 4, **overrides})
+def tiny_config(out: Path, **overrides: object) -> TrainConfig:
+    return TrainConfig(output_dir=out, **{**TINY_TRAIN, "train_steps": 4, **overrides})
 
 
 def load_checkpoint_file(folder: Path) -> dict:
-    return torch.load(folder / T.CHECKPOINT_NAME, map_location="cpu", weights_only=True)
+    return torch.load(folder / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
 
 
 def assert_tensors_equal(a: object, b: object) -> None:
@@ -43,7 +47,7 @@ def assert_tensors_equal(a: object, b: object) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "pipe"
-    return T.train(tiny_config(out, train_steps=6, checkpoint_every=6))
+    return train(tiny_config(out, train_steps=6, checkpoint_every=6))
 
 
 def test_pipeline_folder_layout(trained: Path) -> None:
@@ -76,9 +80,9 @@ def test_pipeline_loads_with_ema_weights(trained: Path) -> None:
 
 def test_resume_continues_exactly(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "pipe"
-    T.train(tiny_config(out, train_steps=3, checkpoint_every=3))
+    train(tiny_config(out, train_steps=3, checkpoint_every=3))
     assert load_checkpoint_file(out)["step"] == 3
-    T.train(tiny_config(out, train_steps=6, checkpoint_every=6, resume=True))
+    train(tiny_config(out, train_steps=6, checkpoint_every=6, resume=True))
     resumed, straight = load_checkpoint_file(out), load_checkpoint_file(trained)
     assert resumed["step"] == straight["step"] == 6
     for key in ("model", "ema", "optimizer", "generator"):
@@ -86,16 +90,16 @@ def test_resume_continues_exactly(trained: Path, tmp_path: Path) -> None:
 
 
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
-    T.train(tiny_config(tmp_path / "pipe", train_steps=2, checkpoint_every=2))
+    train(tiny_config(tmp_path / "pipe", train_steps=2, checkpoint_every=2))
     with pytest.raises(ValueError, match="learning_rate"):
-        T.train(tiny_config(tmp_path / "pipe", train_steps=4, resume=True, learning_rate=0.5))
+        train(tiny_config(tmp_path / "pipe", train_steps=4, resume=True, learning_rate=0.5))
     with pytest.raises(ValueError, match="past --steps 1"):
-        T.train(tiny_config(tmp_path / "pipe", train_steps=1, resume=True))
+        train(tiny_config(tmp_path / "pipe", train_steps=1, resume=True))
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        T.train(tiny_config(tmp_path / "pipe", resume=True))
+        train(tiny_config(tmp_path / "pipe", resume=True))
 
 
 def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
@@ -103,11 +107,11 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
     out.mkdir()
     (out / "keep.txt").write_text("user file")
     with pytest.raises(FileExistsError, match="--overwrite"):
-        T.train(tiny_config(out, train_steps=1))
-    T.train(tiny_config(out, train_steps=1, overwrite=True, keep_checkpoint=False))
+        train(tiny_config(out, train_steps=1))
+    train(tiny_config(out, train_steps=1, overwrite=True, keep_checkpoint=False))
     assert (out / "model_index.json").is_file()
     assert (out / "keep.txt").read_text() == "user file"  # only our own entries are replaced
-    assert not (out / T.CHECKPOINT_NAME).exists()
+    assert not (out / CHECKPOINT_NAME).exists()
 
 
 def write_images(folder: Path) -> None:
@@ -123,41 +127,41 @@ def write_images(folder: Path) -> None:
 
 def test_image_folder_loads_rgb_and_grey(tmp_path: Path) -> None:
     write_images(tmp_path / "images")
-    rgb = T.load_image_folder(tmp_path / "images", resolution=8, channels=3)
-    grey = T.load_image_folder(tmp_path / "images", resolution=8, channels=1)
+    rgb = load_image_folder(tmp_path / "images", resolution=8, channels=3)
+    grey = load_image_folder(tmp_path / "images", resolution=8, channels=1)
     assert rgb.shape == (3, 3, 8, 8) and grey.shape == (3, 1, 8, 8)
     assert rgb.min() >= -1 and rgb.max() <= 1 and rgb.std() > 0.1
 
 
 def test_train_on_image_folder(tmp_path: Path) -> None:
     write_images(tmp_path / "images")
-    out = T.train(tiny_config(tmp_path / "pipe", data=str(tmp_path / "images"), channels=3))
+    out = train(tiny_config(tmp_path / "pipe", data=str(tmp_path / "images"), channels=3))
     config = json.loads((out / "unet" / "config.json").read_text())
     assert config["in_channels"] == config["out_channels"] == 3
 
 
 def test_image_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="image folder not found"):
-        T.load_image_folder(tmp_path / "missing", 8, 1)
+        load_image_folder(tmp_path / "missing", 8, 1)
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no PNG or JPEG"):
-        T.load_image_folder(tmp_path / "empty", 8, 1)
+        load_image_folder(tmp_path / "empty", 8, 1)
     (tmp_path / "empty" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(ValueError, match="cannot read image"):
-        T.load_image_folder(tmp_path / "empty", 8, 1)
+        load_image_folder(tmp_path / "empty", 8, 1)
 
 
 def test_digits_dataset() -> None:
-    images = T.load_digits(16, "bilinear")
+    images = load_digits(16, "bilinear")
     assert images.shape == (1797, 1, 16, 16)
     assert images.min() == -1 and images.max() == 1
-    assert T.load_digits(8).shape == (1797, 1, 8, 8)
+    assert load_digits(8).shape == (1797, 1, 8, 8)
 
 
 def test_digits_without_sklearn_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ModuleNotFoundError, match=r"pndm\[train\]"):
-        T.load_digits(16)
+        load_digits(16)
 
 
 @pytest.mark.parametrize(
@@ -178,9 +182,9 @@ def test_bad_config_is_refused(tmp_path: Path, overrides: dict, match: str) -> N
 
 def test_learning_rate_warmup_and_ema_decay(tmp_path: Path) -> None:
     config = tiny_config(tmp_path, learning_rate=1.0, warmup_steps=4, ema_decay=0.999)
-    assert [T.learning_rate(config, s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
-    assert T.ema_decay(config, 0) == pytest.approx(0.1)
-    assert T.ema_decay(config, 10**6) == 0.999
+    assert [learning_rate(config, s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert ema_decay(config, 0) == pytest.approx(0.1)
+    assert ema_decay(config, 10**6) == 0.999
 
 
 def test_diffusion_loss_is_zero_for_an_oracle() -> None:
@@ -193,4 +197,4 @@ def test_diffusion_loss_is_zero_for_an_oracle() -> None:
             a = ac[t].view(-1, 1, 1, 1)
             return type("Out", (), {"sample": (x - a.sqrt() * x0) / (1 - a).sqrt()})
 
-    assert T.diffusion_loss(Oracle(), x0, t, noise, ac).item() < 1e-10
+    assert diffusion_loss(Oracle(), x0, t, noise, ac).item() < 1e-10

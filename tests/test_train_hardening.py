@@ -16,8 +16,13 @@ from conftest import TINY_TRAIN, assert_one_line_error, read_only_folder, unlock
 from PIL import Image
 
 from pndm.cli import main
-from pndm.train import loop as T
+from pndm.train import loop
 from pndm.train.config import TrainConfig
+from pndm.train.data import load_image, load_image_folder
+from pndm.train.loop import train
+from pndm.train.output import CHECKPOINT_NAME
+from pndm.train.state import TrainState
+from pndm.train.step import NonFiniteLossError, train_step
 
 TINY = {**TINY_TRAIN, "batch_size": 4, "warmup_steps": 1, "ema_decay": 0.995}
 TINY_CLI = [
@@ -133,10 +138,10 @@ def test_corrupt_checkpoint_is_refused_in_one_line(
     data = grey_images(tmp_path / "images")
     out = tmp_path / "out"
     out.mkdir()
-    (out / T.CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 not a checkpoint")
+    (out / CHECKPOINT_NAME).write_bytes(b"PK\x03\x04 not a checkpoint")
     err = run_cli(capsys, "train", "-o", str(out), "--data", str(data), "--resume", *TINY_CLI)
     assert "cannot read checkpoint" in err
-    torch.save({"step": 1}, out / T.CHECKPOINT_NAME)
+    torch.save({"step": 1}, out / CHECKPOINT_NAME)
     err = run_cli(capsys, "train", "-o", str(out), "--data", str(data), "--resume", *TINY_CLI)
     assert "is not a pndm train checkpoint" in err
 
@@ -160,17 +165,17 @@ def test_non_finite_weights_are_never_checkpointed(
 ) -> None:
     """An update that breaks the weights after a finite loss must not reach a checkpoint."""
     data = grey_images(tmp_path / "images")
-    real_step = T.train_step
+    real_step = train_step
 
-    def breaking(state: T.TrainState, *args: object, **kwargs: object) -> float:
+    def breaking(state: TrainState, *args: object, **kwargs: object) -> float:
         loss = real_step(state, *args, **kwargs)
         with torch.no_grad():
             next(state.model.parameters()).view(-1)[0] = float("inf")
         return loss
 
-    monkeypatch.setattr(T, "train_step", breaking)
-    with pytest.raises(T.NonFiniteLossError, match="NaN or inf after step 1"):
-        T.train(tiny(tmp_path / "out", data, train_steps=3, checkpoint_every=1))
+    monkeypatch.setattr(loop, "train_step", breaking)
+    with pytest.raises(NonFiniteLossError, match="NaN or inf after step 1"):
+        train(tiny(tmp_path / "out", data, train_steps=3, checkpoint_every=1))
     assert not (tmp_path / "out").exists()
 
 
@@ -188,7 +193,7 @@ def test_16_bit_png_is_scaled_to_its_range(tmp_path: Path, channels: int) -> Non
     levels = (0, 1000, 32768, 65535)
     for i, level in enumerate(levels):
         write_png16(folder / f"{i}.png", np.full((12, 12), level))
-    images = T.load_image_folder(folder, resolution=8, channels=channels)
+    images = load_image_folder(folder, resolution=8, channels=channels)
     expected = torch.tensor(levels, dtype=torch.float32) / 65535 * 2 - 1
     assert images.shape == (4, channels, 8, 8)
     torch.testing.assert_close(images.amin((1, 2, 3)), expected, rtol=0, atol=1e-6)
@@ -200,8 +205,8 @@ def test_16_bit_png_matches_its_8_bit_rendering(tmp_path: Path) -> None:
     ramp16 = np.tile(np.linspace(0, 65535, 16).round(), (16, 1))
     write_png16(tmp_path / "a16.png", ramp16)
     Image.fromarray((ramp16 / 257).round().astype(np.uint8)).save(tmp_path / "a8.png")
-    x16 = T._load_image(tmp_path / "a16.png", 16, 1)
-    x8 = T._load_image(tmp_path / "a8.png", 16, 1)
+    x16 = load_image(tmp_path / "a16.png", 16, 1)
+    x8 = load_image(tmp_path / "a8.png", 16, 1)
     assert (x16 - x8).abs().max() <= 2 / 255
 
 
@@ -211,7 +216,7 @@ def test_images_without_a_known_range_are_refused(tmp_path: Path) -> None:
     # A float TIFF behind a .png name: PIL opens it by content, as mode "F".
     Image.fromarray(np.full((8, 8), 3.5, np.float32)).save(folder / "f.png", format="TIFF")
     with pytest.raises(ValueError, match=r"mode 'F' \(TIFF\) has no known range"):
-        T.load_image_folder(folder, 8, 1)
+        load_image_folder(folder, 8, 1)
 
 
 # ----------------------------------------------------------------------------- nothing lost
@@ -222,10 +227,10 @@ def test_interrupted_overwrite_keeps_the_old_model(
 ) -> None:
     data = grey_images(tmp_path / "images")
     out = tmp_path / "out"
-    T.train(tiny(out, data, checkpoint_every=2))
+    train(tiny(out, data, checkpoint_every=2))
     (out / "notes.txt").write_text("user file")
     before = snapshot(out)
-    real_step, calls = T.train_step, []
+    real_step, calls = train_step, []
 
     def interrupted(*args: object, **kwargs: object) -> float:
         calls.append(1)
@@ -233,9 +238,9 @@ def test_interrupted_overwrite_keeps_the_old_model(
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(T, "train_step", interrupted)
+    monkeypatch.setattr(loop, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        T.train(tiny(out, data, overwrite=True, seed=1, checkpoint_every=1))
+        train(tiny(out, data, overwrite=True, seed=1, checkpoint_every=1))
     assert snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]  # no debris
 
@@ -243,12 +248,12 @@ def test_interrupted_overwrite_keeps_the_old_model(
 def test_completed_overwrite_swaps_in_the_new_model(tmp_path: Path) -> None:
     data = grey_images(tmp_path / "images")
     out = tmp_path / "out"
-    T.train(tiny(out, data, checkpoint_every=2))
+    train(tiny(out, data, checkpoint_every=2))
     (out / "notes.txt").write_text("user file")
     old = snapshot(out)
-    T.train(tiny(out, data, overwrite=True, seed=1, keep_checkpoint=False))
+    train(tiny(out, data, overwrite=True, seed=1, keep_checkpoint=False))
     new = snapshot(out)
-    assert new["notes.txt"] == b"user file" and T.CHECKPOINT_NAME not in new
+    assert new["notes.txt"] == b"user file" and CHECKPOINT_NAME not in new
     weights = "unet/diffusion_pytorch_model.safetensors"
     assert new[weights] != old[weights]
     assert json.loads(new["model_index.json"])["_class_name"] == "PNDMPipeline"
@@ -263,9 +268,9 @@ def test_failed_fresh_run_leaves_no_empty_folder(
     def broken(*args: object, **kwargs: object) -> float:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(T, "train_step", broken)
+    monkeypatch.setattr(loop, "train_step", broken)
     with pytest.raises(KeyboardInterrupt):
-        T.train(tiny(tmp_path / "out", data))
+        train(tiny(tmp_path / "out", data))
     assert not (tmp_path / "out").exists()
 
 
@@ -280,20 +285,20 @@ def test_train_steps_name_and_old_checkpoints_resume(tmp_path: Path) -> None:
     assert args.train_steps == 7 and not hasattr(args, "steps")
     data = grey_images(tmp_path / "images")
     out = tmp_path / "out"
-    T.train(tiny(out, data, checkpoint_every=2))
-    saved = torch.load(out / T.CHECKPOINT_NAME, weights_only=True)
+    train(tiny(out, data, checkpoint_every=2))
+    saved = torch.load(out / CHECKPOINT_NAME, weights_only=True)
     del saved["config"]["dtype"]  # as written by the trainer before --dtype
     saved["config"]["steps"] = 2  # an old name is read as today's
-    torch.save(saved, out / T.CHECKPOINT_NAME)
-    T.train(tiny(out, data, train_steps=4, checkpoint_every=2, resume=True))
-    assert torch.load(out / T.CHECKPOINT_NAME, weights_only=True)["step"] == 4
+    torch.save(saved, out / CHECKPOINT_NAME)
+    train(tiny(out, data, train_steps=4, checkpoint_every=2, resume=True))
+    assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["step"] == 4
 
 
 def test_bfloat16_training_runs_and_saves_float32(tmp_path: Path) -> None:
     from pndm.models.unet_2d import UNet2DModel
 
     data = grey_images(tmp_path / "images")
-    out = T.train(tiny(tmp_path / "out", data, dtype="bfloat16"))
+    out = train(tiny(tmp_path / "out", data, dtype="bfloat16"))
     unet = UNet2DModel.from_pretrained(out, subfolder="unet")
     assert unet.dtype == torch.float32
     assert all(bool(p.isfinite().all()) for p in unet.parameters())

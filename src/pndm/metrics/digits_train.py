@@ -23,7 +23,7 @@ from pndm.files import save_state_dict
 from pndm.images import to_uint8
 from pndm.metrics.digits import NAME, SIZE, DigitsFeatures, to_input
 from pndm.metrics.frechet import frechet_distance, save_statistics, statistics_of
-from pndm.train.loop import load_digits
+from pndm.train.data import load_digits
 
 HELD_OUT = 300
 

@@ -1,0 +1,102 @@
+"""One optimiser step of DDPM training (Ho et al. 2020, eq. 14): a batch, the ε-prediction loss,
+AdamW with warm-up and gradient clipping, and the EMA update."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from pndm.runtime.devices import resolve_dtype
+from pndm.train.config import TrainConfig
+from pndm.train.state import TrainState
+
+
+class NonFiniteLossError(ValueError):
+    """The loss or the weights became NaN or inf: training stops and nothing is saved."""
+
+
+def sample_batch(
+    data: torch.Tensor, num_train_timesteps: int, batch_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x0, t, ε): images drawn with replacement, integer t ~ U{0..T-1}, ε ~ N(0, I)."""
+    index = torch.randint(len(data), (batch_size,), generator=generator)
+    t = torch.randint(num_train_timesteps, (batch_size,), generator=generator)
+    x0 = data[index]
+    return x0, t, torch.randn(x0.shape, generator=generator)
+
+
+def diffusion_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+) -> torch.Tensor:
+    """Ho et al. eq. 14: || ε - ε_θ(sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε, t) ||²."""
+    a = alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    return F.mse_loss(model(x_t, t).sample, noise)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant."""
+    if config.warmup_steps == 0:
+        return config.learning_rate
+    return config.learning_rate * min(1.0, (step + 1) / config.warmup_steps)
+
+
+def ema_decay(config: TrainConfig, step: int) -> float:
+    """The configured decay, lowered early on so the average forgets the initial weights."""
+    return min(config.ema_decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
+
+
+def train_step(
+    state: TrainState, data: torch.Tensor, alphas_cumprod: torch.Tensor, config: TrainConfig
+) -> float:
+    """One optimiser step on a fresh batch; returns the batch loss (before the step)."""
+    x0, t, noise = sample_batch(
+        data, config.num_train_timesteps, config.batch_size, state.generator
+    )
+    device, dtype = alphas_cumprod.device, resolve_dtype(config.dtype)  # the training device
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = diffusion_loss(
+            state.model, x0.to(device), t.to(device), noise.to(device), alphas_cumprod
+        )
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"the training loss is {value} at step {state.step + 1}; stopped, nothing "
+            "saved (lower --lr, or check the data)"
+        )
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.max_grad_norm)
+    for group in state.optimizer.param_groups:
+        group["lr"] = learning_rate(config, state.step)
+    state.optimizer.step()
+    update_ema(state.ema, state.model, ema_decay(config, state.step))
+    state.step += 1
+    return value
+
+
+# ----------------------------------------------------------------------------- saving
+
+
+def check_finite_weights(state: TrainState) -> None:
+    """Refuse to save NaN or inf weights (an update can break them after a finite loss)."""
+    for module in (state.model, state.ema):
+        if not all(bool(p.isfinite().all()) for p in module.parameters()):
+            raise NonFiniteLossError(
+                f"the weights hold NaN or inf after step {state.step}; stopped, nothing saved "
+                "(lower --lr)"
+            )
