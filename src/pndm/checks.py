@@ -10,6 +10,16 @@ from typing import Any
 
 import numpy as np
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64)
+
+
+def check_seed(seed: Any) -> int:
+    """The one seed check: an integer in [0, MAX_SEED] (bools and floats refused)."""
+    integer = isinstance(seed, int | np.integer) and not isinstance(seed, bool)
+    if not integer or not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seeds must be integers in [0, 2**64), got {seed!r}")
+    return int(seed)
+
 
 def check_count(name: str, value: Any, minimum: int = 1) -> int:
     """``value`` as an int if it is an integer (not a bool) >= ``minimum``; else a ValueError."""

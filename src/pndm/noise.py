@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pndm.jobs.seeds import check_seed
+from pndm.checks import check_seed
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
 

@@ -7,25 +7,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
+from pndm.checks import check_count, check_seed
 
-from pndm.checks import check_count
-
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64)
 DEFAULT_NUM_IMAGES = 16
 # Per run: 200x the 50,000 images of an FID run; a larger set is several runs into one folder.
 MAX_IMAGES = 10_000_000
 _RANGE = re.compile(r"^(\d+)-(\d+)$")
-
-
-def check_seed(seed: Any) -> int:
-    """The one seed check: an integer in [0, MAX_SEED] (bools and floats refused)."""
-    integer = isinstance(seed, int | np.integer) and not isinstance(seed, bool)
-    if not integer or not 0 <= int(seed) <= MAX_SEED:
-        raise ValueError(f"seeds must be integers in [0, 2**64), got {seed!r}")
-    return int(seed)
 
 
 def parse_seeds(spec: str) -> list[int]:

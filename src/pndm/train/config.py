@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pndm.checks import MAX_SEED
+
 UPSCALE_MODES = ("bilinear", "bicubic")
 # float16 would need loss scaling, which this trainer does not do.
 TRAIN_DTYPES = ("float32", "bfloat16")
 # T beyond this is no DDPM anyone trains, and its schedule alone would take gigabytes.
 MAX_TRAIN_TIMESTEPS = 10**6
-MAX_SEED = 2**64 - 1
 FLOAT32_MAX = 3.4028234663852886e38
 # Fields that may change between a run and its resumption; all others must match the checkpoint.
 RUN_FIELDS = frozenset(
