@@ -6,6 +6,7 @@ Torch-free, so the CLI can use it while it builds its parser. Library errors nam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,4 +34,12 @@ def check_flag(name: str, value: Any) -> bool:
     """A boolean option, refusing truthy look-alikes ("no", 0.5) that would pass silently."""
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``; else the one message shape, listing them."""
+    if value not in choices:
+        listed = ", ".join(map(str, choices))
+        raise ValueError(f"unknown {name} {value!r}; choose one of {listed}")
     return value

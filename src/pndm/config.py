@@ -1,4 +1,5 @@
-"""Diffusers-style configs: a frozen mapping, and a mixin for from_config / from_pretrained / save.
+"""Diffusers-style configs and outputs: a frozen mapping, a mixin for from_config /
+from_pretrained / save, and the output base class read by attribute, key or index.
 
 The config of a class is the set of its constructor's keyword arguments. Keys that only this package
 knows (``_extra_config_keys``) appear in ``config`` and on disk only when they differ from their
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -135,3 +137,29 @@ def _split_config(cls: type, config: dict[str, Any]) -> tuple[dict[str, Any], li
     public = {k: v for k, v in config.items() if not k.startswith("_") and k not in use_default}
     kwargs = {k: v for k, v in public.items() if k in accepted}
     return kwargs, [k for k in public if k not in accepted]
+
+
+class BaseOutput(Mapping[str, Any]):
+    """Base for output dataclasses: ``out.prev_sample``, ``out["prev_sample"]`` and ``out[0]``.
+
+    As in diffusers, fields that are None are left out of the keys and the tuple form.
+    """
+
+    def _present(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {k: v for k, v in values.items() if v is not None}
+
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, str):
+            return self._present()[key]
+        return self.to_tuple()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._present())
+
+    def __len__(self) -> int:
+        return len(self._present())
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The present values in field order (what ``return_dict=False`` returns)."""
+        return tuple(self._present().values())

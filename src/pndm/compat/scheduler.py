@@ -23,115 +23,34 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from pndm.compat.outputs import BaseOutput
+from pndm.checks import check_choice
+from pndm.compat.calls import Call, combine, eps_conversion, plan_calls
+from pndm.compat.outputs import SchedulerOutput
 from pndm.config import ConfigMixin
 from pndm.grids import SCHEDULER_SPACINGS, scheduler_grid
 from pndm.samplers import core
-from pndm.samplers.core import Multistep, equal_step_table, stage_time, transfer_coefficients
+from pndm.samplers.core import transfer_coefficients
 from pndm.schedule import NoiseSchedule, make_betas
-from pndm.wrapper import PREDICTION_TYPES, eps_from_output
+from pndm.wrapper import PREDICTION_TYPES
 
 V_PREDICTION_COMPAT = (None, "diffusers")
-
-
-@dataclass
-class SchedulerOutput(BaseOutput):
-    """``prev_sample``: the sample after this call, the next call's model input."""
-
-    prev_sample: torch.Tensor
-
-
-class _Call(NamedTuple):
-    """One model call of the plan; ``time`` is its entry in ``timesteps``."""
-
-    time: float
-    kind: str  # "prk" or "plms": the step_* method diffusers would route this call to
-    first: bool  # the call at t_n: its sample is x_n, its ε is e_n and joins the history
-    weights: tuple[float, ...]  # ε' = Σ w_j·ε_j
-    on_history: bool  # ε_j: the history e_n, e_{n-1}, ... (Adams); else this step's stages
-    base_time: float
-    target_time: float
-    c_x: float = 0.0  # x' = c_x·x_n + c_eps·ε'
-    c_eps: float = 0.0
-    to_eps: tuple[float, float] | None = None  # ε = p·output + q·sample, None for epsilon
-
-
-def _warmup_calls(method: Multistep, t: float, t_next: float, kind: str) -> list[_Call]:
-    """One Runge-Kutta warm-up step (paper eq. 13): a call per stage of ``method.warmup``.
-
-    Stage i's output moves x_n to stage i + 1's time with row a_{i+1}; the last one, with b, to
-    t_{n+1}. F-PNDM: t_n, mid, mid, t_{n+1}; PLMS's improved Euler: t_n, t_{n+1}.
-    """
-    tableau = method.warmup
-    times = [stage_time(c, t, t_next) for c in tableau.c]
-    rows = [*tableau.a, tableau.b]
-    targets = [*times[1:], t_next]
-    return [
-        _Call(time, kind, i == 0, row, False, t, target)
-        for i, (time, row, target) in enumerate(zip(times, rows, targets, strict=True))
-    ]
-
-
-def _plan(method: Multistep, grid: list[float], warmup_kind: str) -> list[_Call]:
-    """The calls of ``method`` on the grid: its warm-up steps, then one Adams call per step."""
-    rows = equal_step_table(method.orders(len(grid) - 1)).tolist()
-    calls = []
-    for n, (t, t_next) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
-        if n < method.warmup_steps:
-            calls += _warmup_calls(method, t, t_next, warmup_kind)
-        else:  # pseudo linear multistep (eq. 12), newest first
-            calls.append(_Call(t, "plms", True, tuple(rows[n]), True, t, t_next))
-    return calls
-
-
-def _eps_conversion(prediction_type: str, alpha_bar: torch.Tensor) -> list:
-    """(p, q) per call with ε = p·output + q·sample at the call's own ᾱ (None for epsilon).
-
-    The conversion is the wrapper's (``eps_from_output``), which is linear in (output, sample):
-    evaluating it on unit inputs gives its coefficients once, in float64, off the step path.
-    """
-    if prediction_type == "epsilon":
-        return [None] * alpha_bar.numel()
-    one, zero = torch.ones_like(alpha_bar), torch.zeros_like(alpha_bar)
-    p = eps_from_output(one, zero, alpha_bar, prediction_type)
-    q = eps_from_output(zero, one, alpha_bar, prediction_type)
-    if not bool(torch.isfinite(p).all() and torch.isfinite(q).all()):
-        raise ValueError(
-            f"prediction_type={prediction_type!r} cannot be converted to ε where ᾱ = 1 (a model "
-            "call at the final time with set_alpha_to_one=True); use more steps or "
-            "set_alpha_to_one=False"
-        )
-    return list(zip(p.tolist(), q.tolist(), strict=True))
 
 
 @dataclass
 class _State:
     """Everything ``step`` remembers; ``set_timesteps`` replaces it whole (diffusers PR #2376)."""
 
-    plan: tuple[_Call, ...] = ()
+    plan: tuple[Call, ...] = ()
     history_size: int = 4
     counter: int = 0
     base: torch.Tensor | None = None  # x_n: the sample the current step transfers from
     stage: list[torch.Tensor] = field(default_factory=list)  # this step's ε's, oldest first
     history: list[torch.Tensor] = field(default_factory=list)  # e_n of past steps (<= 4)
-
-
-def _combine(x: torch.Tensor, c_x: float, terms: list[tuple[float, torch.Tensor]]) -> torch.Tensor:
-    """φ(x, ε') = c_x·x + Σ_j (c_eps·w_j)·e_j, with c_eps folded into the weights (eq. 9).
-
-    Summed as x + increment, so x's scale is rounded once; half precision works in float32.
-    """
-    dtype = x.dtype
-    x = x.float() if dtype in (torch.float16, torch.bfloat16) else x
-    increment = torch.mul(x, c_x - 1.0)
-    for w, e in terms:
-        increment.add_(e, alpha=w)
-    return increment.add_(x).to(dtype)
 
 
 class PNDMScheduler(ConfigMixin):
@@ -179,9 +98,9 @@ class PNDMScheduler(ConfigMixin):
         v_prediction_compat: str | None = None,
         alpha_index_offset: int = 0,
     ) -> None:
-        _check_choice("timestep_spacing", timestep_spacing, SCHEDULER_SPACINGS)
-        _check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
-        _check_choice("v_prediction_compat", v_prediction_compat, V_PREDICTION_COMPAT)
+        check_choice("timestep_spacing", timestep_spacing, SCHEDULER_SPACINGS)
+        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        check_choice("v_prediction_compat", v_prediction_compat, V_PREDICTION_COMPAT)
         if isinstance(steps_offset, bool) or int(steps_offset) != steps_offset or steps_offset < 0:
             raise ValueError(f"steps_offset must be an integer >= 0, got {steps_offset!r}")
         if trained_betas is not None:
@@ -241,7 +160,7 @@ class PNDMScheduler(ConfigMixin):
         # read at call time, so the plan follows the samplers' data (core.F_PNDM, core.PLMS)
         skip = self.config.skip_prk_steps
         method, warmup_kind = (core.PLMS, "plms") if skip else (core.F_PNDM, "prk")
-        plan = self._with_coefficients(_plan(method, grid, warmup_kind))
+        plan = self._with_coefficients(plan_calls(method, grid, warmup_kind))
         times = [c.time for c in plan]
         n_prk = sum(c.kind == "prk" for c in plan)
         self.num_inference_steps = len(grid) - 1
@@ -259,7 +178,7 @@ class PNDMScheduler(ConfigMixin):
         """
         return scheduler_grid(self.config, self.schedule, num_inference_steps, timesteps)
 
-    def _with_coefficients(self, calls: list[_Call]) -> list[_Call]:
+    def _with_coefficients(self, calls: list[Call]) -> list[Call]:
         """Fill in the transfer coefficients and ε conversions of every call (float64, host)."""
         alpha_bar = self.schedule.alpha_bar
         a = alpha_bar([c.base_time for c in calls])
@@ -269,7 +188,7 @@ class PNDMScheduler(ConfigMixin):
             # diffusers #14816: the combined v is converted at the base point x_n, t_n.
             c_x, c_eps, to_eps = c_x + c_eps * (1 - a).sqrt(), c_eps * a.sqrt(), [None] * len(calls)
         else:
-            to_eps = _eps_conversion(kind, alpha_bar([c.time for c in calls]))
+            to_eps = eps_conversion(kind, alpha_bar([c.time for c in calls]))
         values = zip(calls, c_x.tolist(), c_eps.tolist(), to_eps, strict=True)
         return [c._replace(c_x=x, c_eps=e, to_eps=p) for c, x, e, p in values]
 
@@ -326,18 +245,18 @@ class PNDMScheduler(ConfigMixin):
             state.base, state.stage = sample, []
             state.history = [*state.history, eps][-state.history_size :]
         state.stage.append(eps)
-        prev_sample = _combine(state.base, call.c_x, self._terms(call))
+        prev_sample = combine(state.base, call.c_x, self._terms(call))
         state.counter += 1
         return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
 
-    def _terms(self, call: _Call) -> list[tuple[float, torch.Tensor]]:
+    def _terms(self, call: Call) -> list[tuple[float, torch.Tensor]]:
         """(c_eps·w_j, ε_j) pairs of ε' for this call."""
         state = self._state
         estimates = state.history[::-1] if call.on_history else state.stage
         pairs = zip(call.weights, estimates, strict=False)
         return [(call.c_eps * w, e) for w, e in pairs if w]
 
-    def _next_call(self, kind: str | None) -> _Call:
+    def _next_call(self, kind: str | None) -> Call:
         state = self._state
         if not state.plan:
             raise ValueError(
@@ -413,12 +332,6 @@ class PNDMScheduler(ConfigMixin):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({dict(self.config)})"
-
-
-def _check_choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        names = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"unknown {name} {value!r}; choose one of {names}")
 
 
 def _as_array(times: list[float]) -> np.ndarray:

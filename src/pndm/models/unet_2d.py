@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from pndm import files as io
-from pndm.compat.outputs import BaseOutput
-from pndm.config import ConfigMixin, FrozenConfig
+from pndm.config import BaseOutput, ConfigMixin, FrozenConfig
 from pndm.models.activations import get_activation
 from pndm.models.blocks import (
     BlockSpec,
