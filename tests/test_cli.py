@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -41,6 +42,30 @@ def test_help_does_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+def test_each_command_module_is_registered_and_runs_its_own_run() -> None:
+    """One module per command under pndm.cli: its ``add`` is listed in SUBCOMMANDS and the
+    parser it registers runs that module's ``run`` (a new command module cannot be left out)."""
+    import importlib
+    import pkgutil
+
+    import pndm.cli
+    from pndm.cli.entry import SUBCOMMANDS
+
+    shared = {"__main__", "args", "entry", "signals"}
+    names = {m.name for m in pkgutil.iter_modules(pndm.cli.__path__)} - shared
+    modules = {name: importlib.import_module(f"pndm.cli.{name}") for name in names}
+    assert sorted(add.__module__ for add in SUBCOMMANDS) == sorted(
+        m.__name__ for m in modules.values()
+    )
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    choices = subparsers.choices
+    assert set(choices) == names
+    for name, module in modules.items():
+        assert choices[name].get_default("func") is module.run
 
 
 @pytest.mark.parametrize(

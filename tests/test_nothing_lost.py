@@ -13,7 +13,8 @@ import pytest
 from conftest import assert_one_line_error
 
 from pndm import files as io
-from pndm.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
+from pndm.cli import main
+from pndm.cli.signals import EXIT_INTERRUPTED, EXIT_TERMINATED
 from pndm.jobs import run as jobs
 
 FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
@@ -120,12 +121,12 @@ def test_a_folder_under_a_seed_name_is_refused_before_sampling(
 _DURING_TORCH_IMPORT = """
 import os, signal, sys, types
 from importlib.machinery import ModuleSpec
-from pndm.cli import _signals_interrupt
+from pndm.cli.signals import signals_interrupt
 torch = types.ModuleType("torch")
 torch.__spec__ = ModuleSpec("torch", None)
 torch.__spec__._initializing = True  # what importlib sets while a module's code runs
 sys.modules["torch"] = torch
-with _signals_interrupt({process}):
+with signals_interrupt({process}):
     os.kill(os.getpid(), signal.SIG{name})
     signal.pause()
 """

@@ -1,7 +1,7 @@
 """Checks of plain counts shared by the library and the CLI: one bound, one wording.
 
 Torch-free, so the CLI can use it while it builds its parser. Library errors name the argument
-(``batch_size``); the CLI turns argument names into its flags (`pndm.cli.FLAGS`).
+(``batch_size``); the CLI turns argument names into its flags (`pndm.cli.entry.FLAGS`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""``pndm fid``: the Fréchet distance of a sample set to a reference, or its statistics
+(`pndm.metrics`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pndm.cli.args import HelpFormatter, Subparsers, UsageError, add_device, count
+
+
+def add(subparsers: Subparsers) -> None:
+    from pndm.metrics.names import DEFAULT_BATCH_SIZE, FEATURES, SHIPPED
+
+    p = subparsers.add_parser(
+        "fid",
+        help="Fréchet distance of a sample set to a reference (Inception FID or digits)",
+        description="Print the Fréchet distance between SAMPLES and REF alone on the last line "
+        "of stdout. Inception features come from pytorch-fid (pip install 'pndm[fid]'); the "
+        "'digits' features ship with pndm and work offline. With --save-stats, write the "
+        "statistics of SAMPLES instead.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("samples", type=Path, help="a folder of images or an .npz (arr_0: uint8 NHWC)")
+    p.add_argument(
+        "ref", nargs="?", help="a statistics .npz (mu, sigma), another sample set, or a shipped "
+        f"name: {', '.join(SHIPPED)}",
+    )  # fmt: skip
+    p.add_argument("--save-stats", type=Path, metavar="OUT.npz", help="write SAMPLES' statistics")
+    p.add_argument(
+        "--features", choices=FEATURES, help="feature network (default: the reference's own, "
+        "else inception)",
+    )  # fmt: skip
+    p.add_argument("--inception-weights", type=Path, metavar="PATH",
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch "
+                   "hub cache)")  # fmt: skip
+    p.add_argument("--batch-size", type=count, default=DEFAULT_BATCH_SIZE, help="images per batch")
+    add_device(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pndm.metrics import core as metric
+    from pndm.metrics.frechet import save_statistics
+
+    if (args.ref is None) == (args.save_stats is None):
+        raise UsageError("give exactly one of REF (to compare with) and --save-stats OUT.npz")
+    common = {
+        "inception_weights": args.inception_weights,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "progress": True,
+    }
+    if args.save_stats is not None:
+        _check_new_npz(args.save_stats)
+        features = args.features or metric.FEATURES[0]
+        stats = metric.sample_statistics(args.samples, features=features, **common)
+        save_statistics(args.save_stats, stats)
+        print(f"wrote {args.save_stats}: {metric.describe(stats)}")
+        return 0
+    print(metric.fid(args.samples, args.ref, features=args.features, **common))
+    return 0
+
+
+def _check_new_npz(path: Path) -> None:
+    """--save-stats: an .npz path whose folder is writable, never an existing file."""
+    from pndm.files import check_writable
+
+    if path.suffix.lower() != ".npz":
+        raise UsageError(f"--save-stats writes an .npz; got {path}")
+    if path.exists():
+        raise FileExistsError(f"{path} exists; remove it or choose another --save-stats name")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder not found for --save-stats: {path.parent}")
+    check_writable(path.parent)

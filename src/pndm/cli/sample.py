@@ -1,0 +1,180 @@
+"""``pndm sample``: sample images (`pndm.jobs.run`) into a contact sheet, PNGs or an .npz,
+on --steps or a grid file from ``pndm tune``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pndm.cli.args import (
+    HelpFormatter,
+    Subparsers,
+    UsageError,
+    add_device,
+    add_model,
+    add_no_progress,
+    add_threads,
+    count,
+)
+
+
+def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
+    """--method, and the time grid: --steps or a --timesteps file from ``pndm tune``."""
+    from pndm.jobs.job import DEFAULT_STEPS
+
+    p.add_argument(
+        "--method",
+        default=None,
+        help="sampling method, e.g. f-pndm, s-pndm, plms, ipndm, ddim (default: the scheduler "
+        "config's: f-pndm, or plms with skip_prk_steps)",
+    )
+    grid = p.add_argument_group("time grid (one of)")
+    grid.add_argument(
+        "--steps", type=int, default=None, help=f"number of steps (default: {DEFAULT_STEPS})"
+    )
+    grid.add_argument(
+        "--timesteps",
+        type=Path,
+        default=None,
+        metavar="GRID.json",
+        help="a grid file from 'pndm tune': its grid, and its method and options unless "
+        "--method is given",
+    )
+
+
+def add(subparsers: Subparsers) -> None:
+    from pndm.jobs.job import DEFAULT_BATCH_SIZE
+    from pndm.runtime.devices import DTYPES
+
+    p = subparsers.add_parser(
+        "sample",
+        help="sample images with PNDM (or another method) into a contact sheet, PNGs or an .npz",
+        description="Sample images from a diffusers pipeline folder. OUT ending in .png: one "
+        "contact sheet; .npz: uint8 NHWC array 'arr_0' plus 'seeds'; a folder (no suffix, or "
+        "ending in /): one seedNNNNNN.png per image, skipping those already there (resume). Each "
+        "image depends on its seed only, whatever the batch size.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("--out", "-o", required=True, help="output: FILE.png, FILE.npz or FOLDER/")
+    add_model(p)
+    _add_sample_grid_args(p)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", default=None, help="seeds, e.g. 0-63, 1,5,9 or 0-3,10")
+    seeds.add_argument(
+        "--num-images", type=count, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="images per batch (default: what fits in half the free memory, at most 32 on CPU)",
+    )
+    add_device(p)
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="UNet weights and activations dtype (the solver stays float32)",
+    )
+    fast = p.add_argument_group("fast path (off by default)")
+    fast.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="channels-last UNet and inputs (default: channels-last inputs on the CPU only)",
+    )
+    fast.add_argument(
+        "--compile", action="store_true", help="torch.compile the UNet (slow first batch)"
+    )
+    fast.add_argument(
+        "--cuda-graphs", action="store_true", help="replay each model call from a CUDA graph"
+    )
+    add_threads(
+        p,
+        "CPU threads per process (default: torch's; under torchrun, cores / local ranks). "
+        "On the CPU a convolution's rounding depends on it: pin it to reproduce images exactly",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_no_progress(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pndm.jobs.job import SampleJob
+    from pndm.jobs.ranks import Ranks
+    from pndm.jobs.run import run_job
+    from pndm.jobs.seeds import default_seeds, parse_seeds
+
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else default_seeds(args.num_images)
+    steps, timesteps, method, options, calibration = _sample_grid(args, Ranks.from_env().lead)
+    job = SampleJob(
+        out=args.out,  # a str: a trailing "/" marks a folder output
+        seeds=seeds,
+        model=args.model,
+        method=method,
+        steps=steps,
+        timesteps=timesteps,
+        method_options=options,
+        calibration=calibration,
+        batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
+        overwrite=args.overwrite,
+        progress=args.progress,
+        threads=args.threads,
+    )
+    summary = run_job(job)
+    if Ranks.from_env().lead:
+        print(summary.line(), file=sys.stderr)
+    return 0
+
+
+class GridChoice(NamedTuple):
+    steps: int
+    timesteps: list[float] | None
+    method: str | None
+    options: dict[str, Any]
+    calibration: Any  # pndm.calibration.Calibration | None
+
+
+def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
+    """(steps, timesteps, method, method options, calibration) from --steps, or from the
+    --timesteps file: its method, options and calibration unless --method names another (then
+    neither options nor calibration); warns on stderr (rank 0 only) where the file was tuned
+    for another model or method."""
+    from pndm.jobs.job import DEFAULT_STEPS
+
+    if args.timesteps is None:
+        steps = DEFAULT_STEPS if args.steps is None else args.steps
+        return GridChoice(steps, None, args.method, {}, None)
+    if args.steps is not None:
+        raise UsageError("give --steps or --timesteps, not both: a grid file fixes the steps")
+    from pndm.tuning.grid_file import load_grid
+
+    grid = load_grid(args.timesteps)
+    method = args.method or grid.method
+    same = method == grid.method
+    options = dict(grid.options) if same else {}
+    calibration = grid.calibration if same else None
+    if lead:
+        from pndm.assets import model_folder
+
+        _warn_grid(grid, model_folder(args.model), method)
+    return GridChoice(grid.steps, list(grid.timesteps), method, options, calibration)
+
+
+def _warn_grid(grid: Any, model: Path, method: str) -> None:
+    """`pndm.tuning.grid_file.check_grid`'s warnings as one stderr line each, ``warning: ...``."""
+    from pndm.tuning.grid_file import check_grid, weights_hash
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_grid(grid, model_hash=weights_hash(model), method=method)
+    for warning in caught:
+        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)

@@ -1,0 +1,136 @@
+"""``pndm tune``: tune a time grid (and options, calibration) to a model for one method and NFE
+(`pndm.tuning`) and write it as a grid file."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from pndm.cli.args import (
+    HelpFormatter,
+    Subparsers,
+    add_device,
+    add_model,
+    add_no_progress,
+    add_threads,
+    count,
+)
+
+TUNE_SAMPLES = 64  # pndm.tuning.tune_pipeline's default (not imported: --help loads no torch)
+CALIBRATE_SAMPLES = 256  # ... with --calibrate (the same: tests/test_calibration.py)
+
+
+def add(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "tune",
+        help="tune a time grid to a model for one method and NFE; write it as a grid file",
+        description="Choose the times (and, unless --no-search-options, the method's options) "
+        "that bring the method's samples at NFE model calls closest to a fine-grid teacher on "
+        "--samples tuning noises, and write them to OUT (JSON: the grid, method, NFE, options, "
+        "the model's hash). Sample with it: pndm sample --timesteps OUT.",
+        formatter_class=HelpFormatter,
+    )
+    add_model(p)
+    p.add_argument("--method", required=True, help="sampling method, e.g. ipndm, f-pndm, ddim")
+    p.add_argument("--nfe", type=count, required=True, help="model calls per image")
+    p.add_argument("--out", "-o", type=Path, required=True, metavar="GRID.json",
+                   help="the grid file to write")  # fmt: skip
+    p.add_argument("--samples", type=count, default=None,
+                   help=f"tuning noises (default: {TUNE_SAMPLES}, {CALIBRATE_SAMPLES} with "
+                   "--calibrate)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the first tuning noise")
+    p.add_argument("--no-search-options", dest="search_options", action="store_false",
+                   help="tune the times only, keeping the method's default options")  # fmt: skip
+    p.add_argument("--iterations", type=count, default=None,
+                   help="objective evaluations per option set, and for --calibrate's search "
+                   "(default: the tuner's, by the number of parameters)")  # fmt: skip
+    p.add_argument("--calibrate", action="store_true",
+                   help="then also shift each model call's time and scale its ε (2 parameters "
+                   "per call; about twice the calls, on 4x the default samples)")  # fmt: skip
+    add_device(p)
+    add_threads(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    add_no_progress(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pndm.assets import model_folder
+    from pndm.runtime.devices import torch_threads
+    from pndm.samplers import get_sampler
+    from pndm.tuning.grid_file import check_new_grid_path, save_grid, weights_hash
+
+    check_new_grid_path(args.out, args.overwrite)  # before any model call
+    if args.samples is None:
+        args.samples = CALIBRATE_SAMPLES if args.calibrate else TUNE_SAMPLES
+    method = get_sampler(args.method).name
+    _check_tune_request(method, args)
+    folder = model_folder(args.model)
+    digest = weights_hash(folder)  # also fails early on a broken model folder
+    with torch_threads(args.threads):
+        tuned = _tune(_tune_pipeline(folder, args.device), method, args)
+    record = {"samples": args.samples, "seed": args.seed, "iterations": args.iterations}
+    record |= {"search_options": args.search_options, "calibrate": args.calibrate}
+    if tuned.grid_error is not None:
+        record["grid_error"] = tuned.grid_error
+    grid = save_grid(args.out, tuned, digest, model_path=folder, overwrite=args.overwrite, **record)
+    print(_tune_summary(grid), file=sys.stderr)
+    return 0
+
+
+def _check_tune_request(method: str, args: argparse.Namespace) -> None:
+    """What the tuner would refuse only after its teacher run: the seed, and an NFE that no
+    option set of the method reaches (the error lists the reachable ones)."""
+    from pndm.tuning.search import option_combinations, steps_for_nfe, tuning_seeds
+
+    tuning_seeds(args.samples, args.seed)
+    combos = option_combinations(method, {}) if args.search_options else [{}]
+    for options in combos:
+        with contextlib.suppress(ValueError):
+            steps_for_nfe(method, args.nfe, options)
+            return
+    steps_for_nfe(method, args.nfe, combos[0])  # raises, listing the reachable NFEs
+
+
+def _tune_pipeline(folder: Path, device: str) -> Any:
+    from pndm.compat.pipeline import PNDMPipeline
+    from pndm.runtime.devices import resolve_device
+
+    pipe = PNDMPipeline.from_pretrained(folder).to(resolve_device(device))
+    pipe.set_progress_bar_config(disable=True)  # one bar for the whole tuning instead
+    return pipe
+
+
+def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
+    """`pndm.tuning.tune_pipeline` under one progress bar counting model calls."""
+    from tqdm import tqdm
+
+    from pndm.tuning import progress_total, tune_pipeline
+
+    settings = {"search_options": args.search_options, "iterations": args.iterations,
+                "calibrate": args.calibrate}  # fmt: skip
+    total = progress_total(method, args.nfe, **settings)
+    settings["samples"] = args.samples
+    bar = tqdm(total=total, unit="call", file=sys.stderr, disable=not args.progress, leave=False)
+    with bar:
+        return tune_pipeline(
+            pipe, method=method, nfe=args.nfe, seed=args.seed, progress=bar.update, **settings
+        )
+
+
+def _tune_summary(grid: Any) -> str:
+    run = grid.tuning
+    options = ", ".join(f"{k}={v}" for k, v in sorted(grid.options.items())) or "none"
+    start = f"starting grid {run['start_error']:.4g}"
+    if grid.calibration is not None:
+        start += f"; calibrated, from {run['grid_error']:.4g}"
+    elif run.get("calibrate"):
+        start += "; calibration: none kept"
+    return (
+        f"wrote {grid.path}: {grid.method}, NFE {grid.nfe}, {grid.steps} steps, options "
+        f"{options}; error {run['error']:.4g} ({start}) on "
+        f"{run['samples']} samples; {run['model_calls']} model calls, {run['seconds']:.1f} s"
+    )
