@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from pndm import files as io
+from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_2d import UNet2DModel, config_keys
 from pndm.models.unet_config import validate_config
 
@@ -35,8 +36,24 @@ def load_pretrained(
     with torch.device("meta"):
         model = cls.from_config(config, **config_overrides)
     weights = io.find_weights(folder, variant)
-    model._load_weights(io.read_weights(weights), weights, dtype)
+    load_weights(model, io.read_weights(weights), weights, dtype)
     return model.eval()
+
+
+def load_weights(
+    model: UNet2DModel, state: dict[str, Any], source: Path, dtype: torch.dtype
+) -> None:
+    """Put ``state`` into ``model`` (built on any device, meta too) as ``dtype``, in place.
+
+    Older key layouts are renamed first (`pndm.models.legacy`); then keys and shapes must match
+    exactly, and a mismatch names ``source`` and the keys missing, extra or misshapen.
+    """
+    state = convert_legacy_state_dict(state, len(model.config.block_out_channels))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    io.check_state_dict(state, expected, source)
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.reset_buffers(device=model.device)
 
 
 def model_folder(folder: Path, subfolder: str | None) -> Path:

@@ -2,7 +2,8 @@
 
 Written from the architecture (Ho et al. 2020, Appendix B; diffusers-compat.md section 6), not
 copied: parameter names and shapes equal diffusers' ``UNet2DModel`` for the same config, so its
-``config.json`` and ``diffusion_pytorch_model.safetensors`` load here and ours load there.
+``config.json`` and ``diffusion_pytorch_model.safetensors`` load here and ours load there. Reading
+a folder (layouts, the checked config, strict weights) is `pndm.models.loading`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from pndm.models.embeddings import (
     TimestepEmbedding,
 )
 from pndm.models.inference import derived
-from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_config import validate_config
 
 
@@ -331,14 +331,6 @@ class UNet2DModel(ConfigMixin, nn.Module):
         return load_pretrained(
             cls, pretrained_model_name_or_path, subfolder, torch_dtype, variant, **config_overrides
         )
-
-    def _load_weights(self, state: dict[str, Any], source: Path, dtype: torch.dtype) -> None:
-        state = convert_legacy_state_dict(state, self._levels)
-        expected = {k: tuple(v.shape) for k, v in self.state_dict().items()}
-        io.check_state_dict(state, expected, source)
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        self.load_state_dict(state, strict=True, assign=True)
-        self.reset_buffers(device=self.device)
 
     def save_pretrained(
         self,
