@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from quality import (  # this folder: run as a script
+from benchlib.measure import CountingEps
+from benchlib.problems import (
     MIX_SHAPE,
     MIX_STDS,
     MIX_WEIGHTS,
@@ -34,7 +35,6 @@ from quality import (  # this folder: run as a script
     mixture_means,
     shipped_config,
 )
-from solver_error import CountingEps
 
 from pndm.analytic import GaussianMixture, reference_flow
 from pndm.files import write_json

@@ -39,7 +39,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from speed import build, device_name  # this folder: run as a script
+from benchlib.machine import device_name
+from speed import build  # this folder: run as a script
 
 import pndm
 from pndm.files import write_json

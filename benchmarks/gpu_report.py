@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from speed import PeakMemory, build, count_calls, device_name, sync  # this folder: run as a script
+from benchlib.machine import device_name
+from speed import PeakMemory, build, count_calls, sync  # this folder: run as a script
 
 import pndm
 from pndm.files import write_json

@@ -7,7 +7,8 @@ and logsnr grids with every combination of its options among ``lower_order_final
 one-step method) and ``clip_sample`` (x̂_0 clipped to [-1, 1], the digits data range).
 
 Reference: vab (order 4) with ``--ref-steps`` steps on the edm grid; its accuracy is stated as the
-RMS difference to pec (order 3) with as many steps on the logsnr grid (quality.solver_reference).
+RMS difference to pec (order 3) with as many steps on the logsnr grid
+(benchlib.problems.solver_reference).
 Error: RMS over all samples and pixels of x - x_ref. The reference solves the unclipped ODE:
 clipping changes the limit a method converges to, so its error here is its distance to the ODE.
 
@@ -26,8 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from quality import Problem, digits_problem, log, pndm_grid, row  # this folder: run as a script
-from solver_error import CountingEps
+from benchlib.measure import CountingEps
+from benchlib.methods import pndm_grid
+from benchlib.problems import Problem, digits_problem, row
+from benchlib.progress import log
 
 import pndm
 from pndm.files import write_json

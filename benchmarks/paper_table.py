@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from speed import device_name
+from benchlib.machine import device_name
 
 import pndm
 from pndm import PNDMPipeline

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from speed import device_name
+from benchlib.machine import device_name
 
 import pndm
 from pndm.files import write_json

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from benchlib.measure import CountingEps, rms_error
 
 from pndm.analytic import GaussianMixture, reference_flow
 from pndm.grids import make_grid
@@ -41,22 +42,6 @@ QUICK_STEPS = (10, 20, 40, 80)
 PF_TOLERANCES = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)
 # FON as coded maps one DDPM index to Δt; on this t ∈ [1e-3, 1] problem one index is 1e-3.
 OPTIONS: dict[str, dict[str, Any]] = {"fon-orig": {"index_size": 1e-3}}
-
-
-class CountingEps:
-    """eps_fn that counts its calls (one call = one batched network evaluation)."""
-
-    def __init__(self, eps_fn: Any) -> None:
-        self.eps_fn, self.calls = eps_fn, 0
-
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return self.eps_fn(x, t)
-
-
-def rms_error(x: torch.Tensor, ref: torch.Tensor) -> float:
-    """sqrt(mean_b |x_b − ref_b|²): RMS over trajectories of the Euclidean error."""
-    return float((x - ref).square().sum(-1).mean().sqrt())
 
 
 def run_method(name: str, eps_fn: Any, x: torch.Tensor, grid: torch.Tensor, sched: Any, **opts):

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from benchlib.machine import device_name
 
 import pndm
 from pndm.files import write_json
@@ -73,17 +74,6 @@ Pipe = Callable[[int], np.ndarray]
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        return f"{names[0]} ({len(names)} logical CPUs)" if names else platform.processor()
-    except OSError:
-        return platform.processor() or platform.machine()
 
 
 def bf16_peak(name: str) -> float | None:

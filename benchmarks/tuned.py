@@ -33,7 +33,6 @@ finished) and prints the markdown table.
 from __future__ import annotations
 
 import argparse
-import functools
 import platform
 import sys
 import time
@@ -41,10 +40,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import numpy as np
-import quality as q
 import torch
-from speed import device_name
+from benchlib.digits_metric import digits_score
+from benchlib.machine import device_name
+from benchlib.measure import CountingEps
+from benchlib.peers import PEER_NAMES, PEERS, Peer, peer_options, peer_steps, run_peer, sweep_peers
+from benchlib.problems import Problem, digits_model, digits_problem, mixture_problem
+from benchlib.progress import log
+from benchlib.results import label
 
 import pndm
 from pndm.calibration import Calibration
@@ -58,15 +63,15 @@ GOALS = {"mixture": 0.5, "digits": 0.8}
 METHODS = ("pec-data", "dpmpp-2m", "ipndm", "vab", "pec", "ddim")
 
 
-def problem_of(name: str, args: argparse.Namespace) -> q.Problem:
+def problem_of(name: str, args: argparse.Namespace) -> Problem:
     """quality.py's problem (its notes record how accurate a vab reference of --ref-steps steps
     is there) with fresh evaluation noise: --eval-samples from seed --eval-seed, and a vab
     reference of --ref-steps steps on the EDM grid. Many samples, because the mixture's error is
     heavy-tailed: a few percent of samples change mode at low NFE and dominate the RMS."""
     if name == "mixture":
-        base = q.mixture_problem(16, 0, args.ref_steps)
+        base = mixture_problem(16, 0, args.ref_steps)
     else:
-        base = q.digits_problem(16, 0, args.ref_steps)
+        base = digits_problem(16, 0, args.ref_steps)
     noise = seeded_noise(base, args.eval_samples, args.eval_seed)
     grid = make_grid("edm", base.schedule, args.ref_steps)
     with torch.no_grad():
@@ -74,19 +79,19 @@ def problem_of(name: str, args: argparse.Namespace) -> q.Problem:
     notes = {**base.notes, "evaluation": f"{args.eval_samples} samples, seed {args.eval_seed}, "
              f"reference vab {args.ref_steps} steps edm (accuracy: the notes of quality.py's "
              "16-sample problem above)"}  # fmt: skip
-    return q.Problem(name, base.eps_fn, base.schedule, base.config, noise, reference, notes)
+    return Problem(name, base.eps_fn, base.schedule, base.config, noise, reference, notes)
 
 
-def seeded_noise(problem: q.Problem, samples: int, seed: int) -> torch.Tensor:
+def seeded_noise(problem: Problem, samples: int, seed: int) -> torch.Tensor:
     """torch.randn noise of the problem's image shape and dtype from generator seed ``seed``."""
     g = torch.Generator().manual_seed(seed)
     shape = (samples, *problem.noise.shape[1:])
     return torch.randn(shape, generator=g, dtype=problem.noise.dtype)
 
 
-def peer_tries(problem: q.Problem) -> Callable[[q.Peer, int], list[dict[str, Any]]]:
-    def tries(peer: q.Peer, target: int) -> list[dict[str, Any]]:
-        options = q.peer_options(peer)
+def peer_tries(problem: Problem) -> Callable[[Peer, int], list[dict[str, Any]]]:
+    def tries(peer: Peer, target: int) -> list[dict[str, Any]]:
+        options = peer_options(peer)
         if peer.scheduler == "DDIMScheduler" and problem.name == "digits":
             options = [{**o, "clip_sample": c} for o in options for c in (False, True)]
         return options
@@ -94,10 +99,10 @@ def peer_tries(problem: q.Problem) -> Callable[[q.Peer, int], list[dict[str, Any
     return tries
 
 
-def best_peers(problem: q.Problem, nfes: tuple[int, ...]) -> dict[int, dict[str, Any]]:
+def best_peers(problem: Problem, nfes: tuple[int, ...]) -> dict[int, dict[str, Any]]:
     """NFE -> the lowest-error peer run (every peer, every option)."""
     best: dict[int, dict[str, Any]] = {}
-    for r in q.sweep_peers(problem, nfes, peer_tries(problem)):
+    for r in sweep_peers(problem, nfes, peer_tries(problem)):
         better = r["nfe"] not in best or r["error"] < best[r["nfe"]]["error"]
         if r["error"] is not None and better:
             best[r["nfe"]] = r
@@ -105,7 +110,7 @@ def best_peers(problem: q.Problem, nfes: tuple[int, ...]) -> dict[int, dict[str,
 
 
 def tuned_run(
-    problem: q.Problem, noise: torch.Tensor, ref: torch.Tensor, method: str, nfe: int,
+    problem: Problem, noise: torch.Tensor, ref: torch.Tensor, method: str, nfe: int,
     args: argparse.Namespace,
 ) -> dict[str, Any]:  # fmt: skip
     """Tune on ``noise`` (teacher ``ref``), judge on the problem's evaluation noise."""
@@ -114,8 +119,8 @@ def tuned_run(
         search_options=True, budget=args.budget, calibrate=args.calibrate,
     )  # fmt: skip
     calibration = result.calibration
-    counter = q.CountingEps(problem.eps_fn if calibration is None else
-                            calibration.apply(problem.eps_fn))  # fmt: skip
+    counter = CountingEps(problem.eps_fn if calibration is None else
+                          calibration.apply(problem.eps_fn))  # fmt: skip
     x = SAMPLERS[method](counter, problem.noise, result.timesteps, problem.schedule,
                          **result.options)  # fmt: skip
     if counter.calls != nfe:
@@ -135,7 +140,7 @@ def tuned_run(
     return run
 
 
-def error_on(problem: q.Problem, method: str, grid: torch.Tensor, options: dict[str, Any]) -> float:
+def error_on(problem: Problem, method: str, grid: torch.Tensor, options: dict[str, Any]) -> float:
     """The error of ``method`` on ``grid`` (uncalibrated) on the problem's evaluation noise."""
     x = SAMPLERS[method](problem.eps_fn, problem.noise, grid, problem.schedule, **options)
     return problem.error(x)
@@ -159,7 +164,7 @@ def rescore(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def report_problem(report: dict[str, Any], args: argparse.Namespace) -> q.Problem:
+def report_problem(report: dict[str, Any], args: argparse.Namespace) -> Problem:
     """The evaluation problem a written report was judged on (its own sample count, seed and
     reference steps, whatever the command line says)."""
     saved = report["setup"]["args"]
@@ -186,7 +191,7 @@ def tails(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
-def run_tuned(problem: q.Problem, best: dict[str, Any], noise: torch.Tensor) -> torch.Tensor:
+def run_tuned(problem: Problem, best: dict[str, Any], noise: torch.Tensor) -> torch.Tensor:
     """A report's tuned method on its grid (and calibration, if any) from ``noise``."""
     eps_fn = problem.eps_fn
     if best.get("calibration"):
@@ -195,14 +200,14 @@ def run_tuned(problem: q.Problem, best: dict[str, Any], noise: torch.Tensor) -> 
     return SAMPLERS[best["method"]](eps_fn, noise, times, problem.schedule, **best["options"])
 
 
-def run_best_peer(problem: q.Problem, peer: dict[str, Any]) -> torch.Tensor:
+def run_best_peer(problem: Problem, peer: dict[str, Any]) -> torch.Tensor:
     """A report's peer (method, option, nfe) through diffusers' loop from the problem's noise."""
-    solver = q.PEERS[q.PEER_NAMES.index(peer["method"])]
-    scheduler = q.peer_steps(solver, problem.config, peer["option"], peer["nfe"])
-    return q.run_peer(problem, solver, scheduler)[0]
+    solver = PEERS[PEER_NAMES.index(peer["method"])]
+    scheduler = peer_steps(solver, problem.config, peer["option"], peer["nfe"])
+    return run_peer(problem, solver, scheduler)[0]
 
 
-def sample_errors(problem: q.Problem, x: torch.Tensor) -> dict[str, Any]:
+def sample_errors(problem: Problem, x: torch.Tensor) -> dict[str, Any]:
     """Per-sample RMS errors: their RMS (the table's), median, 90th percentile, worst, and the RMS
     without the worst 2 % (the hard samples), with the indices of those."""
     e = (x.double() - problem.reference.double()).flatten(1).pow(2).mean(1).sqrt().numpy()
@@ -217,36 +222,14 @@ def sample_errors(problem: q.Problem, x: torch.Tensor) -> dict[str, Any]:
 
 
 def metric_check(
-    problem: q.Problem, best: dict[str, Any], peer: dict[str, Any], args: argparse.Namespace
+    problem: Problem, best: dict[str, Any], peer: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Digits Fréchet distance of the tuned method and of the best peer on the same fresh noise."""
     noise = seeded_noise(problem, args.metric_samples, args.metric_seed)
-    fresh = q.Problem("digits", problem.eps_fn, problem.schedule, problem.config, noise)
+    fresh = Problem("digits", problem.eps_fn, problem.schedule, problem.config, noise)
     ours, theirs = run_tuned(problem, best, noise), run_best_peer(fresh, peer)
     return {"samples": args.metric_samples, "tuned": digits_score(ours),
             "peer": digits_score(theirs)}  # fmt: skip
-
-
-def digits_score(x: torch.Tensor) -> float:
-    """The digits metric (`pndm fid ... digits`) of samples in [-1, 1], rounded to uint8 first."""
-    from pndm.images import to_uint8
-    from pndm.metrics import core as metric
-    from pndm.metrics import frechet_distance, statistics_of
-
-    extractor, reference = _digits_metric()
-    images = to_uint8(((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy())
-    features = metric.features(images, extractor, 250, False)
-    return frechet_distance(statistics_of(features), reference)
-
-
-@functools.cache
-def _digits_metric() -> tuple[Any, Any]:
-    """(the digits feature network, the data's statistics), loaded once."""
-    from pndm.metrics import core as metric
-    from pndm.metrics import load_statistics
-
-    extractor = metric.extractor("digits", torch.device("cpu"))
-    return extractor, load_statistics(metric.SHIPPED["digits"])
 
 
 def ode_metric(path: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -259,7 +242,7 @@ def ode_metric(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     saved = report["setup"]["args"]
     if report["problem"] != "digits" or not saved["metric_samples"]:
         raise SystemExit(f"{path}: --ode-metric needs a digits report with --metric-samples > 0")
-    problem = q.digits_model(saved["metric_samples"], saved["metric_seed"])  # metric_check's noise
+    problem = digits_model(saved["metric_samples"], saved["metric_seed"])  # metric_check's noise
     x = teacher(problem.eps_fn, problem.schedule, problem.noise)
     report["digits_metric_ode"] = {
         "samples": saved["metric_samples"], "seed": saved["metric_seed"], "score": digits_score(x),
@@ -282,7 +265,7 @@ def measure(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     nfes = tuple(sorted({nfe for nfe, _ in todo}))
     problem = problem_of(args.problem, args)
     peers = best_peers(problem, nfes)
-    q.log(f"{args.problem}: peers done")
+    log(f"{args.problem}: peers done")
     noise = seeded_noise(problem, args.tune_samples, args.tune_seed)
     start = time.perf_counter()
     ref = teacher(problem.eps_fn, problem.schedule, noise)
@@ -299,14 +282,14 @@ def measure(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         for method in (m for n, m in todo if n == nfe):
             report["runs"].append(tuned_run(problem, noise, ref, method, nfe, args))
             run = report["runs"][-1]
-            q.log(f"{method} {nfe}: {run['error']:.3e} ({run['tuning_seconds']:.0f} s)")
+            log(f"{method} {nfe}: {run['error']:.3e} ({run['tuning_seconds']:.0f} s)")
         report["rows"][nfe] = summary(problem, nfe, report["runs"], peers[nfe], args)
         write_json(path, report)
     return report
 
 
 def summary(
-    problem: q.Problem, nfe: int, runs: list, peer: dict, args: argparse.Namespace
+    problem: Problem, nfe: int, runs: list, peer: dict, args: argparse.Namespace
 ) -> dict[str, Any]:
     ours = min((r for r in runs if r["nfe"] == nfe), key=lambda r: r["error"])
     row = {"peer": {k: peer[k] for k in ("method", "option", "error")}, "tuned": ours,
@@ -322,7 +305,7 @@ def setup(args: argparse.Namespace) -> dict[str, Any]:
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "threads": torch.get_num_threads(),
         "device": device_name(torch.device("cpu")), "torch": torch.__version__,
-        "diffusers": q.diffusers.__version__, "numpy": np.__version__,
+        "diffusers": diffusers.__version__, "numpy": np.__version__,
         "pndm": pndm.__version__, "python": platform.python_version(),
     }  # fmt: skip
 
@@ -343,7 +326,7 @@ def markdown(report: dict[str, Any]) -> str:
         if t.get("calibration"):  # the same grid uncalibrated, on the evaluation noise
             calibrated = f"; calibrated, {t['grid_error']:.3g} without"
         lines.append(
-            f"| {nfe} | {p['method']} ({q.label(p['option'])}) | {p['error']:.3g} | {t['method']} "
+            f"| {nfe} | {p['method']} ({label(p['option'])}) | {p['error']:.3g} | {t['method']} "
             f"({_options(t['options'])}{calibrated}) | {t['error']:.3g} | {start_text} | "
             f"{row['factor']:.2f} | {cost} |"
         )

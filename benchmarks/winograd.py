@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from speed import device_name  # this folder: run as a script
+from benchlib.machine import device_name
 
 import pndm
 from pndm.files import write_json

@@ -17,7 +17,8 @@ from conftest import assert_one_line_error
 from pndm.assets import shipped_model_path
 from pndm.cli import main
 from pndm.models import unet_2d
-from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG, UNet2DModel, read_unet_config
+from pndm.models.loading import read_unet_config
+from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG, UNet2DModel
 
 SMALL = dict(
     sample_size=8,

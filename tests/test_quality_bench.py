@@ -8,7 +8,7 @@ end point (Heun left ending at σ = 0) gives 9.6e-3 (here 6.9e-3).
 
 from __future__ import annotations
 
-import sys
+import re
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,8 @@ import torch
 
 pytest.importorskip("diffusers")
 pytest.importorskip("scipy")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import quality  # noqa: E402
+from benchlib import peers  # noqa: E402  (benchmarks/ is on pytest's pythonpath)
+from benchlib.problems import Problem  # noqa: E402
 
 from pndm.analytic import GaussianMixture, reference_flow  # noqa: E402
 from pndm.schedule import NoiseSchedule  # noqa: E402
@@ -28,15 +28,15 @@ CONFIG = {
     "beta_end": 0.02,
     "beta_schedule": "linear",
 }
-PEERS = {peer.name: peer for peer in quality.PEERS}
+PEERS = {peer.name: peer for peer in peers.PEERS}
 
 
 @pytest.fixture(scope="module")
-def problem() -> quality.Problem:
+def problem() -> Problem:
     schedule = NoiseSchedule.from_config(CONFIG)
     gmm = GaussianMixture((0.5, 0.3, 0.2), ((-1.0, 0.5), (1.0, 1.0), (0.3, -1.2)), (0.3, 0.2, 0.4))
     noise = torch.randn((16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    toy = quality.Problem("toy", gmm.eps_fn(schedule), schedule, CONFIG, noise)
+    toy = Problem("toy", gmm.eps_fn(schedule), schedule, CONFIG, noise)
     toy.reference = reference_flow(toy.eps_fn, noise, 999.0, 0.0, schedule, 1e-10, 1e-10)
     return toy
 
@@ -59,9 +59,18 @@ def problem() -> quality.Problem:
 def test_peer_converges_to_exact_flow(problem, name, option, steps, min_ratio, max_error):
     errors = []
     for n in (steps, 2 * steps):
-        scheduler = quality.make_scheduler(PEERS[name], CONFIG, option, n)
-        x, calls = quality.run_peer(problem, PEERS[name], scheduler)
+        scheduler = peers.make_scheduler(PEERS[name], CONFIG, option, n)
+        x, calls = peers.run_peer(problem, PEERS[name], scheduler)
         assert calls == len(scheduler.timesteps)
         errors.append(problem.error(x))
     assert errors[1] < max_error
     assert errors[0] / errors[1] > min_ratio  # the method's own order: no stall
+
+
+def test_benchlib_comes_from_pytest_configuration_not_sys_path_edits() -> None:
+    """benchmarks/ is on pytest's ``pythonpath`` (pyproject.toml); no test edits sys.path."""
+    tests = Path(__file__).resolve().parent
+    edit = re.compile(r"sys\.path\.(insert|append|extend)\(|sys\.path \+?=")
+    editing = [p.name for p in tests.glob("*.py") if edit.search(p.read_text(encoding="utf-8"))]
+    assert editing == []
+    assert Path(peers.__file__).resolve().parent == tests.parent / "benchmarks" / "benchlib"

@@ -18,7 +18,8 @@ import torch
 from pndm.compat.scheduler import PNDMScheduler
 from pndm.config import DIFFUSERS_VERSION
 from pndm.files import PathLike, component_dir, find_weights, read_json, write_json
-from pndm.models.unet_2d import UNet2DModel, read_unet_config
+from pndm.models.loading import read_unet_config
+from pndm.models.unet_2d import UNet2DModel
 
 MODEL_INDEX_NAME = "model_index.json"
 MODEL_INDEX = {

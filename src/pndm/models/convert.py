@@ -288,13 +288,14 @@ def convert_state_dict(
     """A ``pndm.UNet2DModel`` holding the original weights; strict key and shape checks."""
     import torch
 
+    from pndm.models.loading import load_weights
     from pndm.models.unet_2d import UNet2DModel
 
     with torch.device("meta"):
         model = UNet2DModel(**unet_config(config))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     # renames via pndm.models.legacy (the original DDPM layout), then checks keys and shapes
-    model._load_weights(dict(state), Path(str(source)), torch.float32)
+    load_weights(model, dict(state), Path(str(source)), torch.float32)
     return model.eval()
 
 

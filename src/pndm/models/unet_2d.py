@@ -2,14 +2,14 @@
 
 Written from the architecture (Ho et al. 2020, Appendix B; diffusers-compat.md section 6), not
 copied: parameter names and shapes equal diffusers' ``UNet2DModel`` for the same config, so its
-``config.json`` and ``diffusion_pytorch_model.safetensors`` load here and ours load there.
+``config.json`` and ``diffusion_pytorch_model.safetensors`` load here and ours load there. Reading
+a folder (layouts, the checked config, strict weights) is `pndm.models.loading`.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,7 @@ from pndm.models.embeddings import (
     TimestepEmbedding,
 )
 from pndm.models.inference import derived
-from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_config import validate_config
-
-CONFIG_NAME = "config.json"
 
 
 @dataclass
@@ -120,7 +117,7 @@ class UNet2DModel(ConfigMixin, nn.Module):
     ) -> None:
         super().__init__()
         args = dict(locals())
-        config = {name: args[name] for name in _config_keys()}
+        config = {name: args[name] for name in config_keys()}
         validate_config(config)
         self._register_config(**config)
         self.sample_size = sample_size
@@ -328,22 +325,11 @@ class UNet2DModel(ConfigMixin, nn.Module):
         renamed (see ``pndm.models.legacy``); keys and shapes are checked strictly. Without
         ``torch_dtype`` the weights load as float32. The model is returned in eval mode.
         """
-        dtype = _as_dtype(torch_dtype)
-        folder = _model_folder(Path(pretrained_model_name_or_path), subfolder)
-        config = read_unet_config(folder / CONFIG_NAME)
-        with torch.device("meta"):
-            model = cls.from_config(config, **config_overrides)
-        weights = io.find_weights(folder, variant)
-        model._load_weights(io.read_weights(weights), weights, dtype)
-        return model.eval()
+        from pndm.models.loading import load_pretrained  # loading builds on this module
 
-    def _load_weights(self, state: dict[str, Any], source: Path, dtype: torch.dtype) -> None:
-        state = convert_legacy_state_dict(state, self._levels)
-        expected = {k: tuple(v.shape) for k, v in self.state_dict().items()}
-        io.check_state_dict(state, expected, source)
-        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-        self.load_state_dict(state, strict=True, assign=True)
-        self.reset_buffers(device=self.device)
+        return load_pretrained(
+            cls, pretrained_model_name_or_path, subfolder, torch_dtype, variant, **config_overrides
+        )
 
     def save_pretrained(
         self,
@@ -374,47 +360,6 @@ def _one_time(t: torch.Tensor) -> bool:
 
 
 @functools.cache
-def _config_keys() -> tuple[str, ...]:
+def config_keys() -> tuple[str, ...]:
     """The config keys: the constructor's arguments, in signature order."""
     return tuple(p for p in inspect.signature(UNet2DModel.__init__).parameters if p != "self")
-
-
-def _model_folder(folder: Path, subfolder: str | None) -> Path:
-    """``folder/subfolder`` or flat ``folder``; no subfolder: ``folder``, then ``folder/unet``."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder} (pndm reads local folders only)")
-    if subfolder is None and (folder / CONFIG_NAME).is_file():
-        return folder
-    return io.component_dir(folder, subfolder or "unet", CONFIG_NAME)
-
-
-def read_unet_config(path: Path) -> dict[str, Any]:
-    """A UNet ``config.json``, checked (class name, every field) before any model is built.
-
-    Errors name the file; a broken config thus fails before weights are read or work starts.
-    """
-    config = io.read_json(path)
-    _check_class_name(config, path)
-    params = inspect.signature(UNet2DModel.__init__).parameters
-    full = {k: config.get(k, params[k].default) for k in _config_keys()}
-    try:
-        validate_config(full)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    return config
-
-
-def _check_class_name(config: Mapping[str, Any], path: Path) -> None:
-    name = config.get("_class_name", "UNet2DModel")
-    if name != "UNet2DModel":
-        raise ValueError(f"{path} describes a {name}, not a UNet2DModel")
-
-
-def _as_dtype(torch_dtype: torch.dtype | str | None) -> torch.dtype:
-    """float32 by default; a floating ``torch.dtype`` or its name ("float16", "bfloat16", ...)."""
-    if torch_dtype is None:
-        return torch.float32
-    dtype = getattr(torch, torch_dtype, None) if isinstance(torch_dtype, str) else torch_dtype
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"torch_dtype must be a floating torch.dtype, got {torch_dtype!r}")
-    return dtype
