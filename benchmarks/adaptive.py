@@ -37,7 +37,7 @@ from benchlib.problems import (
 )
 
 from pndm.analytic import GaussianMixture, reference_flow
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 from pndm.grids import make_grid
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule

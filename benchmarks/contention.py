@@ -43,7 +43,7 @@ from benchlib.machine import device_name
 from speed import build  # this folder: run as a script
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "contention.json"
 SETTINGS = {"1 thread": (1, False), "2 threads": (2, False), "2 threads + busy": (2, True)}

@@ -42,7 +42,7 @@ from benchlib.machine import device_name
 from speed import PeakMemory, build, count_calls, sync  # this folder: run as a script
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG
 
 ROOT = Path(__file__).resolve().parent.parent

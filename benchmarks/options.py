@@ -33,7 +33,7 @@ from benchlib.problems import Problem, digits_problem, row
 from benchlib.progress import log
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 from pndm.samplers import SAMPLERS
 
 NFES = (5, 8, 10)

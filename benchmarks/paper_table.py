@@ -34,7 +34,8 @@ from benchlib.machine import device_name
 import pndm
 from pndm import PNDMPipeline
 from pndm.assets import shipped_model_path
-from pndm.files import atomic_write, write_json
+from pndm.files.atomic import atomic_write
+from pndm.files.jsonfile import write_json
 from pndm.images import to_uint8
 from pndm.metrics import Statistics, frechet_distance, load_statistics, statistics_of
 from pndm.metrics import core as metric

@@ -70,7 +70,7 @@ from benchlib.report import markdown, plot
 from benchlib.results import best, table
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 
 NFES = (5, 6, 8, 10, 15, 20, 50)
 QUICK_NFES = (5, 8)

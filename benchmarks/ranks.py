@@ -31,7 +31,7 @@ import torch
 from benchlib.machine import device_name
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "ranks_cpu.json"
 SUMMARY = re.compile(r"wrote (\d+) images .* ([0-9.]+) s, ([0-9.]+) images/s")

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 
 SHAPE = (256, 3, 32, 32)
 DEFAULT_OUT = Path(__file__).parent / "results" / "scheduler_step.json"

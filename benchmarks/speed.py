@@ -47,7 +47,7 @@ import torch
 from benchlib.machine import device_name
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "speed_cpu.json"

@@ -53,7 +53,7 @@ from benchlib.results import label
 
 import pndm
 from pndm.calibration import Calibration
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 from pndm.grids import make_grid
 from pndm.samplers import SAMPLERS
 from pndm.tuning.search import start_grid, teacher, tune

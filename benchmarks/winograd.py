@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from benchlib.machine import device_name
 
 import pndm
-from pndm.files import write_json
+from pndm.files.jsonfile import write_json
 from pndm.models import inference
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "winograd_cpu.json"

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error
 
-from pndm import files as io
 from pndm.cli import main
 from pndm.cli.signals import EXIT_INTERRUPTED, EXIT_TERMINATED
+from pndm.files import atomic
 from pndm.jobs import run as jobs
 
 FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
@@ -26,9 +26,9 @@ def sample(*args: str) -> int:
 
 def test_atomic_write_fsyncs_the_file_and_its_folder(tmp_path: Path, monkeypatch) -> None:
     synced: list[bool] = []
-    real = io.os.fsync
-    monkeypatch.setattr(io.os, "fsync", lambda fd: synced.append(True) or real(fd))
-    io.atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
+    real = atomic.os.fsync
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: synced.append(True) or real(fd))
+    atomic.atomic_write(tmp_path / "a.txt", lambda tmp: tmp.write_text("x"))
     assert len(synced) == 2 and (tmp_path / "a.txt").read_text() == "x"
 
 
@@ -40,7 +40,7 @@ def test_no_replace_keeps_a_file_that_appeared(tmp_path: Path) -> None:
         tmp.write_text("ours")
 
     with pytest.raises(FileExistsError, match="appeared while pndm was writing") as err:
-        io.atomic_write(target, write, replace=False)
+        atomic.atomic_write(target, write, replace=False)
     assert target.read_text() == "theirs"
     kept = [p for p in tmp_path.iterdir() if p != target]
     assert len(kept) == 1 and kept[0].read_text() == "ours" and kept[0].suffix == ".npz"

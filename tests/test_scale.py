@@ -142,7 +142,7 @@ def folder(tmp_path: Path) -> Path:
 
 def _other_weights(tmp_path: Path) -> Path:
     from pndm.assets import shipped_model_path
-    from pndm.files import read_weights, save_state_dict
+    from pndm.files.weights import read_weights, save_state_dict
 
     model = tmp_path / "other-model"
     shutil.copytree(shipped_model_path(), model)

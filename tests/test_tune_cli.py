@@ -19,7 +19,7 @@ from pndm.assets import shipped_model_path
 from pndm.cli import main
 from pndm.compat.pipeline import PNDMPipeline
 from pndm.compat.scheduler import PNDMScheduler
-from pndm.files import read_weights, save_state_dict
+from pndm.files.weights import read_weights, save_state_dict
 from pndm.models.unet_2d import UNet2DModel
 from pndm.tuning import Tuned, grid_file
 from pndm.tuning.grid_file import GridMismatchWarning, check_grid, load_grid, model_hash, save_grid

@@ -16,7 +16,7 @@ import torch
 from conftest import SMALL_UNET, assert_rounding_close
 from safetensors.torch import save_file
 
-from pndm import files as io
+from pndm.files import weights
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG, UNet2DModel, UNet2DOutput
 
@@ -341,7 +341,7 @@ def to_ddpm_layout(state: dict, levels: int) -> dict:
 def write_folder(folder: Path, config: dict, state: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config))
-    save_file({k: v.contiguous() for k, v in state.items()}, folder / io.WEIGHTS_NAME)
+    save_file({k: v.contiguous() for k, v in state.items()}, folder / weights.WEIGHTS_NAME)
 
 
 def test_legacy_attention_names_load(tmp_path, reference):
@@ -394,7 +394,7 @@ def test_folder_without_config(tmp_path):
 
 def test_folder_without_weights(tmp_path, reference):
     reference.save_pretrained(tmp_path)
-    (tmp_path / io.WEIGHTS_NAME).unlink()
+    (tmp_path / weights.WEIGHTS_NAME).unlink()
     with pytest.raises(FileNotFoundError, match=r"diffusion_pytorch_model\.safetensors or .*\.bin"):
         UNet2DModel.from_pretrained(tmp_path)
 
@@ -402,7 +402,7 @@ def test_folder_without_weights(tmp_path, reference):
 @pytest.mark.parametrize("keep", [0.5, 0.0001])
 def test_truncated_safetensors(tmp_path, reference, keep):
     reference.save_pretrained(tmp_path)
-    path = tmp_path / io.WEIGHTS_NAME
+    path = tmp_path / weights.WEIGHTS_NAME
     data = path.read_bytes()
     path.write_bytes(data[: max(1, int(len(data) * keep))])
     with pytest.raises(ValueError, match=re.escape(str(path))):
@@ -411,7 +411,7 @@ def test_truncated_safetensors(tmp_path, reference, keep):
 
 def test_corrupt_bin(tmp_path, reference):
     reference.save_pretrained(tmp_path, safe_serialization=False)
-    path = tmp_path / io.LEGACY_WEIGHTS_NAME
+    path = tmp_path / weights.LEGACY_WEIGHTS_NAME
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ValueError, match=re.escape(str(path))):
         UNet2DModel.from_pretrained(tmp_path)
@@ -426,7 +426,7 @@ def test_config_that_does_not_fit_the_weights(tmp_path, reference):
     with pytest.raises(ValueError) as err:
         UNet2DModel.from_pretrained(tmp_path)
     message = str(err.value)
-    assert str(tmp_path / io.WEIGHTS_NAME) in message
+    assert str(tmp_path / weights.WEIGHTS_NAME) in message
     assert "missing (" in message and "wrong shape (" in message and "more" in message
     assert "down_blocks.1.attentions.0.group_norm.weight (32,) (model wants (24,))" in message
 
@@ -496,20 +496,20 @@ def test_bad_sample_shapes():
 def test_check_state_dict_lists_at_most_ten():
     expected = {f"w{i}": (1,) for i in range(25)}
     with pytest.raises(ValueError, match=r"missing \(25\): w0, .*, w9 \.\.\. and 15 more"):
-        io.check_state_dict({}, expected, "somewhere")
+        weights.check_state_dict({}, expected, "somewhere")
 
 
 def test_save_state_dict_is_atomic(tmp_path):
     path = tmp_path / "w.safetensors"
-    io.save_state_dict(path, {"a": torch.ones(2)})
+    weights.save_state_dict(path, {"a": torch.ones(2)})
     shared = torch.zeros(2)
     with pytest.raises(RuntimeError):  # safetensors refuses shared storage mid-write
-        io.save_state_dict(path, {"a": shared, "b": shared})
-    assert torch.equal(io.read_weights(path)["a"], torch.ones(2))
+        weights.save_state_dict(path, {"a": shared, "b": shared})
+    assert torch.equal(weights.read_weights(path)["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
 
 
 def test_folder_copy_without_safetensors_uses_bin(tmp_path, reference):
     reference.save_pretrained(tmp_path / "a", safe_serialization=False)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    assert io.find_weights(tmp_path / "b").name == io.LEGACY_WEIGHTS_NAME
+    assert weights.find_weights(tmp_path / "b").name == weights.LEGACY_WEIGHTS_NAME

@@ -15,7 +15,7 @@ from benchlib.measure import rms_error
 from benchlib.progress import log
 from pndm.analytic import GaussianMixture, reference_flow
 from pndm.assets import shipped_model_path
-from pndm.files import read_json
+from pndm.files.jsonfile import read_json
 from pndm.grids import make_grid
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule

@@ -15,7 +15,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from pndm.files import PathLike, component_dir, read_json, write_json
+from pndm.files import PathLike
+from pndm.files.jsonfile import read_json, write_json
+from pndm.files.layout import component_dir
 
 # The diffusers release whose file format (keys, defaults, layout) this package writes.
 DIFFUSERS_VERSION = "0.42.1"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import PIL.Image
 
-from pndm.files import atomic_write
+from pndm.files.atomic import atomic_write
 
 if TYPE_CHECKING:  # torch-free at import: `pndm --help` builds the sample parser from here
     import torch

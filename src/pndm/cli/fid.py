@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_new_npz(path: Path) -> None:
     """--save-stats: an .npz path whose folder is writable, never an existing file."""
-    from pndm.files import check_writable
+    from pndm.files.atomic import check_writable
 
     if path.suffix.lower() != ".npz":
         raise UsageError(f"--save-stats writes an .npz; got {path}")

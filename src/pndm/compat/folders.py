@@ -17,7 +17,10 @@ import torch
 
 from pndm.compat.scheduler import PNDMScheduler
 from pndm.config import DIFFUSERS_VERSION
-from pndm.files import PathLike, component_dir, find_weights, read_json, write_json
+from pndm.files import PathLike
+from pndm.files.jsonfile import read_json, write_json
+from pndm.files.layout import component_dir
+from pndm.files.weights import find_weights
 from pndm.models.loading import read_unet_config
 from pndm.models.unet_2d import UNet2DModel
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pndm.files import check_writable
+from pndm.files.atomic import check_writable
 from pndm.images import contact_sheet, is_complete_png, save_npz, save_png
 
 KINDS = ("sheet", "folder", "npz")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pndm.files import read_json, write_json
+from pndm.files.jsonfile import read_json, write_json
 from pndm.jobs.seeds import seed_ranges, seeds_to_spec
 
 NAME = "pndm.json"

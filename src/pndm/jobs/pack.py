@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from pndm.files import atomic_write
+from pndm.files.atomic import atomic_write
 from pndm.jobs import manifest as manifests
 from pndm.jobs.destinations import missing_seeds, resolve_output, seed_filename
 

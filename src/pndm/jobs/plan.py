@@ -34,7 +34,7 @@ def plan(job: SampleJob) -> Plan:
     the model's content hash."""
     from pndm import grids, samplers
     from pndm.compat import folders
-    from pndm.files import read_json
+    from pndm.files.jsonfile import read_json
     from pndm.images import png_mode
     from pndm.jobs import manifest
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pndm.files import read_weights
+from pndm.files.weights import read_weights
 
 NAME = "digits"
 SIZE = 16

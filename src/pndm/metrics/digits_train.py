@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pndm.files import save_state_dict
+from pndm.files.weights import save_state_dict
 from pndm.images import to_uint8
 from pndm.metrics.digits import NAME, SIZE, DigitsFeatures, to_input
 from pndm.metrics.frechet import frechet_distance, save_statistics, statistics_of

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from pndm.files import PathLike, atomic_write
+from pndm.files import PathLike
+from pndm.files.atomic import atomic_write
 
 
 @dataclass(frozen=True)

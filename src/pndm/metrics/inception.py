@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pndm.files import read_weights
+from pndm.files.weights import read_weights
 from pndm.metrics.frechet import Statistics, check_same_dims
 
 NAME = "inception"

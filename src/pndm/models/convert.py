@@ -26,7 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pndm.files import PathLike, remove_entries
+from pndm.files import PathLike
+from pndm.files.layout import remove_entries
 
 if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
     import torch

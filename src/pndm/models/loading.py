@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from pndm import files as io
+from pndm.files.jsonfile import read_json
+from pndm.files.layout import component_dir
+from pndm.files.weights import check_state_dict, find_weights, read_weights
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_2d import UNet2DModel, config_keys
 from pndm.models.unet_config import validate_config
@@ -35,8 +37,8 @@ def load_pretrained(
     config = read_unet_config(folder / CONFIG_NAME)
     with torch.device("meta"):
         model = cls.from_config(config, **config_overrides)
-    weights = io.find_weights(folder, variant)
-    load_weights(model, io.read_weights(weights), weights, dtype)
+    weights = find_weights(folder, variant)
+    load_weights(model, read_weights(weights), weights, dtype)
     return model.eval()
 
 
@@ -50,7 +52,7 @@ def load_weights(
     """
     state = convert_legacy_state_dict(state, len(model.config.block_out_channels))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    io.check_state_dict(state, expected, source)
+    check_state_dict(state, expected, source)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.reset_buffers(device=model.device)
@@ -62,7 +64,7 @@ def model_folder(folder: Path, subfolder: str | None) -> Path:
         raise FileNotFoundError(f"model folder not found: {folder} (pndm reads local folders only)")
     if subfolder is None and (folder / CONFIG_NAME).is_file():
         return folder
-    return io.component_dir(folder, subfolder or "unet", CONFIG_NAME)
+    return component_dir(folder, subfolder or "unet", CONFIG_NAME)
 
 
 def read_unet_config(path: Path) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def read_unet_config(path: Path) -> dict[str, Any]:
 
     Errors name the file; a broken config thus fails before weights are read or work starts.
     """
-    config = io.read_json(path)
+    config = read_json(path)
     _check_class_name(config, path)
     params = inspect.signature(UNet2DModel.__init__).parameters
     full = {k: config.get(k, params[k].default) for k in config_keys()}

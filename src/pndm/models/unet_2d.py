@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from pndm import files as io
 from pndm.config import BaseOutput, ConfigMixin, FrozenConfig
+from pndm.files.weights import save_state_dict, weights_names
 from pndm.models.activations import get_activation
 from pndm.models.blocks import (
     BlockSpec,
@@ -343,8 +343,8 @@ class UNet2DModel(ConfigMixin, nn.Module):
             return
         super().save_pretrained(save_directory)  # config.json
         folder = Path(save_directory)
-        name = io.weights_names(variant)[0 if safe_serialization else 1]
-        io.save_state_dict(folder / name, self.state_dict())
+        name = weights_names(variant)[0 if safe_serialization else 1]
+        save_state_dict(folder / name, self.state_dict())
 
 
 def _one_time(t: torch.Tensor) -> bool:

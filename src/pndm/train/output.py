@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pndm.files import PIPELINE_ENTRIES, check_writable
+from pndm.files.atomic import check_writable
+from pndm.files.layout import PIPELINE_ENTRIES
 
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_INDEX = PIPELINE_ENTRIES[0]  # written last, so a folder that has it is complete

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from pndm.files import atomic_write
+from pndm.files.atomic import atomic_write
 from pndm.runtime.devices import resolve_device
 from pndm.train.config import LEGACY_NAMES, RUN_FIELDS, TrainConfig, unet_config
 

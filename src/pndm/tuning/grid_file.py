@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from pndm.calibration import Calibration
-from pndm.files import PathLike, atomic_write, check_writable, read_json
+from pndm.files import PathLike
+from pndm.files.atomic import atomic_write, check_writable
+from pndm.files.jsonfile import read_json
 
 FORMAT = "pndm-timesteps"
 VERSION = 1
@@ -99,7 +101,7 @@ def model_hash(model: Any) -> str:
 def weights_hash(folder: PathLike) -> str:
     """`model_hash` of a pipeline folder's UNet weights as stored (safetensors or .bin)."""
     from pndm.compat.folders import model_files
-    from pndm.files import read_weights
+    from pndm.files.weights import read_weights
 
     return model_hash(read_weights(model_files(Path(folder))[1]))
 

@@ -1,0 +1,99 @@
+"""Model weights: safetensors (preferred) or ``.bin`` read without executing pickled code, written
+atomically, and checked key by key against a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pndm.files import PathLike
+from pndm.files.atomic import atomic_write
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+LEGACY_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
+_LIST_AT_MOST = 10
+
+
+def weights_names(variant: str | None = None) -> list[str]:
+    """Weight file names in order of preference (safetensors first), e.g. ``*.fp16.safetensors``."""
+    names = [WEIGHTS_NAME, LEGACY_WEIGHTS_NAME]
+    if variant:
+        names = [name.replace(".", f".{variant}.", 1) for name in names]
+    return names
+
+
+def find_weights(folder: PathLike, variant: str | None = None) -> Path:
+    """The preferred weight file in ``folder``; the error names every file looked for."""
+    folder = Path(folder)
+    for name in weights_names(variant):
+        if (folder / name).is_file():
+            return folder / name
+    looked = " or ".join(weights_names(variant))
+    raise FileNotFoundError(f"no weights in {folder}: looked for {looked}")
+
+
+def read_weights(path: PathLike) -> dict[str, Any]:
+    """Tensors of a ``.safetensors`` file, or of a ``.bin`` via ``torch.load(weights_only=True)``.
+
+    Truncated or corrupt files raise ``ValueError`` naming the file. Never executes pickled code.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path), device="cpu")
+        else:
+            import torch
+
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # safetensors/pickle/zip errors: all mean "unreadable file"
+        raise ValueError(f"cannot read weights {path} (truncated or corrupt?): {err}") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} must hold a dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def load_state_dict(folder: PathLike, variant: str | None = None) -> dict[str, Any]:
+    """The weights in ``folder``: ``diffusion_pytorch_model.safetensors``, else ``.bin``."""
+    return read_weights(find_weights(folder, variant))
+
+
+def save_state_dict(path: PathLike, state: dict[str, Any]) -> None:
+    """Write tensors atomically: safetensors unless ``path`` ends in ``.bin`` (``torch.save``)."""
+    path = Path(path)
+    tensors = {key: value.detach().contiguous() for key, value in state.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    else:
+        import torch
+
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = ", ".join(items[:_LIST_AT_MOST])
+    more = f" ... and {len(items) - _LIST_AT_MOST} more" if len(items) > _LIST_AT_MOST else ""
+    return f"\n  {title} ({len(items)}): {shown}{more}"
+
+
+def check_state_dict(
+    state: dict[str, Any], expected: dict[str, tuple[int, ...]], source: PathLike
+) -> None:
+    """Raise one ``ValueError`` naming missing, unexpected and mis-shaped weights, if any."""
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    wrong = [
+        f"{key} {tuple(state[key].shape)} (model wants {tuple(shape)})"
+        for key, shape in expected.items()
+        if key in state and tuple(state[key].shape) != tuple(shape)
+    ]
+    if not (missing or unexpected or wrong):
+        return
+    groups = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+    report = "".join(_listing(title, items) for title, items in groups if items)
+    raise ValueError(f"weights in {source} do not fit the model config:{report}")
