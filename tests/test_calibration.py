@@ -22,8 +22,11 @@ from pndm.noise import initial_noise
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule, VPSchedule
 from pndm.tuning import grid_file
+from pndm.tuning.api import tune
 from pndm.tuning.grid_file import load_grid, save_grid
-from pndm.tuning.search import CalibrationSpace, called_times, rms, tune
+from pndm.tuning.objective import rms
+from pndm.tuning.search import called_times
+from pndm.tuning.spaces import CalibrationSpace
 
 DDPM = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
 VP = VPSchedule()

@@ -13,22 +13,11 @@ from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
 from pndm.samplers import SAMPLERS, nfe
 from pndm.schedule import NoiseSchedule, VPSchedule
-from pndm.tuning.search import (
-    LogSigmaGrid,
-    Objective,
-    final_target,
-    lowest_time,
-    nelder_mead,
-    option_combinations,
-    refusal,
-    rms,
-    screen,
-    start_grids,
-    steps_for_nfe,
-    teacher,
-    tune,
-    tune_timesteps,
-)
+from pndm.tuning.api import tune, tune_timesteps
+from pndm.tuning.nelder_mead import nelder_mead
+from pndm.tuning.objective import Objective, rms, teacher
+from pndm.tuning.search import option_combinations, refusal, screen, steps_for_nfe
+from pndm.tuning.spaces import LogSigmaGrid, final_target, lowest_time, start_grids
 
 VP = VPSchedule()
 DDPM = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
@@ -178,7 +167,7 @@ def test_tuning_on_a_gaussian_never_worsens_its_start(name):
     result = tune(_gaussian_eps, VP, train, method=name, nfe=5, reference=exact["train"], budget=60)
     assert result.error <= result.start_error
     start = LogSigmaGrid(VP, steps_for_nfe(name, 5, {}))
-    from pndm.tuning.search import start_grid
+    from pndm.tuning.spaces import start_grid
 
     start_times = start_grid(result.start_grid, VP, start.steps)
     before = rms(SAMPLERS[name](_gaussian_eps, test, start_times, VP), exact["test"])
