@@ -38,10 +38,12 @@ from pndm.checks import check_count, check_flag
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import get_sampler
 from pndm.samplers.method import check_x
+from pndm.tuning.defaults import TEACHER_STEPS, default_samples
 from pndm.tuning.nelder_mead import default_budget
-from pndm.tuning.objective import TEACHER_STEPS, Objective, Progress, teacher
+from pndm.tuning.objective import Objective, Progress, teacher
 from pndm.tuning.search import (
     calibrate_grid,
+    check_tune_request,
     option_combinations,
     refusal,
     screen,
@@ -50,9 +52,6 @@ from pndm.tuning.search import (
 )
 from pndm.tuning.spaces import START_GRIDS, check_schedule
 from pndm.wrapper import EpsFn
-
-TUNE_SAMPLES = 64  # tuning noises of `tune_pipeline` (and ``pndm tune``) by default
-CALIBRATE_SAMPLES = 256  # ... with calibrate: 2 parameters per call need more to generalise
 
 
 @dataclass(frozen=True)
@@ -176,9 +175,13 @@ def tune_pipeline(
     **options: Any,
 ) -> Tuned:
     """`tune` for a `PNDMPipeline`'s model and schedule, on per-seed noise (`tuning_seeds`):
-    ``samples`` noises, by default TUNE_SAMPLES, or CALIBRATE_SAMPLES with ``calibrate``."""
+    ``samples`` noises, by default TUNE_SAMPLES, or CALIBRATE_SAMPLES with ``calibrate``
+    (`pndm.tuning.defaults`). The request
+    is checked first (`check_tune_request`), before any model call."""
     if samples is None:
-        samples = CALIBRATE_SAMPLES if check_flag("calibrate", calibrate) else TUNE_SAMPLES
+        samples = default_samples(check_flag("calibrate", calibrate))
+    check_tune_request(method, nfe, samples=samples, seed=seed, search_options=search_options,
+                       **options)  # fmt: skip
     x = initial_noise(
         noise_shape(pipe.unet.config, samples, None),
         pipe.device,

@@ -15,10 +15,10 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.samplers import SAMPLERS
+from pndm.tuning.defaults import TEACHER_STEPS
 from pndm.tuning.spaces import check_schedule, start_grid
 from pndm.wrapper import EpsFn
 
-TEACHER_STEPS = 200
 Progress = Callable[[int], None]
 
 

@@ -11,11 +11,14 @@
   (`CalibrationSpace`), fitted by Nelder-Mead from δ = 0, κ = 1 (kept only where it lowers the
   error). It adds ``nfe`` calls per evaluation, `default_budget` (2K) evaluations for K called
   times.
-* Tuning noise. `tuning_seeds`: per-seed noise far from the image seeds.
+* Requests. `check_tune_request`: what the tuner would refuse, checked with no model (the seed,
+  the sample count, an NFE no option set reaches); `tuning_seeds`: per-seed noise far from the
+  image seeds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from typing import Any
 
@@ -45,18 +48,26 @@ CALIBRATION_STEP = 0.1  # Nelder-Mead's first step: 0.2 % of the range; ε scale
 
 def steps_for_nfe(method: str, nfe: int, options: dict[str, Any]) -> int:
     """The step count N with which ``method`` makes exactly ``nfe`` calls; lists reachable NFEs."""
-    reachable = []
     for n in range(1, nfe + 3):
-        calls = method_nfe(method, n, **options)
-        if calls is None:
-            raise ValueError(f"method {method!r} is adaptive; tune a fixed-step method")
-        if calls == nfe:
+        if _calls(method, n, options) == nfe:
             return n
-        reachable.append(calls)
+    reachable = ", ".join(map(str, reachable_nfes(method, nfe, [options])))
     raise ValueError(
         f"method {method!r} with options {options or {}} cannot make exactly {nfe} model calls; "
-        f"reachable: {', '.join(map(str, sorted(set(reachable))))}"
+        f"reachable: {reachable}"
     )
+
+
+def reachable_nfes(method: str, nfe: int, combos: list[dict[str, Any]]) -> list[int]:
+    """The model calls, ascending, of ``method`` in 1 to nfe + 2 steps with any of ``combos``."""
+    return sorted({_calls(method, n, o) for o in combos for n in range(1, nfe + 3)})
+
+
+def _calls(method: str, steps: int, options: dict[str, Any]) -> int:
+    calls = method_nfe(method, steps, **options)
+    if calls is None:
+        raise ValueError(f"method {method!r} is adaptive; tune a fixed-step method")
+    return calls
 
 
 def option_combinations(
@@ -192,3 +203,32 @@ def tuning_seeds(samples: int, seed: int = 0) -> list[int]:
     if TUNING_SEED_BASE + (seed + 1) * samples > 2**64:
         raise ValueError(f"seed must be below {(2**64 - TUNING_SEED_BASE) // samples - 1}")
     return list(range(TUNING_SEED_BASE + seed * samples, TUNING_SEED_BASE + (seed + 1) * samples))
+
+
+def check_tune_request(
+    method: str,
+    nfe: int,
+    *,
+    samples: int,
+    seed: int = 0,
+    search_options: bool = True,
+    **options: Any,
+) -> None:
+    """Refuse, with no model at hand, what `pndm.tuning.tune_pipeline` would refuse later: the
+    method, ``nfe``, the sample count and seed (`tuning_seeds`), and an NFE that no option set
+    searched reaches (the error lists the NFEs they reach)."""
+    get_sampler(method)
+    nfe = check_count("nfe", nfe)
+    tuning_seeds(samples, seed)
+    combos = option_combinations(method, options) if search_options else [options]
+    for combo in combos:
+        with contextlib.suppress(ValueError):
+            steps_for_nfe(method, nfe, combo)
+            return
+    if len(combos) == 1:
+        steps_for_nfe(method, nfe, combos[0])  # raises, naming the options
+    reachable = ", ".join(map(str, reachable_nfes(method, nfe, combos)))
+    raise ValueError(
+        f"method {method!r} cannot make exactly {nfe} model calls with any option set searched; "
+        f"reachable: {reachable}"
+    )
