@@ -228,7 +228,7 @@ def test_pipeline_applies_the_calibration(pipe: PNDMPipeline) -> None:
     assert torch.equal(pipe(calibration=Calibration.identity(GRID[:-1]), **run).images, plain)
     calibrated = pipe(calibration=C, **run).images
     x = initial_noise((2, 1, 16, 16), "cpu", torch.float32, seeds=[0, 1])
-    eps_fn = C.apply(pipe._eps_fn(pipe.unet, torch.float32))
+    eps_fn = C.apply(pipe.eps_fn())
     grid = torch.tensor(GRID, dtype=torch.float64)
     by_hand = SAMPLERS["ipndm"](eps_fn, x, grid, pipe.scheduler.schedule)
     assert torch.equal(calibrated, postprocess(by_hand, "pt"))

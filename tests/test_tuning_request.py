@@ -112,3 +112,24 @@ def test_tune_pipeline_tunes_on_the_default_count_of_seeded_noises(monkeypatch) 
     assert [len(x) for x in seen] == [TUNE_SAMPLES, CALIBRATE_SAMPLES, 3]
     expected = initial_noise((3, 1, 8, 8), "cpu", torch.float32, seeds=tuning_seeds(3, 2))
     assert torch.equal(seen[-1], expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_tune_pipeline_drives_the_solver_s_eps_of_the_pipeline(monkeypatch, dtype) -> None:
+    """The tuner sees what the pipeline's solver sees (`PNDMPipeline.eps_fn`, `solver_dtype`):
+    float32 noise and ε for a half-precision UNet, float64 for a float64 one."""
+    pipe = PNDMPipeline(unet=tiny_unet(0), scheduler=PNDMScheduler()).to(dtype)
+    solver = torch.float64 if dtype == torch.float64 else torch.float32
+    seen = {}
+
+    def fake_tune(eps_fn: Any, schedule: Any, noise: torch.Tensor, **kwargs: Any) -> None:
+        seen.update(eps_fn=eps_fn, schedule=schedule, noise=noise)
+
+    monkeypatch.setattr("pndm.tuning.api.tune", fake_tune)
+    tune_pipeline(pipe, method="ipndm", nfe=4, samples=2)
+    assert pipe.solver_dtype == solver == seen["noise"].dtype
+    assert seen["schedule"] is pipe.scheduler.schedule
+    t = torch.full((2,), 500.0, dtype=torch.float64)
+    eps = seen["eps_fn"](seen["noise"], t)
+    assert eps.dtype == solver
+    assert torch.equal(eps, pipe.eps_fn()(seen["noise"], t))

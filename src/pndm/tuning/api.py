@@ -185,11 +185,11 @@ def tune_pipeline(
     x = initial_noise(
         noise_shape(pipe.unet.config, samples, None),
         pipe.device,
-        pipe._solver_dtype,
+        pipe.solver_dtype,
         seeds=tuning_seeds(samples, seed),
     )
     pipe.unet.eval()
-    eps_fn = pipe._eps_fn(pipe.unet, x.dtype)
+    eps_fn = pipe.eps_fn()
     return tune(eps_fn, pipe.scheduler.schedule, x, method=method, nfe=nfe,
                 search_options=search_options, budget=iterations, calibrate=calibrate,
                 progress=progress, **options)  # fmt: skip
