@@ -251,6 +251,34 @@ def test_a_schedule_without_sigma_is_refused():
         tune(_gaussian_eps, Bare(), _noise(2, 0), method="ddim", nfe=3)
 
 
+class _Delegating:
+    """A schedule's members under another type, with ``discrete`` given (left out when None)."""
+
+    def __init__(self, schedule: NoiseSchedule, discrete: bool | None) -> None:
+        self.schedule = schedule
+        if discrete is not None:
+            self.discrete = discrete
+
+    def __getattr__(self, name: str):
+        if name in ("alpha_bar", "sigma_tilde", "timestep_from_sigma", "t_max", "t_min"):
+            return getattr(self.schedule, name)
+        raise AttributeError(name)
+
+
+def test_a_schedule_is_the_schedule_protocol_and_discrete_decides_the_target():
+    """`Schedule` (with ``discrete``) is what the tuner checks and reads: a schedule without
+    ``discrete`` is refused in one line; ``discrete`` alone decides the target and lowest time."""
+    with pytest.raises(ValueError) as err:
+        tune(_gaussian_eps, _Delegating(DDPM, None), _noise(2, 0), method="ddim", nfe=3)
+    message = str(err.value)
+    assert "tuning needs a schedule with" in message and "discrete" in message
+    assert "got _Delegating" in message and "\n" not in message
+    assert final_target(_Delegating(DDPM, True)) == final_target(DDPM) == -1
+    assert final_target(_Delegating(DDPM, False)) == DDPM.t_min == 0
+    assert lowest_time(_Delegating(OFFSET, True)) == lowest_time(OFFSET) == 0
+    assert lowest_time(_Delegating(OFFSET, False)) == OFFSET.t_min == -1
+
+
 def test_two_step_ddim_on_a_gaussian_finds_the_scanned_optimum():
     """A known optimum: DDIM with 2 calls has one free time. A scan of 2001 interior times (in
     log σ̃) on the exact Gaussian flow finds the best; the tuner must reach it within 1 %, from

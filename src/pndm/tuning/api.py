@@ -38,6 +38,7 @@ from pndm.checks import check_count, check_flag
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import get_sampler
 from pndm.samplers.method import check_x
+from pndm.schedule import Schedule
 from pndm.tuning.defaults import TEACHER_STEPS, default_samples
 from pndm.tuning.nelder_mead import default_budget
 from pndm.tuning.objective import Objective, Progress, teacher
@@ -95,7 +96,7 @@ def _check_inputs(
 
 def tune(
     eps_fn: EpsFn,
-    schedule: Any,
+    schedule: Schedule,
     noise: torch.Tensor,
     *,
     method: str,
@@ -144,7 +145,7 @@ def _check_finite(error: float, method: str, nfe: int) -> None:
 
 
 def _accepted(
-    method: str, schedule: Any, nfe: int, combos: list[dict[str, Any]]
+    method: str, schedule: Schedule, nfe: int, combos: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """The option sets the method takes at this NFE; the first refusal's error if none."""
     refusals = [refusal(method, schedule, nfe, options) for options in combos]
@@ -155,7 +156,7 @@ def _accepted(
 
 
 def tune_timesteps(
-    eps_fn: EpsFn, schedule: Any, noise: torch.Tensor, *, method: str, nfe: int, **options: Any
+    eps_fn: EpsFn, schedule: Schedule, noise: torch.Tensor, *, method: str, nfe: int, **options: Any
 ) -> torch.Tensor:
     """The tuned grid of `tune` (options fixed as given): float64, t_max first, target last."""
     return tune(eps_fn, schedule, noise, method=method, nfe=nfe, **options).timesteps

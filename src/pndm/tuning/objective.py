@@ -15,6 +15,7 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.samplers import SAMPLERS
+from pndm.schedule import Schedule
 from pndm.tuning.defaults import TEACHER_STEPS
 from pndm.tuning.spaces import check_schedule, start_grid
 from pndm.wrapper import EpsFn
@@ -29,7 +30,7 @@ def rms(x: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def teacher(
-    eps_fn: EpsFn, schedule: Any, noise: torch.Tensor, steps: int = TEACHER_STEPS
+    eps_fn: EpsFn, schedule: Schedule, noise: torch.Tensor, steps: int = TEACHER_STEPS
 ) -> torch.Tensor:
     """The high-accuracy end point of each noise: pec-data (order 3, global order 4) on the log-SNR
     grid, ``steps`` model calls. On a single Gaussian 200 steps are within 1e-7 of the exact flow
@@ -48,7 +49,7 @@ class Objective:
     def __init__(
         self,
         eps_fn: EpsFn,
-        schedule: Any,
+        schedule: Schedule,
         noise: torch.Tensor,
         reference: torch.Tensor,
         progress: Progress | None,

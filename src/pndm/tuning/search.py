@@ -29,6 +29,7 @@ from pndm.calibration import Calibration
 from pndm.checks import check_count
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
+from pndm.schedule import Schedule
 from pndm.tuning.nelder_mead import default_budget, nelder_mead
 from pndm.tuning.objective import Objective
 from pndm.tuning.spaces import (
@@ -71,7 +72,7 @@ def _calls(method: str, steps: int, options: dict[str, Any]) -> int:
 
 
 def option_combinations(
-    method: str, fixed: dict[str, Any], schedule: Any = None
+    method: str, fixed: dict[str, Any], schedule: Schedule | None = None
 ) -> list[dict[str, Any]]:
     """``fixed`` plus every choice of the method's searchable options not fixed: each flag of
     SEARCHABLE on and off, and ``order`` in SEARCHED_ORDERS. ``denoise_to_zero`` is left out on a
@@ -87,7 +88,7 @@ def option_combinations(
             for values in itertools.product(*choices.values())]  # fmt: skip
 
 
-def refusal(method: str, schedule: Any, nfe: int, options: dict[str, Any]) -> str | None:
+def refusal(method: str, schedule: Schedule, nfe: int, options: dict[str, Any]) -> str | None:
     """Why ``method`` refuses these option values at ``nfe`` calls on ``schedule``, or None: a
     dry run on a zero model (ε = 0, no model call), so bad values fail before any real call."""
     try:
@@ -106,7 +107,11 @@ def _zero_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def _dry_run(
-    method: str, timesteps: torch.Tensor, schedule: Any, options: dict[str, Any], eps_fn: EpsFn
+    method: str,
+    timesteps: torch.Tensor,
+    schedule: Schedule,
+    options: dict[str, Any],
+    eps_fn: EpsFn,
 ) -> None:
     """``method`` on one zero sample with ``eps_fn`` (a zero model): no real model call."""
     x = torch.zeros(1, 1, dtype=torch.float64)
@@ -156,7 +161,7 @@ def tune_grid(
 
 
 def called_times(
-    method: str, timesteps: torch.Tensor, schedule: Any, options: dict[str, Any]
+    method: str, timesteps: torch.Tensor, schedule: Schedule, options: dict[str, Any]
 ) -> tuple[float, ...]:
     """The distinct times at which ``method`` calls the model on this grid, descending (a dry
     run on a zero model: a fixed-step method's call times depend on the grid only)."""

@@ -22,8 +22,9 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.grids import FINAL_TIME, edm, logsnr, time_quadratic, time_uniform
+from pndm.schedule import Schedule
 
-START_GRIDS: dict[str, Callable[[Any, int], torch.Tensor]] = {
+START_GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {
     "edm": edm,
     "logsnr": logsnr,
     "time_uniform": time_uniform,
@@ -36,29 +37,28 @@ SCALE_LIMIT = 5.0  # |log κ| at most this (far outside any useful correction)
 
 
 def check_schedule(schedule: Any) -> None:
-    """Raise unless ``schedule`` has what the tuner reads (NoiseSchedule or VPSchedule)."""
-    needed = ("alpha_bar", "sigma_tilde", "timestep_from_sigma", "t_max", "t_min")
-    missing = [name for name in needed if not hasattr(schedule, name)]
-    if missing:
+    """Raise unless ``schedule`` is a `Schedule` (NoiseSchedule or VPSchedule)."""
+    if not isinstance(schedule, Schedule):
         raise ValueError(
-            f"tuning needs a schedule with {', '.join(needed)} (NoiseSchedule or VPSchedule); "
-            f"{type(schedule).__name__} lacks {', '.join(missing)}"
+            "tuning needs a schedule with alpha_bar, sigma_tilde, timestep_from_sigma, t_max, "
+            "t_min and discrete (a pndm.schedule.Schedule: NoiseSchedule or VPSchedule); got "
+            f"{type(schedule).__name__}"
         )
 
 
-def final_target(schedule: Any) -> float:
+def final_target(schedule: Schedule) -> float:
     """The default grids' last entry: FINAL_TIME (-1) on a discrete schedule, else t_min."""
-    return FINAL_TIME if hasattr(schedule, "num_train_timesteps") else float(schedule.t_min)
+    return FINAL_TIME if schedule.discrete else float(schedule.t_min)
 
 
-def lowest_time(schedule: Any) -> float:
+def lowest_time(schedule: Schedule) -> float:
     """The lowest model time a grid may hold: t_min, but not below 0 on a discrete schedule (a
     converted checkpoint with alpha_index_offset = 1 has t_min = -1, the pipeline's target)."""
     t_min = float(schedule.t_min)
-    return max(t_min, 0.0) if hasattr(schedule, "num_train_timesteps") else t_min
+    return max(t_min, 0.0) if schedule.discrete else t_min
 
 
-def with_target(model_times: torch.Tensor, schedule: Any) -> torch.Tensor:
+def with_target(model_times: torch.Tensor, schedule: Schedule) -> torch.Tensor:
     """Model times t_0 > ... > t_{N-1} followed by the final target (unless it is t_{N-1})."""
     target = final_target(schedule)
     times = model_times.to(torch.float64)
@@ -67,7 +67,7 @@ def with_target(model_times: torch.Tensor, schedule: Any) -> torch.Tensor:
     return torch.cat([times, times.new_tensor([target])])
 
 
-def start_grid(name: str, schedule: Any, steps: int) -> torch.Tensor:
+def start_grid(name: str, schedule: Schedule, steps: int) -> torch.Tensor:
     """``name``'s grid with ``steps`` model times down to `lowest_time`, then the target."""
     low = lowest_time(schedule)
     if name in ("edm", "logsnr") and low != float(schedule.t_min):
@@ -77,7 +77,7 @@ def start_grid(name: str, schedule: Any, steps: int) -> torch.Tensor:
     return with_target(times[:-1], schedule)
 
 
-def start_grids(schedule: Any, steps: int) -> dict[str, torch.Tensor]:
+def start_grids(schedule: Schedule, steps: int) -> dict[str, torch.Tensor]:
     """The START_GRIDS this schedule supports whose model times stay at or above `lowest_time`."""
     grids = {}
     for name in START_GRIDS:
@@ -94,7 +94,7 @@ def start_grids(schedule: Any, steps: int) -> dict[str, torch.Tensor]:
 class LogSigmaGrid:
     """z in R^{N-1} <-> the N model times of a grid from t_max, gaps softmax(0, z) in log σ̃."""
 
-    schedule: Any
+    schedule: Schedule
     steps: int
 
     @property
@@ -132,7 +132,7 @@ class CalibrationSpace:
     """z in R^{2K} <-> a `Calibration` of K called times: δ_k = SHIFT_UNIT (t_max - lowest) z_k,
     the shifted time kept inside [`lowest_time`, t_max], and κ_k = exp(z_{K+k})."""
 
-    schedule: Any
+    schedule: Schedule
     times: tuple[float, ...]
 
     def calibration(self, z: np.ndarray) -> Calibration:
