@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -53,6 +53,9 @@ from pndm.tuning.search import (
 )
 from pndm.tuning.spaces import START_GRIDS, check_schedule
 from pndm.wrapper import EpsFn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pndm.compat.pipeline import PNDMPipeline
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def tune_timesteps(
 
 
 def tune_pipeline(
-    pipe: Any,
+    pipe: PNDMPipeline,
     *,
     method: str,
     nfe: int,
