@@ -56,7 +56,9 @@ from pndm.calibration import Calibration
 from pndm.files.jsonfile import write_json
 from pndm.grids import make_grid
 from pndm.samplers import SAMPLERS
-from pndm.tuning.search import start_grid, teacher, tune
+from pndm.tuning.api import tune
+from pndm.tuning.objective import teacher
+from pndm.tuning.spaces import start_grid
 
 NFES = (5, 6, 8, 10)
 GOALS = {"mixture": 0.5, "digits": 0.8}

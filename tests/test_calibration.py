@@ -22,8 +22,11 @@ from pndm.noise import initial_noise
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule, VPSchedule
 from pndm.tuning import grid_file
+from pndm.tuning.api import tune
 from pndm.tuning.grid_file import load_grid, save_grid
-from pndm.tuning.search import CalibrationSpace, called_times, rms, tune
+from pndm.tuning.objective import rms
+from pndm.tuning.search import called_times
+from pndm.tuning.spaces import CalibrationSpace
 
 DDPM = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
 VP = VPSchedule()
@@ -225,7 +228,7 @@ def test_pipeline_applies_the_calibration(pipe: PNDMPipeline) -> None:
     assert torch.equal(pipe(calibration=Calibration.identity(GRID[:-1]), **run).images, plain)
     calibrated = pipe(calibration=C, **run).images
     x = initial_noise((2, 1, 16, 16), "cpu", torch.float32, seeds=[0, 1])
-    eps_fn = C.apply(pipe._eps_fn(pipe.unet, torch.float32))
+    eps_fn = C.apply(pipe.eps_fn())
     grid = torch.tensor(GRID, dtype=torch.float64)
     by_hand = SAMPLERS["ipndm"](eps_fn, x, grid, pipe.scheduler.schedule)
     assert torch.equal(calibrated, postprocess(by_hand, "pt"))

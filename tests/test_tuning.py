@@ -13,22 +13,11 @@ from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
 from pndm.samplers import SAMPLERS, nfe
 from pndm.schedule import NoiseSchedule, VPSchedule
-from pndm.tuning.search import (
-    LogSigmaGrid,
-    Objective,
-    final_target,
-    lowest_time,
-    nelder_mead,
-    option_combinations,
-    refusal,
-    rms,
-    screen,
-    start_grids,
-    steps_for_nfe,
-    teacher,
-    tune,
-    tune_timesteps,
-)
+from pndm.tuning.api import tune, tune_timesteps
+from pndm.tuning.nelder_mead import nelder_mead
+from pndm.tuning.objective import Objective, rms, teacher
+from pndm.tuning.search import option_combinations, refusal, screen, steps_for_nfe
+from pndm.tuning.spaces import LogSigmaGrid, final_target, lowest_time, start_grids
 
 VP = VPSchedule()
 DDPM = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
@@ -178,7 +167,7 @@ def test_tuning_on_a_gaussian_never_worsens_its_start(name):
     result = tune(_gaussian_eps, VP, train, method=name, nfe=5, reference=exact["train"], budget=60)
     assert result.error <= result.start_error
     start = LogSigmaGrid(VP, steps_for_nfe(name, 5, {}))
-    from pndm.tuning.search import start_grid
+    from pndm.tuning.spaces import start_grid
 
     start_times = start_grid(result.start_grid, VP, start.steps)
     before = rms(SAMPLERS[name](_gaussian_eps, test, start_times, VP), exact["test"])
@@ -260,6 +249,34 @@ def test_a_schedule_without_sigma_is_refused():
 
     with pytest.raises(ValueError, match="tuning needs a schedule with"):
         tune(_gaussian_eps, Bare(), _noise(2, 0), method="ddim", nfe=3)
+
+
+class _Delegating:
+    """A schedule's members under another type, with ``discrete`` given (left out when None)."""
+
+    def __init__(self, schedule: NoiseSchedule, discrete: bool | None) -> None:
+        self.schedule = schedule
+        if discrete is not None:
+            self.discrete = discrete
+
+    def __getattr__(self, name: str):
+        if name in ("alpha_bar", "sigma_tilde", "timestep_from_sigma", "t_max", "t_min"):
+            return getattr(self.schedule, name)
+        raise AttributeError(name)
+
+
+def test_a_schedule_is_the_schedule_protocol_and_discrete_decides_the_target():
+    """`Schedule` (with ``discrete``) is what the tuner checks and reads: a schedule without
+    ``discrete`` is refused in one line; ``discrete`` alone decides the target and lowest time."""
+    with pytest.raises(ValueError) as err:
+        tune(_gaussian_eps, _Delegating(DDPM, None), _noise(2, 0), method="ddim", nfe=3)
+    message = str(err.value)
+    assert "tuning needs a schedule with" in message and "discrete" in message
+    assert "got _Delegating" in message and "\n" not in message
+    assert final_target(_Delegating(DDPM, True)) == final_target(DDPM) == -1
+    assert final_target(_Delegating(DDPM, False)) == DDPM.t_min == 0
+    assert lowest_time(_Delegating(OFFSET, True)) == lowest_time(OFFSET) == 0
+    assert lowest_time(_Delegating(OFFSET, False)) == OFFSET.t_min == -1
 
 
 def test_two_step_ddim_on_a_gaussian_finds_the_scanned_optimum():

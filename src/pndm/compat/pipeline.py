@@ -148,12 +148,12 @@ class PNDMPipeline:
         grid = self.scheduler.grid(num_inference_steps, timesteps)
         calls = nfe(name, grid.numel() - 1, **method_options)  # also checks the option names
         shape = noise.noise_shape(self.unet.config, batch_size, latents)
-        x = noise.initial_noise(shape, self.device, self._solver_dtype, generator=generator,
+        x = noise.initial_noise(shape, self.device, self.solver_dtype, generator=generator,
                                 seeds=seeds, latents=latents)  # fmt: skip
         fast = {"channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
         model, context = prepare_model(self.unet, self._fast_cache, **fast)
         with self.progress_bar(total=calls) as bar, context:
-            eps_fn = self._eps_fn(model, x.dtype)
+            eps_fn = self.eps_fn(model)
             if calibration is not None:
                 eps_fn = calibration.apply(eps_fn)
             eps_fn = Observed(eps_fn, callback, bar.update)
@@ -182,12 +182,17 @@ class PNDMPipeline:
         return default_method(config) if method is None else get_sampler(method).name
 
     @property
-    def _solver_dtype(self) -> torch.dtype:
+    def solver_dtype(self) -> torch.dtype:
+        """The dtype of the noise, the solver state and every ε: float64 for a float64 UNet, else
+        float32 (see the module docstring)."""
         return torch.float64 if self.dtype == torch.float64 else torch.float32
 
-    def _eps_fn(self, model: Any, solver_dtype: torch.dtype) -> EpsFn:
-        """The model as ε(x, t) in the solver's dtype (prediction type from the config)."""
-        model_dtype = self.dtype if self.dtype != solver_dtype else None
+    def eps_fn(self, model: Any = None) -> EpsFn:
+        """The ε(x, t) the solver sees for this pipeline's model: ``model`` (default the UNet; or
+        a prepared stand-in of the same dtype) run in its own dtype, its output converted to ε by
+        the config's prediction type (`pndm.wrapper`), in `solver_dtype`."""
+        model = self.unet if model is None else model
+        model_dtype = self.dtype if self.dtype != self.solver_dtype else None
         kind = self.scheduler.config.prediction_type
         return make_eps_fn(model, self.scheduler.schedule, kind, 0.0, model_dtype)
 

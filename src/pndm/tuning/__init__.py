@@ -1,6 +1,6 @@
-"""Time grids tuned to a model, and the grid files ``pndm tune`` writes (see `pndm.tuning.search`).
+"""Time grids tuned to a model, and the grid files ``pndm tune`` writes (see `pndm.tuning.api`).
 
-Names load lazily: `pndm.tuning.grid_file` imports no torch.
+Names load lazily: `pndm.tuning.grid_file` and `pndm.tuning.defaults` import no torch.
 """
 
 from __future__ import annotations
@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 from pndm._lazy import lazy_getattr
 
 _EXPORTS = {
-    "Tuned": "pndm.tuning.search",
-    "tune": "pndm.tuning.search",
-    "tune_timesteps": "pndm.tuning.search",
-    "tune_pipeline": "pndm.tuning.search",
-    "progress_total": "pndm.tuning.search",
+    "Tuned": "pndm.tuning.api",
+    "tune": "pndm.tuning.api",
+    "tune_timesteps": "pndm.tuning.api",
+    "tune_pipeline": "pndm.tuning.api",
+    "progress_total": "pndm.tuning.api",
+    "check_tune_request": "pndm.tuning.search",
     "GridFile": "pndm.tuning.grid_file",
     "load_grid": "pndm.tuning.grid_file",
     "save_grid": "pndm.tuning.grid_file",
@@ -25,6 +26,7 @@ __all__ = [
     "GridFile",
     "Tuned",
     "check_grid",
+    "check_tune_request",
     "load_grid",
     "model_hash",
     "progress_total",
@@ -35,7 +37,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pndm.tuning.api import Tuned, progress_total, tune, tune_pipeline, tune_timesteps
     from pndm.tuning.grid_file import GridFile, check_grid, load_grid, model_hash, save_grid
-    from pndm.tuning.search import Tuned, progress_total, tune, tune_pipeline, tune_timesteps
+    from pndm.tuning.search import check_tune_request
 
 __getattr__ = lazy_getattr(globals(), _EXPORTS)
