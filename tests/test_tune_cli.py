@@ -286,8 +286,22 @@ def test_tune_checks_out_before_any_model_call(tmp_path: Path, capsys, monkeypat
     assert_one_line_error(capsys, main(argv), "unknown method 'pndmm'")
     argv = ["tune", "--method", "pf", "--nfe", "4", "--out", str(tmp_path / "g.json")]
     assert_one_line_error(capsys, main(argv), "'pf' is adaptive")
-    argv = ["tune", "--method", "ipndm", "--nfe", "4", "--seed", "-1", "--out", str(tmp_path / "g")]
+    argv = [
+        "tune",
+        "--method",
+        "ipndm",
+        "--nfe",
+        "4",
+        "--seed",
+        "-1",
+        "--out",
+        str(tmp_path / "g.json"),
+    ]
     assert_one_line_error(capsys, main(argv), "seed must be an integer >= 0")
+    argv = [*base, str(tmp_path / "g.txt")]
+    assert_one_line_error(capsys, main(argv), "--out writes .json files")
+    assert_one_line_error(capsys, main([*base, str(tmp_path)]), "is a folder; give a file name")
+    assert_one_line_error(capsys, main([*base, ""]), "argument --out/-o: is empty; give a path")
     assert existing.read_text() == "{}"
 
 

@@ -43,11 +43,25 @@ def count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
 
 
+def nonempty(text: str) -> str:
+    """argparse type of a path kept as typed (``pndm sample --out``: a trailing "/" marks a
+    folder), refused when empty."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path")
+    return text
+
+
+def path(text: str) -> Path:
+    """argparse type of every path argument: an empty one is refused (``Path("")`` is ".",
+    which would make "--out ''" write into the current folder)."""
+    return Path(nonempty(text))
+
+
 def add_model(p: Arguments) -> None:
     """--model: the pipeline folder to load (sample, tune)."""
     p.add_argument(
         "--model",
-        type=Path,
+        type=path,
         default=None,
         help="pipeline folder (default: the shipped digits model)",
     )

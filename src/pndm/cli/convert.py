@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from pndm.cli.args import HelpFormatter, Subparsers
+from pndm.cli.args import HelpFormatter, Subparsers, path
 
 
 def add(subparsers: Subparsers) -> None:
@@ -22,8 +21,8 @@ def add(subparsers: Subparsers) -> None:
         "sampling convention (alpha_index_offset: 1, model time t paired with alpha_bar[t+1]).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("src", type=Path, help="checkpoint file (.pth, .ckpt)")
-    p.add_argument("dst", type=Path, help="pipeline folder to write (must not exist or be empty)")
+    p.add_argument("src", type=path, help="checkpoint file (.pth, .ckpt)")
+    p.add_argument("dst", type=path, help="pipeline folder to write (must not exist or be empty)")
     p.add_argument(
         "--config",
         choices=sorted(PRESETS),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pndm.cli.args import HelpFormatter, Subparsers, UsageError, add_device, count
+from pndm.cli.args import HelpFormatter, Subparsers, UsageError, add_device, count, path
 
 
 def add(subparsers: Subparsers) -> None:
@@ -21,17 +21,17 @@ def add(subparsers: Subparsers) -> None:
         "statistics of SAMPLES instead.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("samples", type=Path, help="a folder of images or an .npz (arr_0: uint8 NHWC)")
+    p.add_argument("samples", type=path, help="a folder of images or an .npz (arr_0: uint8 NHWC)")
     p.add_argument(
         "ref", nargs="?", help="a statistics .npz (mu, sigma), another sample set, or a shipped "
         f"name: {', '.join(SHIPPED)}",
     )  # fmt: skip
-    p.add_argument("--save-stats", type=Path, metavar="OUT.npz", help="write SAMPLES' statistics")
+    p.add_argument("--save-stats", type=path, metavar="OUT.npz", help="write SAMPLES' statistics")
     p.add_argument(
         "--features", choices=FEATURES, help="feature network (default: the reference's own, "
         "else inception)",
     )  # fmt: skip
-    p.add_argument("--inception-weights", type=Path, metavar="PATH",
+    p.add_argument("--inception-weights", type=path, metavar="PATH",
                    help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (default: the torch "
                    "hub cache)")  # fmt: skip
     p.add_argument("--batch-size", type=count, default=DEFAULT_BATCH_SIZE, help="images per batch")

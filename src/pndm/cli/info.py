@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
-from pndm.cli.args import Subparsers
+from pndm.cli.args import Subparsers, path
 
 
 def add(subparsers: Subparsers) -> None:
@@ -20,7 +19,7 @@ def add(subparsers: Subparsers) -> None:
     )
     p.add_argument(
         "folder",
-        type=Path,
+        type=path,
         nargs="?",
         default=None,
         help="pipeline folder (default: the shipped digits model)",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from pndm.cli.args import Subparsers
+from pndm.cli.args import Subparsers, path
 
 
 def add(subparsers: Subparsers) -> None:
@@ -17,8 +16,8 @@ def add(subparsers: Subparsers) -> None:
         "('arr_0': uint8 NHWC in the order of the folder's pndm.json, 'seeds': uint64), "
         "streaming one image at a time. Refuses, naming them, when seeds are missing.",
     )
-    p.add_argument("folder", type=Path, help="a folder written by pndm sample")
-    p.add_argument("out", type=Path, help="the .npz to write")
+    p.add_argument("folder", type=path, help="a folder written by pndm sample")
+    p.add_argument("out", type=path, help="the .npz to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     p.set_defaults(func=run)
 

@@ -18,6 +18,8 @@ from pndm.cli.args import (
     add_no_progress,
     add_threads,
     count,
+    nonempty,
+    path,
 )
 
 
@@ -37,7 +39,7 @@ def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
     )
     grid.add_argument(
         "--timesteps",
-        type=Path,
+        type=path,
         default=None,
         metavar="GRID.json",
         help="a grid file from 'pndm tune': its grid, and its method and options unless "
@@ -58,7 +60,8 @@ def add(subparsers: Subparsers) -> None:
         "image depends on its seed only, whatever the batch size.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--out", "-o", required=True, help="output: FILE.png, FILE.npz or FOLDER/")
+    p.add_argument("--out", "-o", type=nonempty, required=True,
+                   help="output: FILE.png, FILE.npz or FOLDER/")  # fmt: skip
     add_model(p)
     _add_sample_grid_args(p)
     seeds = p.add_mutually_exclusive_group()

@@ -6,10 +6,9 @@ import argparse
 import sys
 import time
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
-from pndm.cli.args import HelpFormatter, Subparsers, add_device, add_no_progress, add_threads
+from pndm.cli.args import HelpFormatter, Subparsers, add_device, add_no_progress, add_threads, path
 
 
 def _train_defaults() -> dict[str, Any]:
@@ -31,7 +30,7 @@ def add(subparsers: Subparsers) -> None:
         "--output",
         "-o",
         dest="output_dir",
-        type=Path,
+        type=path,
         required=True,
         help="pipeline folder to write (must not exist or be empty)",
     )

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,13 +16,13 @@ from pndm.cli.args import (
     add_no_progress,
     add_threads,
     count,
+    path,
 )
-
-TUNE_SAMPLES = 64  # pndm.tuning.tune_pipeline's default (not imported: --help loads no torch)
-CALIBRATE_SAMPLES = 256  # ... with --calibrate (the same: tests/test_calibration.py)
 
 
 def add(subparsers: Subparsers) -> None:
+    from pndm.tuning.defaults import CALIBRATE_SAMPLES, TUNE_SAMPLES
+
     p = subparsers.add_parser(
         "tune",
         help="tune a time grid to a model for one method and NFE; write it as a grid file",
@@ -36,7 +35,7 @@ def add(subparsers: Subparsers) -> None:
     add_model(p)
     p.add_argument("--method", required=True, help="sampling method, e.g. ipndm, f-pndm, ddim")
     p.add_argument("--nfe", type=count, required=True, help="model calls per image")
-    p.add_argument("--out", "-o", type=Path, required=True, metavar="GRID.json",
+    p.add_argument("--out", "-o", type=path, required=True, metavar="GRID.json",
                    help="the grid file to write")  # fmt: skip
     p.add_argument("--samples", type=count, default=None,
                    help=f"tuning noises (default: {TUNE_SAMPLES}, {CALIBRATE_SAMPLES} with "
@@ -59,15 +58,19 @@ def add(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pndm.assets import model_folder
+    from pndm.files.destinations import check_new_file
     from pndm.runtime.devices import torch_threads
     from pndm.samplers import get_sampler
-    from pndm.tuning.grid_file import check_new_grid_path, save_grid, weights_hash
+    from pndm.tuning import check_tune_request
+    from pndm.tuning.defaults import default_samples
+    from pndm.tuning.grid_file import save_grid, weights_hash
 
-    check_new_grid_path(args.out, args.overwrite)  # before any model call
+    check_new_file(args.out, overwrite=args.overwrite, suffixes=(".json",), what="--out")
     if args.samples is None:
-        args.samples = CALIBRATE_SAMPLES if args.calibrate else TUNE_SAMPLES
+        args.samples = default_samples(args.calibrate)
     method = get_sampler(args.method).name
-    _check_tune_request(method, args)
+    check_tune_request(method, args.nfe, samples=args.samples, seed=args.seed,
+                       search_options=args.search_options)  # fmt: skip
     folder = model_folder(args.model)
     digest = weights_hash(folder)  # also fails early on a broken model folder
     with torch_threads(args.threads):
@@ -79,20 +82,6 @@ def run(args: argparse.Namespace) -> int:
     grid = save_grid(args.out, tuned, digest, model_path=folder, overwrite=args.overwrite, **record)
     print(_tune_summary(grid), file=sys.stderr)
     return 0
-
-
-def _check_tune_request(method: str, args: argparse.Namespace) -> None:
-    """What the tuner would refuse only after its teacher run: the seed, and an NFE that no
-    option set of the method reaches (the error lists the reachable ones)."""
-    from pndm.tuning.search import option_combinations, steps_for_nfe, tuning_seeds
-
-    tuning_seeds(args.samples, args.seed)
-    combos = option_combinations(method, {}) if args.search_options else [{}]
-    for options in combos:
-        with contextlib.suppress(ValueError):
-            steps_for_nfe(method, args.nfe, options)
-            return
-    steps_for_nfe(method, args.nfe, combos[0])  # raises, listing the reachable NFEs
 
 
 def _tune_pipeline(folder: Path, device: str) -> Any:

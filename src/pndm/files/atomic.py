@@ -33,6 +33,8 @@ def atomic_write(path: PathLike, write: Callable[[Path], None], *, replace: bool
     file is kept under a visible sibling name, which the ``FileExistsError`` names.
     """
     path = Path(path)
+    if not path.parent.is_dir():  # e.g. removed while a long run was working
+        raise FileNotFoundError(f"folder not found for {path.name}: {path.parent}")
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)

@@ -33,7 +33,7 @@ from typing import Any
 
 from pndm.calibration import Calibration
 from pndm.files import PathLike
-from pndm.files.atomic import atomic_write, check_writable
+from pndm.files.atomic import atomic_write
 from pndm.files.jsonfile import read_json
 
 FORMAT = "pndm-timesteps"
@@ -109,19 +109,6 @@ def weights_hash(folder: PathLike) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def check_new_grid_path(path: PathLike, overwrite: bool = False) -> Path:
-    """Fail before any work where ``path`` cannot take a new grid file."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a folder; give a file name such as grid.json")
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder not found for the grid file: {path.parent}")
-    check_writable(path.parent)
-    return path
-
-
 def save_grid(
     path: PathLike,
     tuned: Any,
@@ -136,8 +123,6 @@ def save_grid(
     that appeared during the tuning is kept, and the new grid is left beside it under the name
     the ``FileExistsError`` gives (the result of a long run is not lost)."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder not found for the grid file: {path.parent}")
     record = {
         "error": float(tuned.error),
         "start_error": float(tuned.start_error),
