@@ -19,8 +19,8 @@ from conftest import Counter
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
 from pndm.samplers import SAMPLERS, nfe
-from pndm.samplers._common import Grid, final_order_caps
 from pndm.samplers.core import AB_WEIGHTS, transfer
+from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import NoiseSchedule, VPSchedule
 
 VP = VPSchedule()

@@ -17,7 +17,7 @@ from conftest import Counter
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, reference_flow
 from pndm.samplers import SAMPLERS, Method, get_sampler, nfe
-from pndm.samplers._common import log_alpha_bar_slope
+from pndm.samplers.drift import log_alpha_bar_slope
 from pndm.schedule import NoiseSchedule, VPSchedule
 
 VP = VPSchedule()

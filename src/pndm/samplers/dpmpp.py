@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 
 from pndm.checks import check_flag
-from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate
+from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, clip_limit
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 

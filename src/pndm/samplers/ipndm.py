@@ -6,9 +6,11 @@ import torch
 
 from pndm.checks import check_flag
 from pndm.samplers import core
-from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate, multistep
 from pndm.samplers.core import transfer
+from pndm.samplers.loops import evaluate, multistep
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, clip_limit
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 

@@ -67,22 +67,6 @@ def as_timesteps(timesteps: Any, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float64)
 
 
-def check_tolerance(name: str, value: Any) -> float:
-    """A positive tolerance (rtol, atol) as a float."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def check_order(method: str, order: Any, valid: range) -> int:
-    if isinstance(order, bool) or not isinstance(order, int) or order not in valid:
-        raise ValueError(
-            f"order for method {method!r} must be one of {', '.join(map(str, valid))}, "
-            f"got {order!r}"
-        )
-    return order
-
-
 def check_callables(eps_fn: Any, schedule: Any) -> None:
     if not callable(eps_fn):
         raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")

@@ -22,10 +22,13 @@ from typing import Any
 
 import torch
 
-from pndm.samplers._common import Grid, alpha_bar_at, error_norm, evaluate
 from pndm.samplers.adams import lagrange_integrals
+from pndm.samplers.adaptive import error_norm
 from pndm.samplers.core import linear_combination, transfer
-from pndm.samplers.method import Method, check_order, check_tolerance
+from pndm.samplers.loops import evaluate
+from pndm.samplers.method import Method
+from pndm.samplers.options import check_order, check_tolerance
+from pndm.samplers.steps import Grid, alpha_bar_at
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 

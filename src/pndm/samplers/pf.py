@@ -12,8 +12,12 @@ import math
 
 import torch
 
-from pndm.samplers._common import Grid, check_noisy, error_norm, evaluate, vp_drift_coefficients
-from pndm.samplers.method import Method, check_tolerance
+from pndm.samplers.adaptive import error_norm
+from pndm.samplers.drift import check_noisy, vp_drift_coefficients
+from pndm.samplers.loops import evaluate
+from pndm.samplers.method import Method
+from pndm.samplers.options import check_tolerance
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 

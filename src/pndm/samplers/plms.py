@@ -6,8 +6,10 @@ import torch
 
 from pndm.checks import check_flag
 from pndm.samplers import core
-from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, multistep
+from pndm.samplers.loops import multistep
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, clip_limit
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 

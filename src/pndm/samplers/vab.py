@@ -5,15 +5,11 @@ from __future__ import annotations
 import torch
 
 from pndm.checks import check_flag
-from pndm.samplers._common import (
-    CLIP_OPTIONS,
-    Grid,
-    clip_limit,
-    final_order_caps,
-    pseudo_multistep,
-)
 from pndm.samplers.adams import adams_bashforth_table
-from pndm.samplers.method import Method, check_order
+from pndm.samplers.loops import pseudo_multistep
+from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, check_order, clip_limit
+from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
