@@ -177,12 +177,14 @@ class NoInverse:
 @pytest.mark.parametrize(
     ("options", "schedule", "match"),
     [
-        ({"rtol": 0.0}, VP, "rtol must be a positive number"),
-        ({"rtol": -1e-3}, VP, "rtol must be a positive number"),
-        ({"atol": "1e-3"}, VP, "atol must be a positive number"),
+        ({"rtol": 0.0}, VP, "rtol must be a positive finite number"),
+        ({"rtol": -1e-3}, VP, "rtol must be a positive finite number"),
+        ({"rtol": float("inf")}, VP, "rtol must be a positive finite number"),
+        ({"atol": "1e-3"}, VP, "atol must be a positive finite number"),
         ({"order": 0}, VP, "order for method 'pec-adaptive' must be one of 1, 2, 3, 4, got 0"),
         ({"order": 5}, VP, "must be one of 1, 2, 3, 4, got 5"),
         ({"order": True}, VP, "must be one of 1, 2, 3, 4"),
+        ({"order": 2.0}, VP, "must be one of 1, 2, 3, 4, got 2.0"),
         ({"stats": []}, VP, "stats must be a dict"),
         ({"tol": 1e-3}, VP, "valid options: order, rtol, atol, stats"),
         ({}, NoInverse(), "needs schedule.timestep_from_sigma .* use NoiseSchedule or VPSchedule"),

@@ -328,6 +328,17 @@ def test_bad_options_are_one_line_errors(name, options, needle):
     assert "\n" not in str(error.value)
 
 
+def test_option_values_reach_the_sampler_as_checked_values():
+    """A numpy scalar range is a float to the sampler: the same samples as the Python float."""
+    times = grids.edm(VP, 3)
+    want = SAMPLERS["ddim"](EPS, _x(), times, VP, clip_sample=True, clip_sample_range=0.5)
+    got = SAMPLERS["ddim"](
+        EPS, _x(), times, VP, clip_sample=True, clip_sample_range=np.float32(0.5)
+    )
+    assert torch.equal(got, want)
+    assert nfe("ipndm", 5, afs=True, denoise_to_zero=True) == 5
+
+
 def test_fon_and_pf_take_no_clipping():
     with pytest.raises(ValueError, match="valid options"):
         SAMPLERS["fon"](EPS, _x(), grids.edm(VP, 3), VP, clip_sample=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -27,7 +26,7 @@ from pndm.samplers.adaptive import error_norm
 from pndm.samplers.core import linear_combination, transfer
 from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
-from pndm.samplers.options import check_order, check_tolerance
+from pndm.samplers.options import ADAPTIVE_OPTIONS, order_in
 from pndm.samplers.steps import Grid, alpha_bar_at
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
@@ -160,14 +159,6 @@ def _integrate(
     raise RuntimeError(f"pec-adaptive: no convergence in {MAX_ATTEMPTS} attempted steps")
 
 
-def _check_options(order: Any, rtol: Any, atol: Any, stats: Any) -> tuple[int, tuple[float, float]]:
-    """(order, (rtol, atol)) after checking them and that stats is None or a dict."""
-    if stats is not None and not isinstance(stats, dict):
-        raise ValueError(f"stats must be a dict to fill in, got {type(stats).__name__}")
-    order = check_order("pec-adaptive", order, range(1, 5))
-    return order, (check_tolerance("rtol", rtol), check_tolerance("atol", atol))
-
-
 def _pec_adaptive(
     eps_fn: EpsFn,
     x: torch.Tensor,
@@ -192,7 +183,7 @@ def _pec_adaptive(
     step's call is lost); ``stats={}`` gets stats["nfe"], stats["steps"] (accepted, the final
     step without a call included) and stats["rejected"].
     """
-    order, tol = _check_options(order, rtol, atol, stats)
+    tol = (rtol, atol)
     grid = Grid.build(x, timesteps[[0, -1]], schedule)
     (s_start, s_end), (a_start, a_end) = grid.sigma.tolist(), grid.alpha_bar.tolist()
     s_stop = _sigma_stop(schedule, s_start, s_end)
@@ -212,6 +203,6 @@ def _pec_adaptive(
 pec_adaptive = Method(
     "pec-adaptive",
     _pec_adaptive,
-    nfe=lambda n, **options: None,
-    options=("order", "rtol", "atol", "stats"),
+    calls=lambda n, **options: None,
+    options={"order": order_in(range(1, 5)), **ADAPTIVE_OPTIONS},
 )

@@ -16,7 +16,7 @@ from pndm.samplers.adaptive import error_norm
 from pndm.samplers.drift import check_noisy, vp_drift_coefficients
 from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
-from pndm.samplers.options import check_tolerance
+from pndm.samplers.options import ADAPTIVE_OPTIONS
 from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
@@ -112,9 +112,6 @@ def _pf(
     (accepted) and stats["rejected"]. ᾱ' comes from autograd of the schedule. The last stage
     calls the model at the target, so it needs ᾱ(t_N) < 1.
     """
-    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
-    if stats is not None and not isinstance(stats, dict):
-        raise ValueError(f"stats must be a dict to fill in, got {type(stats).__name__}")
     grid = Grid.build(x, timesteps[[0, -1]], schedule)
     check_noisy("pf", grid.alpha_bar)
 
@@ -127,4 +124,4 @@ def _pf(
     return x
 
 
-pf = Method("pf", _pf, nfe=lambda n, **options: None, options=("rtol", "atol", "stats"))
+pf = Method("pf", _pf, calls=lambda n, **options: None, options=ADAPTIVE_OPTIONS)

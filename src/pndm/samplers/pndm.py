@@ -14,7 +14,7 @@ from pndm.samplers.core import transfer
 from pndm.samplers.drift import check_noisy, vp_drift_coefficients
 from pndm.samplers.loops import classical_multistep, evaluate, multistep
 from pndm.samplers.method import Method
-from pndm.samplers.options import CLIP_OPTIONS, clip_limit
+from pndm.samplers.options import CLIP_OPTIONS, POSITIVE, clip_bound
 from pndm.samplers.steps import Grid, alpha_bar_at
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
@@ -40,7 +40,7 @@ def _s_pndm(
     Options: ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``;
     NFE unchanged).
     """
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     return multistep(core.S_PNDM, eps_fn, x, grid)
 
 
@@ -61,7 +61,7 @@ def _f_pndm(
     Options: ``clip_sample``/``clip_sample_range``: every φ, the RK stages' too, clips x̂_0, as
     DDIM's (see ``ddim``; NFE unchanged).
     """
-    limit = clip_limit(clip_sample, clip_sample_range)
+    limit = clip_bound(clip_sample, clip_sample_range)
     grid = Grid.build(x, timesteps, schedule, midpoints=True, clip=limit)
     return multistep(core.F_PNDM, eps_fn, x, grid)
 
@@ -104,8 +104,6 @@ def _fon_orig(
     x_n and t_n in Δ (only ε comes from the stage point), and Δ is a one-index forward difference,
     a slope bias O(δ) that does not vanish as N grows.
     """
-    if not isinstance(index_size, int | float) or isinstance(index_size, bool) or index_size <= 0:
-        raise ValueError(f"index_size must be a positive number of time units, got {index_size!r}")
     grid = Grid.build(x, timesteps, schedule, midpoints=True)
     method = core.F_PNDM
     times, a = grid.stages(method.warmup)
@@ -118,7 +116,7 @@ def _fon_orig(
     return classical_multistep(method, slope, x, (grid.times[1:] - grid.times[:-1]).to(x.dtype))
 
 
-s_pndm = Method("s-pndm", _s_pndm, nfe=lambda n, **_: n + 1, options=CLIP_OPTIONS)
-f_pndm = Method("f-pndm", _f_pndm, nfe=_four_stage_nfe, options=CLIP_OPTIONS)
-fon = Method("fon", _fon, nfe=_four_stage_nfe)
-fon_orig = Method("fon-orig", _fon_orig, nfe=_four_stage_nfe, options=("index_size",))
+s_pndm = Method("s-pndm", _s_pndm, calls=lambda n, **_: n + 1, options=CLIP_OPTIONS)
+f_pndm = Method("f-pndm", _f_pndm, calls=_four_stage_nfe, options=CLIP_OPTIONS)
+fon = Method("fon", _fon, calls=_four_stage_nfe)
+fon_orig = Method("fon-orig", _fon_orig, calls=_four_stage_nfe, options={"index_size": POSITIVE})
