@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 
 from pndm.samplers.adams import lagrange_integrals
-from pndm.samplers.adaptive import error_norm
+from pndm.samplers.adaptive import StepLimits, error_ratio, step_factor
 from pndm.samplers.core import linear_combination, transfer
 from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
@@ -33,8 +33,7 @@ from pndm.wrapper import EpsFn
 
 R_MAX = 0.75  # σ̃ falls at most 4x a step: the unchecked landing step stays in a known regime
 R_START = 0.1  # first relative step; at high noise ε is nearly constant, so the controller grows it
-SAFETY = 0.9
-FACTOR_MIN, FACTOR_MAX = 0.2, 5.0
+LIMITS = StepLimits(safety=0.9, factor_min=0.2, factor_max=5.0)
 MAX_ATTEMPTS = 100_000  # a stuck controller raises instead of looping forever
 
 TimeFn = Callable[[float], torch.Tensor]
@@ -116,24 +115,14 @@ def _next_step(state: _State, r: float, s_stop: float) -> float:
     return state.sigma - (remaining / 2 if remaining < 2 * h else h)
 
 
-def _controller(r: float, ratio: float, k: int, rejected_before: bool) -> float:
-    """r · 0.9 ratio^(-1/(k+1)) within [0.2, 5], no growth after a rejection (scipy's rule), and
-    r <= R_MAX. The estimate is the order-k predictor's local error, O(h^(k+1))."""
-    factor = SAFETY * max(ratio, 1e-10) ** (-1 / (k + 1))
-    upper = 1.0 if ratio > 1 or rejected_before else FACTOR_MAX
-    return min(R_MAX, r * max(FACTOR_MIN, min(factor, upper)))
-
-
 def _attempt(eps_fn: EpsFn, state: _State, s_next: float, time_of: TimeFn, order: int, tol):
     """One PEC step to s_next: (x^c, e_{n+1}, error ratio, k); ratio <= 1 means accept."""
     k, a_next = min(len(state.nodes), order), 1 / (1 + s_next * s_next)
     x_pred = state.predict(s_next, a_next, k)
     e_next = evaluate(eps_fn, x_pred, time_of(s_next))
     x_corr = state.correct(s_next, a_next, k, e_next)
-    rtol, atol = tol
-    scale = atol + rtol * torch.maximum(state.x.abs(), x_corr.abs())
-    ratio = error_norm(x_corr - x_pred, scale)  # raw |x^c - x^p|: the AB_k error, conservative
-    return x_corr, e_next, ratio if math.isfinite(ratio) else math.inf, k
+    # raw |x^c - x^p|: the AB_k predictor's error, conservative
+    return x_corr, e_next, error_ratio(x_corr - x_pred, state.x, x_corr, *tol), k
 
 
 def _integrate(
@@ -153,7 +142,8 @@ def _integrate(
             state.accept(x_corr, s_next, 1 / (1 + s_next * s_next), e_next, order)
         counts["nfe"] += 1
         counts["steps" if ratio <= 1 else "rejected"] += 1
-        r, rejected = _controller(r, ratio, k, rejected), ratio > 1
+        # the estimate is the order-k predictor's local error, O(h^(k+1)); r stays <= R_MAX
+        r, rejected = min(R_MAX, r * step_factor(ratio, k, rejected, LIMITS)), ratio > 1
         if r * state.sigma < 1e-14 * (state.sigma - s_stop):
             raise RuntimeError(f"pec-adaptive: step size underflow at σ̃ = {state.sigma:g}")
     raise RuntimeError(f"pec-adaptive: no convergence in {MAX_ATTEMPTS} attempted steps")
