@@ -8,6 +8,7 @@ flows are closed forms. Errors are the RMS over all samples and pixels, as in be
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -188,7 +189,12 @@ class NoInverse:
         ({"order": 2.0}, VP, "must be one of 1, 2, 3, 4, got 2.0"),
         ({"stats": []}, VP, "stats must be a dict"),
         ({"tol": 1e-3}, VP, "valid options: order, rtol, atol, stats"),
-        ({}, NoInverse(), "needs schedule.timestep_from_sigma .* use NoiseSchedule or VPSchedule"),
+        (
+            {},
+            NoInverse(),
+            "needs a full Schedule .*; NoInverse lacks t_max, t_min, discrete, sigma_tilde, "
+            "timestep_from_sigma; use NoiseSchedule or VPSchedule$",
+        ),
     ],
 )
 def test_bad_options_raise_one_line_value_errors(options, schedule, match):
@@ -198,16 +204,34 @@ def test_bad_options_raise_one_line_value_errors(options, schedule, match):
     assert "\n" not in str(info.value)
 
 
-def test_alpha_one_target_without_t_min_is_refused():
+def test_a_schedule_without_t_min_is_refused_before_any_call():
     """Without t_min there is no last time the model may be called before σ̃ = 0."""
 
     class NoTMin(NoInverse):
         def timestep_from_sigma(self, sigma):
             return VP.timestep_from_sigma(sigma)
 
+    counter = Counter(PointMass([0.0, 0.0, 0.0]).eps_fn(VP))
     x = torch.zeros(2, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match="needs ᾱ\\(t_N\\) < 1 or a schedule with t_min"):
-        METHOD(PointMass([0.0, 0.0, 0.0]).eps_fn(VP), x, [1.0, 0.0], NoTMin())
+    with pytest.raises(ValueError, match="NoTMin lacks t_max, t_min, discrete, sigma_tilde;"):
+        METHOD(counter, x, [1.0, 0.0], NoTMin())
+    assert counter.calls == 0
+
+
+def test_alpha_one_at_t_min_and_at_the_target_is_refused():
+    """ᾱ(t_min) = 1 leaves no time with ᾱ < 1 to call the model at before σ̃ = 0."""
+
+    @dataclasses.dataclass(frozen=True)
+    class FromZero(VPSchedule):
+        t_min: float = 0.0
+
+        def __post_init__(self) -> None:  # VPSchedule refuses t_min = 0, where ᾱ = 1
+            pass
+
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    match = "needs ᾱ < 1 at the target t_N or at the schedule's t_min"
+    with pytest.raises(ValueError, match=match):
+        METHOD(PointMass([0.0, 0.0, 0.0]).eps_fn(VP), x, [1.0, 0.0], FromZero())
 
 
 # --- the step-size controller both adaptive methods share --------------------------------------

@@ -73,7 +73,7 @@ def as_timesteps(timesteps: Any, device: torch.device) -> torch.Tensor:
 def check_callables(eps_fn: Any, schedule: Any) -> None:
     if not callable(eps_fn):
         raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")
-    if not hasattr(schedule, "alpha_bar"):
+    if not isinstance(schedule, SupportsAlphaBar):
         raise ValueError(f"schedule must have alpha_bar(t), got {type(schedule).__name__}")
 
 

@@ -28,7 +28,7 @@ from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
 from pndm.samplers.options import ADAPTIVE_OPTIONS, order_in
 from pndm.samplers.steps import Grid, alpha_bar_at
-from pndm.schedule import SupportsAlphaBar
+from pndm.schedule import Schedule, SupportsAlphaBar, missing_members
 from pndm.wrapper import EpsFn
 
 R_MAX = 0.75  # σ̃ falls at most 4x a step: the unchecked landing step stays in a known regime
@@ -39,35 +39,40 @@ MAX_ATTEMPTS = 100_000  # a stuck controller raises instead of looping forever
 TimeFn = Callable[[float], torch.Tensor]
 
 
-def _time_fn(schedule: SupportsAlphaBar, device: torch.device, lo: float, hi: float) -> TimeFn:
-    """σ̃ -> model time by the schedule's inverse, σ̃ clamped to [lo, hi] (rounding at the ends)."""
-    inverse = getattr(schedule, "timestep_from_sigma", None)
-    if not callable(inverse):
+def _full_schedule(schedule: SupportsAlphaBar) -> Schedule:
+    """The schedule, if it is a full `Schedule`: its σ̃ -> model time map and its t_min."""
+    if not isinstance(schedule, Schedule):
         raise ValueError(
-            f"method 'pec-adaptive' chooses its own times, so it needs "
-            f"schedule.timestep_from_sigma (σ̃ -> model time), which "
-            f"{type(schedule).__name__} lacks; use NoiseSchedule or VPSchedule"
+            "method 'pec-adaptive' chooses its own times, so it needs a full Schedule "
+            "(timestep_from_sigma: σ̃ -> model time; t_min: the last model time); "
+            f"{type(schedule).__name__} lacks {', '.join(missing_members(schedule))}; "
+            "use NoiseSchedule or VPSchedule"
         )
+    return schedule
+
+
+def _time_fn(schedule: Schedule, device: torch.device, lo: float, hi: float) -> TimeFn:
+    """σ̃ -> model time by the schedule's inverse, σ̃ clamped to [lo, hi] (rounding at the ends)."""
 
     def time_of(sigma: float) -> torch.Tensor:
         s = torch.tensor([min(max(sigma, lo), hi)], dtype=torch.float64)
-        return torch.as_tensor(inverse(s), dtype=torch.float64).reshape(-1)[0].to(device)
+        t = schedule.timestep_from_sigma(s)
+        return torch.as_tensor(t, dtype=torch.float64).reshape(-1)[0].to(device)
 
     return time_of
 
 
-def _sigma_stop(schedule: SupportsAlphaBar, s_start: float, s_end: float) -> float:
+def _sigma_stop(schedule: Schedule, s_start: float, s_end: float) -> float:
     """Where model calls stop: the target, or σ̃(t_min) if the target lies below the trained range
     (ᾱ(t_N) = 1); the rest is one final step with no call, as on a fixed grid."""
     if s_end > s_start:
         raise ValueError("σ̃ must not increase from t_0 to t_N (ᾱ must not decrease toward t_N)")
-    t_min = getattr(schedule, "t_min", None)
-    floor = 0.0 if t_min is None else _sigma_at(schedule, float(t_min))
+    floor = _sigma_at(schedule, float(schedule.t_min))
     stop = max(s_end, min(floor, s_start))
     if stop == 0 and s_start > 0:
         raise ValueError(
-            "method 'pec-adaptive' needs ᾱ(t_N) < 1 or a schedule with t_min (the last time the "
-            "model may be called); end the grid at a time with ᾱ < 1"
+            "method 'pec-adaptive' needs ᾱ < 1 at the target t_N or at the schedule's t_min (the "
+            "last time the model may be called); end the grid at a time with ᾱ < 1"
         )
     return stop
 
@@ -169,11 +174,12 @@ def _pec_adaptive(
     Weights: Lagrange integrals over the actual nodes (algorithms.md §3); ``order`` k in 1..4,
     warm start AB1/AM2, AB2/AM3, .... The step onto the target keeps the predictor, no call; if
     ᾱ(t_N) = 1 the calls stop at σ̃(schedule.t_min), then one step to σ̃ = 0. Model times come
-    from ``schedule.timestep_from_sigma``. NFE is adaptive: 1 + one per attempted step (a rejected
-    step's call is lost); ``stats={}`` gets stats["nfe"], stats["steps"] (accepted, the final
-    step without a call included) and stats["rejected"].
+    from ``schedule.timestep_from_sigma``, so ``schedule`` must be a full `Schedule`
+    (NoiseSchedule, VPSchedule). NFE is adaptive: 1 + one per attempted step (a rejected step's
+    call is lost); ``stats={}`` gets stats["nfe"], stats["steps"] (accepted, the final step
+    without a call included) and stats["rejected"].
     """
-    tol = (rtol, atol)
+    schedule, tol = _full_schedule(schedule), (rtol, atol)
     grid = Grid.build(x, timesteps[[0, -1]], schedule)
     (s_start, s_end), (a_start, a_end) = grid.sigma.tolist(), grid.alpha_bar.tolist()
     s_stop = _sigma_stop(schedule, s_start, s_end)
