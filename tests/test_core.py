@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from pndm.samplers._common import Grid
 from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table, lagrange_integrals
 from pndm.samplers.core import (
     AB_WEIGHTS,
@@ -28,6 +27,7 @@ from pndm.samplers.core import (
     transfer,
     transfer_coefficients,
 )
+from pndm.samplers.steps import Grid
 from pndm.schedule import VPSchedule
 
 

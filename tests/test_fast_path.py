@@ -28,8 +28,8 @@ from pndm.runtime.fast import (
     default_batch_size,
     image_bytes,
 )
-from pndm.samplers._common import Grid
 from pndm.samplers.core import transfer
+from pndm.samplers.steps import Grid
 from pndm.schedule import NoiseSchedule
 
 # float32 rewrites of small direct convolutions (summed taps, folded biases), unit-scale seeded

@@ -8,6 +8,7 @@ flows are closed forms. Errors are the RMS over all samples and pixels, as in be
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import pytest
@@ -15,8 +16,9 @@ import torch
 from conftest import Counter
 
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow, reference_flow
-from pndm.samplers import SAMPLERS, nfe
+from pndm.samplers import SAMPLERS, adaptive, nfe
 from pndm.samplers import pec_adaptive as module
+from pndm.samplers import pf as pf_module
 from pndm.schedule import NoiseSchedule, VPSchedule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -177,15 +179,22 @@ class NoInverse:
 @pytest.mark.parametrize(
     ("options", "schedule", "match"),
     [
-        ({"rtol": 0.0}, VP, "rtol must be a positive number"),
-        ({"rtol": -1e-3}, VP, "rtol must be a positive number"),
-        ({"atol": "1e-3"}, VP, "atol must be a positive number"),
+        ({"rtol": 0.0}, VP, "rtol must be a positive finite number"),
+        ({"rtol": -1e-3}, VP, "rtol must be a positive finite number"),
+        ({"rtol": float("inf")}, VP, "rtol must be a positive finite number"),
+        ({"atol": "1e-3"}, VP, "atol must be a positive finite number"),
         ({"order": 0}, VP, "order for method 'pec-adaptive' must be one of 1, 2, 3, 4, got 0"),
         ({"order": 5}, VP, "must be one of 1, 2, 3, 4, got 5"),
         ({"order": True}, VP, "must be one of 1, 2, 3, 4"),
+        ({"order": 2.0}, VP, "must be one of 1, 2, 3, 4, got 2.0"),
         ({"stats": []}, VP, "stats must be a dict"),
         ({"tol": 1e-3}, VP, "valid options: order, rtol, atol, stats"),
-        ({}, NoInverse(), "needs schedule.timestep_from_sigma .* use NoiseSchedule or VPSchedule"),
+        (
+            {},
+            NoInverse(),
+            "needs a full Schedule .*; NoInverse lacks t_max, t_min, discrete, sigma_tilde, "
+            "timestep_from_sigma; use NoiseSchedule or VPSchedule$",
+        ),
     ],
 )
 def test_bad_options_raise_one_line_value_errors(options, schedule, match):
@@ -195,13 +204,63 @@ def test_bad_options_raise_one_line_value_errors(options, schedule, match):
     assert "\n" not in str(info.value)
 
 
-def test_alpha_one_target_without_t_min_is_refused():
+def test_a_schedule_without_t_min_is_refused_before_any_call():
     """Without t_min there is no last time the model may be called before σ̃ = 0."""
 
     class NoTMin(NoInverse):
         def timestep_from_sigma(self, sigma):
             return VP.timestep_from_sigma(sigma)
 
+    counter = Counter(PointMass([0.0, 0.0, 0.0]).eps_fn(VP))
     x = torch.zeros(2, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match="needs ᾱ\\(t_N\\) < 1 or a schedule with t_min"):
-        METHOD(PointMass([0.0, 0.0, 0.0]).eps_fn(VP), x, [1.0, 0.0], NoTMin())
+    with pytest.raises(ValueError, match="NoTMin lacks t_max, t_min, discrete, sigma_tilde;"):
+        METHOD(counter, x, [1.0, 0.0], NoTMin())
+    assert counter.calls == 0
+
+
+def test_alpha_one_at_t_min_and_at_the_target_is_refused():
+    """ᾱ(t_min) = 1 leaves no time with ᾱ < 1 to call the model at before σ̃ = 0."""
+
+    @dataclasses.dataclass(frozen=True)
+    class FromZero(VPSchedule):
+        t_min: float = 0.0
+
+        def __post_init__(self) -> None:  # VPSchedule refuses t_min = 0, where ᾱ = 1
+            pass
+
+    x = torch.zeros(2, 3, dtype=torch.float64)
+    match = "needs ᾱ < 1 at the target t_N or at the schedule's t_min"
+    with pytest.raises(ValueError, match=match):
+        METHOD(PointMass([0.0, 0.0, 0.0]).eps_fn(VP), x, [1.0, 0.0], FromZero())
+
+
+# --- the step-size controller both adaptive methods share --------------------------------------
+
+
+def test_pf_and_pec_adaptive_share_one_controller():
+    """One controller and one error ratio (samplers.adaptive); each method passes its constants."""
+    assert pf_module.step_factor is module.step_factor is adaptive.step_factor
+    assert pf_module.error_ratio is module.error_ratio is adaptive.error_ratio
+    assert (pf_module.LIMITS.factor_max, module.LIMITS.factor_max) == (10.0, 5.0)
+
+
+def test_step_factor_is_scipys_rule():
+    """0.9 ratio^(-1/(k+1)) clipped to [min, max], at most 1 at or right after a rejection."""
+    limits = adaptive.StepLimits(safety=0.9, factor_min=0.2, factor_max=10.0)
+    assert adaptive.step_factor(0.5, 4, False, limits) == 0.9 * 0.5**-0.2
+    assert adaptive.step_factor(1e-12, 4, False, limits) == 10.0  # growth capped
+    assert adaptive.step_factor(1e-12, 4, True, limits) == 1.0  # no growth right after a rejection
+    assert adaptive.step_factor(1.5, 2, False, limits) == 0.9 * 1.5 ** (-1 / 3)  # shrink
+    assert adaptive.step_factor(1e9, 1, False, limits) == 0.2  # shrink capped
+    assert adaptive.step_factor(0.0, 1, False, limits) == 10.0  # a zero error: the cap, no 0**-x
+
+
+def test_error_ratio_is_the_worst_samples_rms():
+    x = torch.tensor([[1.0, -2.0], [0.0, 0.0]], dtype=torch.float64)
+    x_new = torch.tensor([[3.0, 1.0], [0.0, 4.0]], dtype=torch.float64)
+    error = torch.tensor([[0.1, 0.2], [0.3, 0.0]], dtype=torch.float64)
+    scale = 0.01 + 0.1 * torch.tensor([[3.0, 2.0], [0.0, 4.0]], dtype=torch.float64)
+    rms = (error / scale).square().mean(1).sqrt()
+    assert adaptive.error_ratio(error, x, x_new, rtol=0.1, atol=0.01) == float(rms.max())
+    error[1, 1] = float("nan")  # a blown-up stage is rejected, never accepted by a NaN compare
+    assert adaptive.error_ratio(error, x, x_new, rtol=0.1, atol=0.01) == float("inf")

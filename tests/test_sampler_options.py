@@ -19,8 +19,8 @@ from conftest import Counter
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
 from pndm.samplers import SAMPLERS, nfe
-from pndm.samplers._common import Grid, final_order_caps
 from pndm.samplers.core import AB_WEIGHTS, transfer
+from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import NoiseSchedule, VPSchedule
 
 VP = VPSchedule()
@@ -326,6 +326,17 @@ def test_bad_options_are_one_line_errors(name, options, needle):
     with pytest.raises(ValueError, match=needle) as error:
         SAMPLERS[name](EPS, _x(), grids.edm(VP, 3), VP, **options)
     assert "\n" not in str(error.value)
+
+
+def test_option_values_reach_the_sampler_as_checked_values():
+    """A numpy scalar range is a float to the sampler: the same samples as the Python float."""
+    times = grids.edm(VP, 3)
+    want = SAMPLERS["ddim"](EPS, _x(), times, VP, clip_sample=True, clip_sample_range=0.5)
+    got = SAMPLERS["ddim"](
+        EPS, _x(), times, VP, clip_sample=True, clip_sample_range=np.float32(0.5)
+    )
+    assert torch.equal(got, want)
+    assert nfe("ipndm", 5, afs=True, denoise_to_zero=True) == 5
 
 
 def test_fon_and_pf_take_no_clipping():

@@ -9,6 +9,7 @@ and literal transcriptions, written here, of the original code (luping-liu/PNDM 
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 import torch
@@ -17,7 +18,8 @@ from conftest import Counter
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, reference_flow
 from pndm.samplers import SAMPLERS, Method, get_sampler, nfe
-from pndm.samplers._common import log_alpha_bar_slope
+from pndm.samplers.drift import log_alpha_bar_slope
+from pndm.samplers.options import Kind
 from pndm.schedule import NoiseSchedule, VPSchedule
 
 VP = VPSchedule()
@@ -174,9 +176,65 @@ def test_registry_is_the_module_methods_with_their_data():
         assert isinstance(method, Method) and method.name == name
         assert "NFE" in method.__doc__  # the contract: each docstring states its NFE
     clip = ("clip_sample", "clip_sample_range")
-    assert SAMPLERS["ipndm"].options == ("afs", "denoise_to_zero", "lower_order_final", *clip)
-    assert SAMPLERS["ddim"].options == clip
-    assert SAMPLERS["fon"].options == ()
+    assert tuple(SAMPLERS["ipndm"].options) == (
+        "afs",
+        "denoise_to_zero",
+        "lower_order_final",
+        *clip,
+    )
+    assert tuple(SAMPLERS["ddim"].options) == clip
+    assert tuple(SAMPLERS["fon"].options) == ()
+
+
+def _keyword_only(fn) -> dict[str, object]:
+    """fn's keyword-only parameters and their defaults."""
+    params = inspect.signature(fn).parameters.values()
+    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_declared_options_are_the_functions_keyword_parameters(name):
+    """Options are declared once, on the Method, each with its kind; every default passes it."""
+    method = SAMPLERS[name]
+    assert set(method.options) == set(_keyword_only(method.fn))
+    assert all(isinstance(kind, Kind) for kind in method.options.values())
+    for option, default in _keyword_only(method.fn).items():
+        assert method.options[option].check(name, option, default) == default
+
+
+# A value of the wrong kind, for each kind's name, and the words its error must contain.
+BAD_VALUES = {
+    "flag": ("yes", "must be True or False, got 'yes'"),
+    "positive finite number": (-1.0, "must be a positive finite number, got -1.0"),
+    "tolerance: a positive finite number": (0.0, "must be a positive finite number, got 0.0"),
+    "dict to fill in with counts, or None": ([], "must be a dict to fill in or None, got list"),
+}
+
+
+def _bad_value(kind: Kind) -> tuple[object, str]:
+    if kind.name.startswith("order in"):
+        return 0, "for method .* must be one of .*, got 0"
+    return BAD_VALUES[kind.name]
+
+
+@pytest.mark.parametrize(
+    ("name", "option"), [(name, o) for name, m in SAMPLERS.items() for o in m.options]
+)
+def test_a_bad_option_value_fails_before_any_model_or_schedule_call(name, option):
+    class Watched:  # a schedule that records its calls
+        calls = 0
+
+        def alpha_bar(self, t):
+            Watched.calls += 1
+            return VP.alpha_bar(t)
+
+    counter = Counter(PointMass(MU).eps_fn(VP))
+    value, message = _bad_value(SAMPLERS[name].options[option])
+    with pytest.raises(ValueError, match=f"^{option} {message}$"):
+        SAMPLERS[name](counter, _x(), grids.edm(VP, 4), Watched(), **{option: value})
+    assert counter.calls == 0 and Watched.calls == 0
+    with pytest.raises(ValueError, match=f"^{option} {message}$"):
+        nfe(name, 4, **{option: value})
 
 
 class TinyEps(torch.nn.Module):

@@ -1,11 +1,14 @@
-"""Checks of plain counts shared by the library and the CLI: one bound, one wording.
+"""Checks of plain values shared by the library and the CLI: one bound, one wording.
 
 Torch-free, so the CLI can use it while it builds its parser. Library errors name the argument
-(``batch_size``); the CLI turns argument names into its flags (`pndm.cli.entry.FLAGS`).
+(``batch_size``); the CLI turns argument names into its flags (`pndm.cli.entry.FLAGS`). Every
+message has one shape: ``<name> must be <what is valid>, got <value>``.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,9 +40,16 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
+def check_positive(name: str, value: Any) -> float:
+    """``value`` as a float if it is a finite real number > 0 (not a bool); else a ValueError."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """``value`` if it is one of ``choices``; else the one message shape, listing them."""
-    if value not in choices:
-        listed = ", ".join(map(str, choices))
-        raise ValueError(f"unknown {name} {value!r}; choose one of {listed}")
+    """``value`` if it is one of ``choices`` and of the same type (True is not 1, 2.0 is not 2)."""
+    if not any(type(value) is type(choice) and value == choice for choice in choices):
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
     return value

@@ -22,7 +22,11 @@ TimeLike = torch.Tensor | float | int | Sequence[float]
 
 @runtime_checkable
 class SupportsAlphaBar(Protocol):
-    """What a sampler needs of a noise schedule: ᾱ at any time of the grid (float64)."""
+    """What a sampler needs of a noise schedule: ᾱ at any time of the grid (float64).
+
+    A schedule may also offer ``log_alpha_bar(t)``: the methods that need dᾱ/dt (fon, pf) then
+    differentiate it instead of log(alpha_bar(t)), exactly and faster (`VPSchedule` does).
+    """
 
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor: ...
 
@@ -45,6 +49,12 @@ class Schedule(SupportsAlphaBar, Protocol):
     def sigma_tilde(self, t: TimeLike) -> torch.Tensor: ...
 
     def timestep_from_sigma(self, sigma: TimeLike) -> torch.Tensor: ...
+
+
+def missing_members(schedule: object) -> list[str]:
+    """The members of the `Schedule` protocol that ``schedule`` lacks ([] for a Schedule)."""
+    protocol = [n for cls in (SupportsAlphaBar, Schedule) for n in vars(cls) if n[0] != "_"]
+    return [name for name in protocol if not hasattr(schedule, name)]
 
 
 def _cosine_betas(num_train_timesteps: int) -> torch.Tensor:

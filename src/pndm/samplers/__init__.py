@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pndm.grids import check_num_steps
 from pndm.samplers.core import AB_WEIGHTS, linear_combination, transfer, transfer_coefficients
 
 # Methods under private names: ``pndm.samplers.ddim`` etc. stay the modules.
 from pndm.samplers.ddim import ddim as _ddim
 from pndm.samplers.dpmpp import dpmpp_2m as _dpmpp_2m
 from pndm.samplers.ipndm import ipndm as _ipndm
-from pndm.samplers.method import Method, check_options
+from pndm.samplers.method import Method
 from pndm.samplers.pec import pec as _pec
 from pndm.samplers.pec_adaptive import pec_adaptive as _pec_adaptive
 from pndm.samplers.pec_data import pec_data as _pec_data
@@ -55,10 +54,7 @@ def get_sampler(name: str) -> Method:
 
 def nfe(name: str, n: int, **options: Any) -> int | None:
     """Model calls of method ``name`` for n steps with these options (None: adaptive, as pf)."""
-    method = get_sampler(name)
-    n = check_num_steps(n)
-    check_options(name, options, method.options)
-    return method.nfe(n, **options)
+    return get_sampler(name).nfe(n, **options)
 
 
 __all__ = [

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate
+from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, clip_bound
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -26,11 +28,11 @@ def _ddim(
     [-``clip_sample_range``, ``clip_sample_range``] and steps to sqrt(ᾱ_{n+1}) x̂_0 +
     sqrt(1-ᾱ_{n+1}) e_n, as diffusers' DDIMScheduler(clip_sample=True) (NFE unchanged).
     """
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     for n in range(grid.steps):
         e = evaluate(eps_fn, x, grid.times[n])  # ε' = e_n (order 1)
         x = grid.transfer(x, e, n)
     return x
 
 
-ddim = Method("ddim", _ddim, nfe=lambda n, **_: n, options=CLIP_OPTIONS)
+ddim = Method("ddim", _ddim, calls=lambda n, **_: n, options=CLIP_OPTIONS)

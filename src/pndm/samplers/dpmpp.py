@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from pndm.checks import check_flag
-from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate
+from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -41,8 +42,7 @@ def _dpmpp_2m(
     ``clip_sample``/``clip_sample_range``: φ clips the data estimate D_n that ε' implies, as DDIM
     clips x̂_0 (see ``ddim``). Neither option changes the NFE.
     """
-    check_flag("lower_order_final", lower_order_final)
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     c_over_sigma = (_extrapolation(grid.sigma, lower_order_final) / grid.sigma[:-1]).to(x.dtype)
     x0_prev = None
     for n in range(grid.steps):
@@ -55,5 +55,8 @@ def _dpmpp_2m(
 
 
 dpmpp_2m = Method(
-    "dpmpp-2m", _dpmpp_2m, nfe=lambda n, **_: n, options=("lower_order_final", *CLIP_OPTIONS)
+    "dpmpp-2m",
+    _dpmpp_2m,
+    calls=lambda n, **_: n,
+    options={**LOWER_ORDER_FINAL, **CLIP_OPTIONS},
 )

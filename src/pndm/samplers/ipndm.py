@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from pndm.checks import check_flag
 from pndm.samplers import core
-from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, evaluate, multistep
 from pndm.samplers.core import transfer
+from pndm.samplers.loops import evaluate, multistep
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, FLAG, LOWER_ORDER_FINAL, clip_bound
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
 
 def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False, **_: object) -> int:
-    afs, denoise = check_flag("afs", afs), check_flag("denoise_to_zero", denoise_to_zero)
-    return n - int(afs) + int(denoise)
+    return n - int(afs) + int(denoise_to_zero)
 
 
 def _ipndm(
@@ -41,10 +41,7 @@ def _ipndm(
     ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``); so does
     ``denoise_to_zero``'s last estimate.
     """
-    for name, flag in (("lower_order_final", lower_order_final), ("afs", afs),
-                       ("denoise_to_zero", denoise_to_zero)):  # fmt: skip
-        check_flag(name, flag)
-    limit = clip_limit(clip_sample, clip_sample_range)
+    limit = clip_bound(clip_sample, clip_sample_range)
     grid = Grid.build(x, timesteps, schedule, clip=limit)
     if denoise_to_zero and not bool(grid.alpha_bar[-1] < 1):
         raise ValueError(
@@ -63,6 +60,6 @@ def _ipndm(
 ipndm = Method(
     "ipndm",
     _ipndm,
-    nfe=_ipndm_nfe,
-    options=("afs", "denoise_to_zero", "lower_order_final", *CLIP_OPTIONS),
+    calls=_ipndm_nfe,
+    options={"afs": FLAG, "denoise_to_zero": FLAG, **LOWER_ORDER_FINAL, **CLIP_OPTIONS},
 )

@@ -1,19 +1,22 @@
 """A sampling method as data, and the input checks every method runs: one place, one wording.
 
-`Method` holds a method's name, pure function, NFE formula and option names. Calling it checks
-``x``, ``timesteps``, ``eps_fn``, ``schedule`` and the option names before the function runs (so a
-bad input never surfaces as a traceback from deep inside torch), then runs it under
-``torch.no_grad()``. The checks sync with the device once, before the loop.
+`Method` holds a method's name, pure function, NFE formula and its options with their kinds
+(`options.Kind`). Calling it resolves the options (names and values checked once) and checks
+``x``, ``timesteps``, ``eps_fn`` and ``schedule`` before the function runs (so a bad input never
+surfaces as a traceback from deep inside torch), then runs it under ``torch.no_grad()``. The checks
+sync with the device once, before the loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from pndm.grids import check_num_steps
+from pndm.samplers.options import Kind
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -67,45 +70,41 @@ def as_timesteps(timesteps: Any, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float64)
 
 
-def check_tolerance(name: str, value: Any) -> float:
-    """A positive tolerance (rtol, atol) as a float."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
-
-
-def check_order(method: str, order: Any, valid: range) -> int:
-    if isinstance(order, bool) or not isinstance(order, int) or order not in valid:
-        raise ValueError(
-            f"order for method {method!r} must be one of {', '.join(map(str, valid))}, "
-            f"got {order!r}"
-        )
-    return order
-
-
 def check_callables(eps_fn: Any, schedule: Any) -> None:
     if not callable(eps_fn):
         raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")
-    if not hasattr(schedule, "alpha_bar"):
+    if not isinstance(schedule, SupportsAlphaBar):
         raise ValueError(f"schedule must have alpha_bar(t), got {type(schedule).__name__}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Method:
     """The sampling method ``name``: ``fn(eps_fn, x, timesteps, schedule, **options)``, its model
-    calls ``nfe(n, **options)`` for n steps (None: adaptive) and its option names.
+    calls ``calls(n, **options)`` for n steps (None: adaptive) and its options, name -> `Kind`
+    (``options`` are exactly ``fn``'s keyword-only parameters, with their defaults there).
 
-    Calling it validates the inputs and options, then runs ``fn`` under ``torch.no_grad()`` with
-    ``timesteps`` as a float64 tensor on x's device. Its docstring is ``fn``'s (it states the NFE).
+    Calling it resolves the options and validates the inputs, then runs ``fn`` under
+    ``torch.no_grad()`` with ``timesteps`` as a float64 tensor on x's device. Its docstring is
+    ``fn``'s (it states the NFE).
     """
 
     name: str
     fn: Callable[..., torch.Tensor]
-    nfe: Callable[..., int | None]
-    options: tuple[str, ...] = ()
+    calls: Callable[..., int | None]
+    options: Mapping[str, Kind] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "__doc__", self.fn.__doc__)  # help() shows the method's own doc
+
+    def resolve(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options as ``fn`` uses them: every name and value checked here, once."""
+        check_options(self.name, options, self.options)
+        return {name: self.options[name].check(self.name, name, v) for name, v in options.items()}
+
+    def nfe(self, n: int, **options: Any) -> int | None:
+        """Model calls for n steps with these options (None: adaptive), after checking both."""
+        n = check_num_steps(n)
+        return self.calls(n, **self.resolve(options))
 
     def __call__(
         self,
@@ -115,9 +114,9 @@ class Method:
         schedule: SupportsAlphaBar,
         **options: Any,
     ) -> torch.Tensor:
-        check_options(self.name, options, self.options)
+        resolved = self.resolve(options)
         check_callables(eps_fn, schedule)
         check_x(x)
         times = as_timesteps(timesteps, x.device)
         with torch.no_grad():  # sampling never needs the model's autograd graph
-            return self.fn(eps_fn, x, times, schedule, **options)
+            return self.fn(eps_fn, x, times, schedule, **resolved)

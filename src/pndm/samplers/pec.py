@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from pndm.checks import check_flag
-from pndm.samplers._common import (
-    CLIP_OPTIONS,
-    Grid,
-    clip_limit,
-    final_order_caps,
-    predict_evaluate_correct,
-)
 from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table
-from pndm.samplers.method import Method, check_order
+from pndm.samplers.loops import predict_evaluate_correct
+from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound, order_in
+from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -40,9 +35,7 @@ def _pec(
     usual. ``clip_sample``/``clip_sample_range``: every φ (predictor and corrector) clips x̂_0,
     as DDIM's (see ``ddim``). Neither option changes the NFE.
     """
-    order = check_order("pec", order, range(1, 5))
-    check_flag("lower_order_final", lower_order_final)
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     caps = final_order_caps(grid.alpha_bar) if lower_order_final else None
     predictor = adams_bashforth_table(grid.sigma, order, caps).to(x.device, x.dtype)
     corrector_caps = None if caps is None else [k + 1 for k in caps]  # AM_{k+1} after AB_k
@@ -54,6 +47,6 @@ def _pec(
 pec = Method(
     "pec",
     _pec,
-    nfe=lambda n, **_: n,
-    options=("order", "lower_order_final", *CLIP_OPTIONS),
+    calls=lambda n, **_: n,
+    options={"order": order_in(range(1, 5)), **LOWER_ORDER_FINAL, **CLIP_OPTIONS},
 )

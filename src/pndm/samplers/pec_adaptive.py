@@ -18,55 +18,61 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
-from pndm.samplers._common import Grid, alpha_bar_at, error_norm, evaluate
 from pndm.samplers.adams import lagrange_integrals
+from pndm.samplers.adaptive import StepLimits, error_ratio, step_factor
 from pndm.samplers.core import linear_combination, transfer
-from pndm.samplers.method import Method, check_order, check_tolerance
-from pndm.schedule import SupportsAlphaBar
+from pndm.samplers.loops import evaluate
+from pndm.samplers.method import Method
+from pndm.samplers.options import ADAPTIVE_OPTIONS, order_in
+from pndm.samplers.steps import Grid, alpha_bar_at
+from pndm.schedule import Schedule, SupportsAlphaBar, missing_members
 from pndm.wrapper import EpsFn
 
 R_MAX = 0.75  # σ̃ falls at most 4x a step: the unchecked landing step stays in a known regime
 R_START = 0.1  # first relative step; at high noise ε is nearly constant, so the controller grows it
-SAFETY = 0.9
-FACTOR_MIN, FACTOR_MAX = 0.2, 5.0
+LIMITS = StepLimits(safety=0.9, factor_min=0.2, factor_max=5.0)
 MAX_ATTEMPTS = 100_000  # a stuck controller raises instead of looping forever
 
 TimeFn = Callable[[float], torch.Tensor]
 
 
-def _time_fn(schedule: SupportsAlphaBar, device: torch.device, lo: float, hi: float) -> TimeFn:
-    """σ̃ -> model time by the schedule's inverse, σ̃ clamped to [lo, hi] (rounding at the ends)."""
-    inverse = getattr(schedule, "timestep_from_sigma", None)
-    if not callable(inverse):
+def _full_schedule(schedule: SupportsAlphaBar) -> Schedule:
+    """The schedule, if it is a full `Schedule`: its σ̃ -> model time map and its t_min."""
+    if not isinstance(schedule, Schedule):
         raise ValueError(
-            f"method 'pec-adaptive' chooses its own times, so it needs "
-            f"schedule.timestep_from_sigma (σ̃ -> model time), which "
-            f"{type(schedule).__name__} lacks; use NoiseSchedule or VPSchedule"
+            "method 'pec-adaptive' chooses its own times, so it needs a full Schedule "
+            "(timestep_from_sigma: σ̃ -> model time; t_min: the last model time); "
+            f"{type(schedule).__name__} lacks {', '.join(missing_members(schedule))}; "
+            "use NoiseSchedule or VPSchedule"
         )
+    return schedule
+
+
+def _time_fn(schedule: Schedule, device: torch.device, lo: float, hi: float) -> TimeFn:
+    """σ̃ -> model time by the schedule's inverse, σ̃ clamped to [lo, hi] (rounding at the ends)."""
 
     def time_of(sigma: float) -> torch.Tensor:
         s = torch.tensor([min(max(sigma, lo), hi)], dtype=torch.float64)
-        return torch.as_tensor(inverse(s), dtype=torch.float64).reshape(-1)[0].to(device)
+        t = schedule.timestep_from_sigma(s)
+        return torch.as_tensor(t, dtype=torch.float64).reshape(-1)[0].to(device)
 
     return time_of
 
 
-def _sigma_stop(schedule: SupportsAlphaBar, s_start: float, s_end: float) -> float:
+def _sigma_stop(schedule: Schedule, s_start: float, s_end: float) -> float:
     """Where model calls stop: the target, or σ̃(t_min) if the target lies below the trained range
     (ᾱ(t_N) = 1); the rest is one final step with no call, as on a fixed grid."""
     if s_end > s_start:
         raise ValueError("σ̃ must not increase from t_0 to t_N (ᾱ must not decrease toward t_N)")
-    t_min = getattr(schedule, "t_min", None)
-    floor = 0.0 if t_min is None else _sigma_at(schedule, float(t_min))
+    floor = _sigma_at(schedule, float(schedule.t_min))
     stop = max(s_end, min(floor, s_start))
     if stop == 0 and s_start > 0:
         raise ValueError(
-            "method 'pec-adaptive' needs ᾱ(t_N) < 1 or a schedule with t_min (the last time the "
-            "model may be called); end the grid at a time with ᾱ < 1"
+            "method 'pec-adaptive' needs ᾱ < 1 at the target t_N or at the schedule's t_min (the "
+            "last time the model may be called); end the grid at a time with ᾱ < 1"
         )
     return stop
 
@@ -114,24 +120,14 @@ def _next_step(state: _State, r: float, s_stop: float) -> float:
     return state.sigma - (remaining / 2 if remaining < 2 * h else h)
 
 
-def _controller(r: float, ratio: float, k: int, rejected_before: bool) -> float:
-    """r · 0.9 ratio^(-1/(k+1)) within [0.2, 5], no growth after a rejection (scipy's rule), and
-    r <= R_MAX. The estimate is the order-k predictor's local error, O(h^(k+1))."""
-    factor = SAFETY * max(ratio, 1e-10) ** (-1 / (k + 1))
-    upper = 1.0 if ratio > 1 or rejected_before else FACTOR_MAX
-    return min(R_MAX, r * max(FACTOR_MIN, min(factor, upper)))
-
-
 def _attempt(eps_fn: EpsFn, state: _State, s_next: float, time_of: TimeFn, order: int, tol):
     """One PEC step to s_next: (x^c, e_{n+1}, error ratio, k); ratio <= 1 means accept."""
     k, a_next = min(len(state.nodes), order), 1 / (1 + s_next * s_next)
     x_pred = state.predict(s_next, a_next, k)
     e_next = evaluate(eps_fn, x_pred, time_of(s_next))
     x_corr = state.correct(s_next, a_next, k, e_next)
-    rtol, atol = tol
-    scale = atol + rtol * torch.maximum(state.x.abs(), x_corr.abs())
-    ratio = error_norm(x_corr - x_pred, scale)  # raw |x^c - x^p|: the AB_k error, conservative
-    return x_corr, e_next, ratio if math.isfinite(ratio) else math.inf, k
+    # raw |x^c - x^p|: the AB_k predictor's error, conservative
+    return x_corr, e_next, error_ratio(x_corr - x_pred, state.x, x_corr, *tol), k
 
 
 def _integrate(
@@ -151,18 +147,11 @@ def _integrate(
             state.accept(x_corr, s_next, 1 / (1 + s_next * s_next), e_next, order)
         counts["nfe"] += 1
         counts["steps" if ratio <= 1 else "rejected"] += 1
-        r, rejected = _controller(r, ratio, k, rejected), ratio > 1
+        # the estimate is the order-k predictor's local error, O(h^(k+1)); r stays <= R_MAX
+        r, rejected = min(R_MAX, r * step_factor(ratio, k, rejected, LIMITS)), ratio > 1
         if r * state.sigma < 1e-14 * (state.sigma - s_stop):
             raise RuntimeError(f"pec-adaptive: step size underflow at σ̃ = {state.sigma:g}")
     raise RuntimeError(f"pec-adaptive: no convergence in {MAX_ATTEMPTS} attempted steps")
-
-
-def _check_options(order: Any, rtol: Any, atol: Any, stats: Any) -> tuple[int, tuple[float, float]]:
-    """(order, (rtol, atol)) after checking them and that stats is None or a dict."""
-    if stats is not None and not isinstance(stats, dict):
-        raise ValueError(f"stats must be a dict to fill in, got {type(stats).__name__}")
-    order = check_order("pec-adaptive", order, range(1, 5))
-    return order, (check_tolerance("rtol", rtol), check_tolerance("atol", atol))
 
 
 def _pec_adaptive(
@@ -185,11 +174,12 @@ def _pec_adaptive(
     Weights: Lagrange integrals over the actual nodes (algorithms.md §3); ``order`` k in 1..4,
     warm start AB1/AM2, AB2/AM3, .... The step onto the target keeps the predictor, no call; if
     ᾱ(t_N) = 1 the calls stop at σ̃(schedule.t_min), then one step to σ̃ = 0. Model times come
-    from ``schedule.timestep_from_sigma``. NFE is adaptive: 1 + one per attempted step (a rejected
-    step's call is lost); ``stats={}`` gets stats["nfe"], stats["steps"] (accepted, the final
-    step without a call included) and stats["rejected"].
+    from ``schedule.timestep_from_sigma``, so ``schedule`` must be a full `Schedule`
+    (NoiseSchedule, VPSchedule). NFE is adaptive: 1 + one per attempted step (a rejected step's
+    call is lost); ``stats={}`` gets stats["nfe"], stats["steps"] (accepted, the final step
+    without a call included) and stats["rejected"].
     """
-    order, tol = _check_options(order, rtol, atol, stats)
+    schedule, tol = _full_schedule(schedule), (rtol, atol)
     grid = Grid.build(x, timesteps[[0, -1]], schedule)
     (s_start, s_end), (a_start, a_end) = grid.sigma.tolist(), grid.alpha_bar.tolist()
     s_stop = _sigma_stop(schedule, s_start, s_end)
@@ -209,6 +199,6 @@ def _pec_adaptive(
 pec_adaptive = Method(
     "pec-adaptive",
     _pec_adaptive,
-    nfe=lambda n, **options: None,
-    options=("order", "rtol", "atol", "stats"),
+    calls=lambda n, **options: None,
+    options={"order": order_in(range(1, 5)), **ADAPTIVE_OPTIONS},
 )

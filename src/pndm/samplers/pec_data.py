@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from pndm.checks import check_flag
-from pndm.samplers._common import (
-    CLIP_OPTIONS,
-    Grid,
-    clip_limit,
-    final_order_caps,
-    predict_evaluate_correct,
-)
 from pndm.samplers.adams import data_adams_tables
-from pndm.samplers.method import Method, check_order
+from pndm.samplers.loops import predict_evaluate_correct
+from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound, order_in
+from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -56,9 +51,7 @@ def _pec_data(
     the predictor of step n is at most AB_{N-n}. ``clip_sample``: φ clips x̂' to the range (DDIM's
     rule). Options do not change the NFE. A target with ᾱ = 1 is reached by a first-order step.
     """
-    order = check_order("pec-data", order, range(1, 4))
-    check_flag("lower_order_final", lower_order_final)
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     log_sigma = grid.sigma.log()  # -λ; -inf at ᾱ = 1
     tables = data_adams_tables(log_sigma, order, _caps(grid, order, lower_order_final))
     predictor, corrector = (t.to(x.device, x.dtype) for t in tables)
@@ -73,6 +66,6 @@ def _pec_data(
 pec_data = Method(
     "pec-data",
     _pec_data,
-    nfe=lambda n, **_: n,
-    options=("order", "lower_order_final", *CLIP_OPTIONS),
+    calls=lambda n, **_: n,
+    options={"order": order_in(range(1, 4)), **LOWER_ORDER_FINAL, **CLIP_OPTIONS},
 )

@@ -8,12 +8,14 @@ accept/reject on the host: an adaptive solver syncs once per step by nature.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from pndm.samplers._common import Grid, check_noisy, error_norm, evaluate, vp_drift_coefficients
-from pndm.samplers.method import Method, check_tolerance
+from pndm.samplers.adaptive import StepLimits, error_norm, error_ratio, step_factor
+from pndm.samplers.drift import check_noisy, vp_drift_coefficients
+from pndm.samplers.loops import evaluate
+from pndm.samplers.method import Method
+from pndm.samplers.options import ADAPTIVE_OPTIONS
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -29,6 +31,8 @@ _A = (
     (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
 )
 _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+# scipy's RK45 controller: 0.9 ratio^(-1/5) within [0.2, 10]; the error is the 4th-order solution's
+LIMITS, ERROR_ORDER = StepLimits(safety=0.9, factor_min=0.2, factor_max=10.0), 4
 
 
 def _drift(eps_fn: EpsFn, schedule: SupportsAlphaBar, x: torch.Tensor, t: float) -> torch.Tensor:
@@ -60,13 +64,6 @@ def _initial_step(f, x, t, span, k1, rtol, atol) -> float:
     return -min(100 * h0, h1, span)
 
 
-def _controller(h: float, ratio: float, rejected_before: bool) -> float:
-    """The next step from the error ratio: 0.9 ratio^(-1/5), within [0.2, 10], no growth after a
-    rejection (scipy's RK45 rule)."""
-    factor = 0.9 * max(ratio, 1e-10) ** -0.2
-    return h * max(0.2, min(factor, 1.0 if ratio > 1 or rejected_before else 10.0))
-
-
 def _integrate(f, x: torch.Tensor, t: float, t_end: float, rtol: float, atol: float):
     """Adaptive DOPRI5 from t down to t_end; returns (x(t_end), counts of calls and steps)."""
     k1 = f(x, t)
@@ -77,12 +74,11 @@ def _integrate(f, x: torch.Tensor, t: float, t_end: float, rtol: float, atol: fl
         h = max(h, t_end - t)  # h < 0; land exactly on t_end
         x_new, k_new, error = _dopri_step(f, x, t, h, k1)
         counts["nfe"] += 6
-        ratio = error_norm(error, atol + rtol * torch.maximum(x.abs(), x_new.abs()))
-        ratio = ratio if math.isfinite(ratio) else math.inf  # a blown-up stage: reject, shrink
+        ratio = error_ratio(error, x, x_new, rtol, atol)
         if ratio <= 1:
             t, x, k1 = (t_end if h == t_end - t else t + h), x_new, k_new
         counts["steps" if ratio <= 1 else "rejected"] += 1
-        h, rejected = _controller(h, ratio, rejected), ratio > 1
+        h, rejected = h * step_factor(ratio, ERROR_ORDER, rejected, LIMITS), ratio > 1
         if t > t_end and abs(h) < 1e-14 * abs(t_end - t):
             raise RuntimeError(f"pf: step size underflow at t = {t:g} (error ratio {ratio:g})")
     return x, counts
@@ -108,9 +104,6 @@ def _pf(
     (accepted) and stats["rejected"]. ᾱ' comes from autograd of the schedule. The last stage
     calls the model at the target, so it needs ᾱ(t_N) < 1.
     """
-    rtol, atol = check_tolerance("rtol", rtol), check_tolerance("atol", atol)
-    if stats is not None and not isinstance(stats, dict):
-        raise ValueError(f"stats must be a dict to fill in, got {type(stats).__name__}")
     grid = Grid.build(x, timesteps[[0, -1]], schedule)
     check_noisy("pf", grid.alpha_bar)
 
@@ -123,4 +116,4 @@ def _pf(
     return x
 
 
-pf = Method("pf", _pf, nfe=lambda n, **options: None, options=("rtol", "atol", "stats"))
+pf = Method("pf", _pf, calls=lambda n, **options: None, options=ADAPTIVE_OPTIONS)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from pndm.checks import check_flag
 from pndm.samplers import core
-from pndm.samplers._common import CLIP_OPTIONS, Grid, clip_limit, multistep
+from pndm.samplers.loops import multistep
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound
+from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -32,9 +33,10 @@ def _plms(
     ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``).
     Neither option changes the NFE.
     """
-    check_flag("lower_order_final", lower_order_final)
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     return multistep(core.PLMS, eps_fn, x, grid, lower_order_final=lower_order_final)
 
 
-plms = Method("plms", _plms, nfe=lambda n, **_: n + 1, options=("lower_order_final", *CLIP_OPTIONS))
+plms = Method(
+    "plms", _plms, calls=lambda n, **_: n + 1, options={**LOWER_ORDER_FINAL, **CLIP_OPTIONS}
+)

@@ -7,24 +7,15 @@ without φ. ``fon`` is the textbook method; ``fon-orig`` keeps the original code
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from pndm.samplers import core
-from pndm.samplers._common import (
-    CLIP_OPTIONS,
-    Grid,
-    alpha_bar_at,
-    check_noisy,
-    clip_limit,
-    evaluate,
-    multistep,
-    tableau_sum,
-    vp_drift_coefficients,
-)
-from pndm.samplers.core import Multistep, equal_step_table, linear_combination, transfer
+from pndm.samplers.core import transfer
+from pndm.samplers.drift import check_noisy, vp_drift_coefficients
+from pndm.samplers.loops import classical_multistep, evaluate, multistep
 from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, POSITIVE, clip_bound
+from pndm.samplers.steps import Grid, alpha_bar_at
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -49,7 +40,7 @@ def _s_pndm(
     Options: ``clip_sample``/``clip_sample_range``: every φ clips x̂_0, as DDIM's (see ``ddim``;
     NFE unchanged).
     """
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     return multistep(core.S_PNDM, eps_fn, x, grid)
 
 
@@ -70,36 +61,9 @@ def _f_pndm(
     Options: ``clip_sample``/``clip_sample_range``: every φ, the RK stages' too, clips x̂_0, as
     DDIM's (see ``ddim``; NFE unchanged).
     """
-    limit = clip_limit(clip_sample, clip_sample_range)
+    limit = clip_bound(clip_sample, clip_sample_range)
     grid = Grid.build(x, timesteps, schedule, midpoints=True, clip=limit)
     return multistep(core.F_PNDM, eps_fn, x, grid)
-
-
-StageSlope = Callable[[int, int, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def classical_multistep(
-    method: Multistep, slope: StageSlope, x: torch.Tensor, h: torch.Tensor
-) -> torch.Tensor:
-    """x_{n+1} = x_n + h_n D_n: classical Runge-Kutta (``method.warmup``) for the warm-up steps,
-    then equal-step Adams-Bashforth on the stage-0 slopes.
-
-    ``slope(n, stage, x_n, x_stage)``; stage i is at t_n + c_i h_n of the warm-up tableau.
-    """
-    weights = equal_step_table(method.orders(h.numel())).to(device=x.device, dtype=x.dtype)
-    history: list[torch.Tensor] = []
-    for n in range(h.numel()):
-        k = [slope(n, 0, x, x)]
-        history = [k[0], *history][: weights.shape[1]]
-        if n < method.warmup_steps:  # classical Runge-Kutta (RK4 for FON: order 4, 4 NFE)
-            tableau = method.warmup
-            for i, (c, row) in enumerate(zip(tableau.c[1:], tableau.a, strict=True), start=1):
-                k.append(slope(n, i, x, x + (c * h[n]) * tableau_sum(row, k)))
-            d = tableau_sum(tableau.b, k)
-        else:  # equal-step Adams-Bashforth (order 4 on uniform grids for FON)
-            d = linear_combination(weights[n], history)
-        x = x + h[n] * d
-    return x
 
 
 def _fon(
@@ -140,8 +104,6 @@ def _fon_orig(
     x_n and t_n in Δ (only ε comes from the stage point), and Δ is a one-index forward difference,
     a slope bias O(δ) that does not vanish as N grows.
     """
-    if not isinstance(index_size, int | float) or isinstance(index_size, bool) or index_size <= 0:
-        raise ValueError(f"index_size must be a positive number of time units, got {index_size!r}")
     grid = Grid.build(x, timesteps, schedule, midpoints=True)
     method = core.F_PNDM
     times, a = grid.stages(method.warmup)
@@ -154,7 +116,7 @@ def _fon_orig(
     return classical_multistep(method, slope, x, (grid.times[1:] - grid.times[:-1]).to(x.dtype))
 
 
-s_pndm = Method("s-pndm", _s_pndm, nfe=lambda n, **_: n + 1, options=CLIP_OPTIONS)
-f_pndm = Method("f-pndm", _f_pndm, nfe=_four_stage_nfe, options=CLIP_OPTIONS)
-fon = Method("fon", _fon, nfe=_four_stage_nfe)
-fon_orig = Method("fon-orig", _fon_orig, nfe=_four_stage_nfe, options=("index_size",))
+s_pndm = Method("s-pndm", _s_pndm, calls=lambda n, **_: n + 1, options=CLIP_OPTIONS)
+f_pndm = Method("f-pndm", _f_pndm, calls=_four_stage_nfe, options=CLIP_OPTIONS)
+fon = Method("fon", _fon, calls=_four_stage_nfe)
+fon_orig = Method("fon-orig", _fon_orig, calls=_four_stage_nfe, options={"index_size": POSITIVE})

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from pndm.checks import check_flag
-from pndm.samplers._common import (
-    CLIP_OPTIONS,
-    Grid,
-    clip_limit,
-    final_order_caps,
-    pseudo_multistep,
-)
 from pndm.samplers.adams import adams_bashforth_table
-from pndm.samplers.method import Method, check_order
+from pndm.samplers.loops import pseudo_multistep
+from pndm.samplers.method import Method
+from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound, order_in
+from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
 
@@ -38,9 +33,7 @@ def _vab(
     before at most AB2 (diffusers' rule for orders <= 3). ``clip_sample``/``clip_sample_range``:
     every φ clips x̂_0, as DDIM's (see ``ddim``). Neither option changes the NFE.
     """
-    order = check_order("vab", order, range(1, 5))
-    check_flag("lower_order_final", lower_order_final)
-    grid = Grid.build(x, timesteps, schedule, clip=clip_limit(clip_sample, clip_sample_range))
+    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     caps = final_order_caps(grid.alpha_bar) if lower_order_final else None
     return pseudo_multistep(eps_fn, x, grid, adams_bashforth_table(grid.sigma, order, caps))
 
@@ -48,6 +41,6 @@ def _vab(
 vab = Method(
     "vab",
     _vab,
-    nfe=lambda n, **_: n,
-    options=("order", "lower_order_final", *CLIP_OPTIONS),
+    calls=lambda n, **_: n,
+    options={"order": order_in(range(1, 5)), **LOWER_ORDER_FINAL, **CLIP_OPTIONS},
 )
