@@ -229,8 +229,8 @@ def test_bad_options(
 @pytest.mark.parametrize(
     ("out", "needle"),
     [
-        ("no/such/dir/g.png", "parent folder of the output does not exist"),
-        ("no/such/dir/", "parent folder of the output does not exist"),
+        ("no/such/dir/g.png", "folder not found for --out"),
+        ("no/such/dir/", "folder not found for --out"),
         ("g.jpg", "unsupported output"),
     ],
 )

@@ -20,10 +20,10 @@ from conftest import assert_one_line_error, assert_rounding_close
 from torch import nn
 
 from pndm.cli import main
+from pndm.compat.convert import convert_checkpoint
 from pndm.models.convert import (
     PRESETS,
     OriginalConfig,
-    convert_checkpoint,
     find_state_dict,
     infer_config,
     unet_config,
@@ -475,11 +475,42 @@ def test_cli_convert(tiny_checkpoint: tuple[OriginalModel, Path], tmp_path: Path
     assert main(["convert", str(tiny_checkpoint[1]), str(out), "--overwrite"]) == 0
 
 
+def test_an_interrupted_overwrite_leaves_the_old_model(
+    tiny_checkpoint: tuple[OriginalModel, Path], tmp_path: Path, monkeypatch
+) -> None:
+    """``convert --overwrite`` stopped while it writes (Ctrl-C) leaves the old model loading as
+    before, and the user's own files; a finished one replaces it (the data loss of issue 21:
+    the old model was deleted before the new one was written). Killed at any moment, see
+    tests/files/test_destinations.py."""
+    from pndm.compat.pipeline import PNDMPipeline
+
+    out = tmp_path / "pipe"
+    assert main(["convert", str(tiny_checkpoint[1]), str(out), "--sample-size", "32"]) == 0
+    (out / "README.md").write_text("my notes")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = PNDMPipeline.save_pretrained
+
+    def interrupted(self, folder, *args, **kwargs):
+        real(self, folder, *args, **kwargs)
+        (Path(folder) / "model_index.json").unlink()  # as if stopped before the last file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PNDMPipeline, "save_pretrained", interrupted)
+    argv = ["convert", str(tiny_checkpoint[1]), str(out), "--overwrite", "--sample-size", "64"]
+    assert main(argv) == 130
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no staging debris
+    monkeypatch.setattr(PNDMPipeline, "save_pretrained", real)
+    assert main(argv) == 0
+    assert PNDMPipeline.from_pretrained(out).unet.config.sample_size == 64
+    assert (out / "README.md").read_text() == "my notes"
+
+
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
         (["convert", "{tmp}/missing.pth", "{tmp}/out"], "checkpoint not found"),
-        (["convert", "{ckpt}", "{tmp}/no/such/out"], "parent folder of the output does not exist"),
+        (["convert", "{ckpt}", "{tmp}/no/such/out"], "folder not found for DST"),
         (["convert", "{ckpt}", "{tmp}/out", "--config", "imagenet"], "invalid choice"),
         (["convert", "{ckpt}", "{tmp}/out", "--config", "cifar10"], "do not fit"),
     ],

@@ -173,6 +173,8 @@ def test_save_stats_then_compare_equals_direct_comparison(tmp_path, capsys) -> N
     via_file = float(capsys.readouterr().out.strip().splitlines()[-1])
     direct = fid(a, b, features="digits", device="cpu")
     assert via_file == pytest.approx(direct, rel=1e-12)
+    argv[1] = str(a)  # --overwrite replaces the statistics with a's
+    assert main([*argv, "--overwrite"]) == 0 and load_statistics(stats).count == 40
 
 
 def _bad(tmp_path: Path) -> dict[str, list[str]]:
@@ -203,7 +205,12 @@ def _bad(tmp_path: Path) -> dict[str, list[str]]:
         "neither": [[ok], "exactly one of REF"],
         "npy": [[f"{t}/array.npz", "digits"], "single .npy array"],
         "garbage": [[f"{t}/garbage.npz", "digits"], "cannot read", "garbage.npz"],
-        "exists": [[ok, "--save-stats", f"{t}/exists.npz", "--features", "digits"], "exists"],
+        "exists": [
+            [ok, "--save-stats", f"{t}/exists.npz", "--features", "digits"],
+            "exists; pass --overwrite to replace it",
+        ],
+        "stats suffix": [[ok, "--save-stats", f"{t}/s.json"], "--save-stats writes .npz files"],
+        "stats folder": [[ok, "--save-stats", f"{t}"], "is a folder; give a file name"],
         "mismatch": [[ok, "digits", "--features", "inception"], "digits statistics"],
         "missing": [[f"{t}/nothing.npz", "digits"], "samples not found"],
         "batch": [[ok, "digits", "--batch-size", "0"], "--batch-size"],

@@ -250,8 +250,14 @@ def test_pack_refuses_a_plain_folder_and_an_existing_output(tmp_path: Path, fold
 def test_pack_checks_its_output_like_sample(folder: Path, tmp_path: Path, capsys) -> None:
     missing_parent = tmp_path / "no" / "p.npz"
     code = main(["pack", str(folder), str(missing_parent)])
-    assert_one_line_error(capsys, code, "parent folder of the output does not exist")
-    assert_one_line_error(capsys, main(["pack", str(folder), str(tmp_path)]), "writes an .npz")
+    assert_one_line_error(capsys, code, "folder not found for OUT")
+    code = main(["pack", str(folder), str(tmp_path)])
+    assert_one_line_error(capsys, code, "is a folder; give a file name ending in .npz")
+    (tmp_path / "d.npz").mkdir()  # a folder named like the output: not "writes an .npz"
+    code = main(["pack", str(folder), str(tmp_path / "d.npz")])
+    assert_one_line_error(capsys, code, "d.npz is a folder; give a file name ending in .npz")
+    code = main(["pack", str(folder), str(tmp_path / "p.txt")])
+    assert_one_line_error(capsys, code, "OUT writes .npz files")
 
 
 @pytest.mark.slow

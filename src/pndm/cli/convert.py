@@ -1,5 +1,5 @@
 """``pndm convert``: an original DDPM/DDIM/PNDM checkpoint -> a diffusers pipeline folder
-(`pndm.models.convert`)."""
+(`pndm.compat.convert`)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def add(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pndm.models.convert import convert_checkpoint, unet_config
+    from pndm.compat.convert import convert_checkpoint
+    from pndm.models.convert import unet_config
 
     cfg = convert_checkpoint(
         args.src,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pndm.cli.args import HelpFormatter, Subparsers, UsageError, add_device, count, path
 
@@ -27,6 +26,7 @@ def add(subparsers: Subparsers) -> None:
         f"name: {', '.join(SHIPPED)}",
     )  # fmt: skip
     p.add_argument("--save-stats", type=path, metavar="OUT.npz", help="write SAMPLES' statistics")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save-stats file")
     p.add_argument(
         "--features", choices=FEATURES, help="feature network (default: the reference's own, "
         "else inception)",
@@ -40,6 +40,7 @@ def add(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pndm.files.destinations import check_new_file
     from pndm.metrics import core as metric
     from pndm.metrics.frechet import save_statistics
 
@@ -52,24 +53,12 @@ def run(args: argparse.Namespace) -> int:
         "progress": True,
     }
     if args.save_stats is not None:
-        _check_new_npz(args.save_stats)
+        check_new_file(args.save_stats, overwrite=args.overwrite, suffixes=(".npz",),
+                       what="--save-stats")  # fmt: skip
         features = args.features or metric.FEATURES[0]
         stats = metric.sample_statistics(args.samples, features=features, **common)
-        save_statistics(args.save_stats, stats)
+        save_statistics(args.save_stats, stats, replace=args.overwrite)
         print(f"wrote {args.save_stats}: {metric.describe(stats)}")
         return 0
     print(metric.fid(args.samples, args.ref, features=args.features, **common))
     return 0
-
-
-def _check_new_npz(path: Path) -> None:
-    """--save-stats: an .npz path whose folder is writable, never an existing file."""
-    from pndm.files.atomic import check_writable
-
-    if path.suffix.lower() != ".npz":
-        raise UsageError(f"--save-stats writes an .npz; got {path}")
-    if path.exists():
-        raise FileExistsError(f"{path} exists; remove it or choose another --save-stats name")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"folder not found for --save-stats: {path.parent}")
-    check_writable(path.parent)

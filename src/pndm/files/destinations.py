@@ -56,14 +56,15 @@ def check_new_file(path: PathLike, *, overwrite: bool, suffixes: Iterable[str], 
     return out
 
 
-def check_new_folder(path: PathLike, *, overwrite: bool, what: str) -> Path:
-    """``path`` as a folder a command may fill: absent, empty, or (``overwrite``) to be replaced."""
+def check_new_folder(path: PathLike, *, overwrite: bool, what: str, other: str = "") -> Path:
+    """``path`` as a folder a command may fill: absent, empty, or (``overwrite``) to be replaced;
+    ``other`` adds the command's other choice to the refusal (e.g. " or --resume to continue")."""
     out = _named(path, what)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{what} {out} exists and is not a folder")
     if is_non_empty(out) and not overwrite:
         raise FileExistsError(
-            f"{what} {out} exists and is not empty; pass --overwrite to replace it"
+            f"{what} {out} exists and is not empty; pass --overwrite to replace it{other}"
         )
     _check_parent(out, what)
     if out.is_dir():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pndm.files.atomic import check_writable
+from pndm.files.destinations import check_new_file, check_new_folder
 from pndm.images import contact_sheet, is_complete_png, save_npz, save_png
 
 KINDS = ("sheet", "folder", "npz")
@@ -37,29 +37,23 @@ def seed_filename(seed: int) -> str:
 
 
 def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
-    """Decide the output kind from the path and refuse what cannot or must not be written."""
+    """Decide the output kind from the path and refuse what cannot or must not be written (the
+    shared policy, `pndm.files.destinations`): a folder is a path ending in "/", an existing
+    folder or a name without a suffix; anything else is a .png sheet or an .npz."""
     text = os.fspath(path)
     out = Path(text)
-    is_folder = out.is_dir() or text.endswith(("/", os.sep)) or out.suffix == ""
-    suffix = out.suffix.lower()
-    if not is_folder and suffix not in (".png", ".npz"):
+    if out.is_dir() or text.endswith(("/", os.sep)) or (text.strip() and out.suffix == ""):
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out {out} exists and is not a folder")
+        check_new_folder(out, overwrite=True, what="--out")  # a folder resumes: never refused
+        return Output(out, "folder")
+    if out.suffix.lower() not in (".png", ".npz"):
         raise ValueError(
             f"unsupported output {text!r}: use a .png (contact sheet), an .npz (uint8 array) or "
-            "a folder"
+            "a folder (ending in /)"
         )
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"parent folder of the output does not exist: {out.parent}")
-    if is_folder:
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"output {out} exists and is not a folder")
-        check_writable(out if out.is_dir() else out.parent)
-        return Output(out, "folder")
-    if out.is_dir():
-        raise FileExistsError(f"output {out} is a folder; give a file name")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output file {out} exists; pass --overwrite to replace it")
-    check_writable(out.parent)
-    return Output(out, "sheet" if suffix == ".png" else "npz")
+    out = check_new_file(text, overwrite=overwrite, suffixes=(".png", ".npz"), what="--out")
+    return Output(out, "sheet" if out.suffix.lower() == ".png" else "npz")
 
 
 def check_room(output: Output, n: int, image_shape: Sequence[int], free_memory: int) -> None:

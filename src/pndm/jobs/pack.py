@@ -15,8 +15,9 @@ import numpy as np
 import PIL.Image
 
 from pndm.files.atomic import atomic_write
+from pndm.files.destinations import check_new_file
 from pndm.jobs import manifest as manifests
-from pndm.jobs.destinations import missing_seeds, resolve_output, seed_filename
+from pndm.jobs.destinations import missing_seeds, seed_filename
 
 _SHOW = 5  # missing seeds named in an error
 
@@ -27,8 +28,7 @@ def pack(folder: Path, out: Path, overwrite: bool = False) -> int:
     recorded = manifests.read(folder) if folder.is_dir() else None
     if recorded is None:
         raise FileNotFoundError(f"{folder} is not a pndm sample folder (no {manifests.NAME})")
-    if out.suffix.lower() != ".npz" or resolve_output(out, overwrite).kind != "npz":
-        raise ValueError(f"pack writes an .npz; got {out}")
+    check_new_file(out, overwrite=overwrite, suffixes=(".npz",), what="OUT")
     image = recorded.image
     seeds = recorded.seeds
     missing = missing_seeds(folder, seeds, image["width"], image["height"], image["mode"])

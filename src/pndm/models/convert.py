@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pndm.files import PathLike
-from pndm.files.layout import remove_entries
 
 if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
     import torch
@@ -92,14 +91,6 @@ def unet_config(cfg: OriginalConfig) -> dict[str, Any]:
         "norm_num_groups": 32,
         "norm_eps": 1e-6,
     }
-
-
-def scheduler_config(alpha_index_offset: int = 1) -> dict[str, Any]:
-    """PNDMScheduler config of the original code: linear β 1e-4..0.02, T = 1000, ᾱ[t + 1]."""
-    from pndm.compat.scheduler import PNDMScheduler
-
-    config = {**PNDMScheduler(set_alpha_to_one=False).config}  # linear, 1e-4, 0.02, 1000
-    return {**config, "alpha_index_offset": int(alpha_index_offset)}
 
 
 # --- reading checkpoints --------------------------------------------------------------------
@@ -300,48 +291,17 @@ def convert_state_dict(
     return model.eval()
 
 
-def _check_output(dst: Path, overwrite: bool) -> None:
-    """Fail before any work when ``dst`` cannot be written."""
-    if dst.exists() and not dst.is_dir():
-        raise FileExistsError(f"output path exists and is not a folder: {dst}")
-    if not dst.parent.is_dir():
-        raise FileNotFoundError(f"parent folder of the output does not exist: {dst.parent}")
-    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {dst} exists and is not empty; pass --overwrite")
-
-
-def save_pipeline(model: torch.nn.Module, dst: Path, alpha_index_offset: int = 1) -> None:
-    """Write the pipeline folder (unet/, scheduler/, then model_index.json) over our old entries."""
-    from pndm.compat.pipeline import PNDMPipeline
-    from pndm.compat.scheduler import PNDMScheduler
-
-    remove_entries(dst)
-    scheduler = PNDMScheduler.from_config(scheduler_config(alpha_index_offset))
-    PNDMPipeline(unet=model, scheduler=scheduler).save_pretrained(dst)
-
-
-def convert_checkpoint(
-    src: PathLike,
-    dst: PathLike,
+def convert_original(
+    state: Mapping[str, Any],
     config: str | OriginalConfig | None = None,
-    *,
     sample_size: int | None = None,
-    ema: bool = True,
-    overwrite: bool = False,
-) -> OriginalConfig:
-    """Convert an original-code checkpoint ``src`` into the pipeline folder ``dst``.
-
-    ``config``: "cifar10", "celeba", "lsun", an `OriginalConfig`, or None to infer it from the
-    weights. Returns the config used. Refuses a non-empty ``dst`` unless ``overwrite``.
-    """
-    src, dst = Path(src), Path(dst)
-    _check_output(dst, overwrite)
-    state = find_state_dict(load_checkpoint(src), ema=ema, source=src)
+    source: PathLike = "checkpoint",
+) -> tuple[torch.nn.Module, OriginalConfig]:
+    """(the converted UNet2DModel, the config used) of an original ``Model`` state dict;
+    ``config``: "cifar10", "celeba", "lsun", an `OriginalConfig`, or None to infer it."""
     cfg = resolve_config(state, config, sample_size)
     try:
-        model = convert_state_dict(state, cfg, src)
+        return convert_state_dict(state, cfg, source), cfg
     except ValueError as err:
         which = f"config {config!r}" if isinstance(config, str) else "the inferred config"
         raise ValueError(f"{which} {_summary(cfg)}, keys renamed to diffusers': {err}") from err
-    save_pipeline(model, dst)
-    return cfg
