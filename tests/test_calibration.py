@@ -17,11 +17,11 @@ from pndm.analytic import PointMass, gaussian_flow
 from pndm.assets import shipped_model_path
 from pndm.calibration import Calibration
 from pndm.cli import main
+from pndm.compat.folders import model_hash
 from pndm.images import postprocess, to_uint8
 from pndm.noise import initial_noise
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule, VPSchedule
-from pndm.tuning import grid_file
 from pndm.tuning.api import tune
 from pndm.tuning.grid_file import load_grid, save_grid
 from pndm.tuning.objective import rms
@@ -242,7 +242,7 @@ def test_sample_with_a_calibrated_grid_file(pipe: PNDMPipeline, tmp_path: Path, 
     calibrated = type(result)(**{**result.__dict__, "calibration": C, "grid_error": 0.2})
     model = shipped_model_path()
     path = tmp_path / "c.json"
-    save_grid(path, calibrated, grid_file.weights_hash(model), model_path=model)
+    save_grid(path, calibrated, model_hash(model), model_path=model)
     out = f"{tmp_path / 'folder'}/"
     base = ["sample", "--no-progress", "--out", out, "--seeds", "0-1"]
     assert main([*base, "--timesteps", str(path)]) == 0
@@ -253,7 +253,7 @@ def test_sample_with_a_calibrated_grid_file(pipe: PNDMPipeline, tmp_path: Path, 
     first = np.asarray(Image.open(tmp_path / "folder" / "seed000000.png"))
     np.testing.assert_array_equal(first, to_uint8(expected)[0, ..., 0])
     plain = tmp_path / "p.json"
-    save_grid(plain, result, grid_file.weights_hash(model), model_path=model)
+    save_grid(plain, result, model_hash(model), model_path=model)
     capsys.readouterr()
     assert_one_line_error(capsys, main([*base, "--timesteps", str(plain)]), "calibration")
     other = ["sample", "--no-progress", "--timesteps", str(path), "--method", "ddim"]

@@ -17,12 +17,12 @@ from PIL import Image
 
 from pndm.assets import shipped_model_path
 from pndm.cli import main
+from pndm.compat.folders import model_hash
 from pndm.compat.pipeline import PNDMPipeline
 from pndm.compat.scheduler import PNDMScheduler
-from pndm.files.weights import read_weights, save_state_dict
 from pndm.models.unet_2d import UNet2DModel
-from pndm.tuning import Tuned, grid_file
-from pndm.tuning.grid_file import GridMismatchWarning, check_grid, load_grid, model_hash, save_grid
+from pndm.tuning import Tuned
+from pndm.tuning.grid_file import GridMismatchWarning, check_grid, load_grid, save_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +59,7 @@ def tuned(timesteps: tuple[float, ...] = tuple(GRID), method: str = "ipndm", **o
 
 
 def write_grid(path: Path, model: Path, **kwargs: Any) -> Path:
-    save_grid(path, tuned(**kwargs), grid_file.weights_hash(model), model_path=model)
+    save_grid(path, tuned(**kwargs), model_hash(model), model_path=model)
     return path
 
 
@@ -175,25 +175,43 @@ def test_importing_grid_file_does_not_import_torch() -> None:
 # ----------------------------------------------------------------------------- hashes, warnings
 
 
-def test_hash_is_of_the_weights_not_the_file(tmp_path: Path) -> None:
+def _folder(path: Path, unet: Any, **scheduler: Any) -> Path:
+    PNDMPipeline(unet=unet, scheduler=PNDMScheduler(**scheduler)).save_pretrained(path)
+    return path
+
+
+def test_the_model_hash_is_of_the_weights_and_configs_not_the_files(tmp_path: Path) -> None:
+    """One identity (pndm.compat.folders.model_hash) for a folder and a pipeline: the same
+    weights and configs hash alike however they are stored; any change of either does not."""
     unet = tiny_unet(0)
-    save_state_dict(tmp_path / "w.safetensors", unet.state_dict())
-    save_state_dict(tmp_path / "w.bin", unet.state_dict())
-    digest = model_hash(unet)
+    digest = model_hash(_folder(tmp_path / "a", unet))
     assert digest.startswith("sha256:")
-    assert model_hash(read_weights(tmp_path / "w.safetensors")) == digest
-    assert model_hash(read_weights(tmp_path / "w.bin")) == digest
-    assert model_hash(tiny_unet(0)) == digest
-    assert model_hash(tiny_unet(1)) != digest
-    changed = unet.state_dict()
-    changed["conv_in.bias"] = changed["conv_in.bias"] + 1e-3
-    assert model_hash(changed) != digest
-    assert model_hash({k: v.double() for k, v in unet.state_dict().items()}) != digest  # a cast
+    PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(
+        tmp_path / "bin", safe_serialization=False
+    )
+    assert model_hash(tmp_path / "bin") == digest  # .bin instead of .safetensors
+    assert model_hash(PNDMPipeline(unet=tiny_unet(0), scheduler=PNDMScheduler())) == digest
+    assert model_hash(PNDMPipeline.from_pretrained(tmp_path / "a")) == digest
+    assert model_hash(_folder(tmp_path / "b", tiny_unet(1))) != digest
+    changed = tiny_unet(0)
+    with torch.no_grad():
+        changed.conv_in.bias.add_(1e-3)
+    assert model_hash(_folder(tmp_path / "c", changed)) != digest
+    assert model_hash(_folder(tmp_path / "d", unet, prediction_type="v_prediction")) != digest
+    assert model_hash(PNDMPipeline(unet=tiny_unet(0).double(), scheduler=PNDMScheduler())) == digest
+    assert (
+        model_hash(PNDMPipeline(unet=tiny_unet(0).bfloat16(), scheduler=PNDMScheduler())) != digest
+    )
 
 
-def test_shipped_model_hash_from_folder_equals_module() -> None:
+def test_a_half_precision_folder_hashes_as_the_model_loaded_from_it(tmp_path: Path) -> None:
+    folder = _folder(tmp_path / "h", tiny_unet(0).half())
+    assert model_hash(folder) == model_hash(PNDMPipeline.from_pretrained(folder))  # float32
+
+
+def test_shipped_model_hash_from_folder_equals_pipeline() -> None:
     pipe = PNDMPipeline.from_pretrained(shipped_model_path())
-    assert grid_file.weights_hash(shipped_model_path()) == model_hash(pipe.unet)
+    assert model_hash(shipped_model_path()) == model_hash(pipe)
 
 
 def test_check_grid_warns_on_other_model_or_method(tmp_path: Path) -> None:
@@ -204,7 +222,9 @@ def test_check_grid_warns_on_other_model_or_method(tmp_path: Path) -> None:
         check_grid(grid, model_hash=own, method="ipndm")
         check_grid(grid, model_hash=None, method=None)
     with pytest.warns(GridMismatchWarning, match="tuned on another model"):
-        check_grid(grid, model_hash=model_hash(tiny_unet(0)), method="ipndm")
+        check_grid(
+            grid, model_hash=model_hash(_folder(tmp_path / "t", tiny_unet(0))), method="ipndm"
+        )
     with pytest.warns(GridMismatchWarning, match="tuned for method 'ipndm', not 'ddim'"):
         check_grid(grid, model_hash=own, method="ddim")
     assert issubclass(GridMismatchWarning, UserWarning)
@@ -315,7 +335,7 @@ def test_tune_then_sample_end_to_end(tmp_path: Path, capsys) -> None:
     assert summary.startswith(f"wrote {grid_path}: ipndm, NFE 4,") and "model calls" in summary
     grid = load_grid(grid_path)
     assert (grid.method, grid.nfe, grid.tuning["samples"]) == ("ipndm", 4, 2)
-    assert grid.model_sha256 == grid_file.weights_hash(shipped_model_path())
+    assert grid.model_sha256 == model_hash(shipped_model_path())
     assert grid.timesteps[-1] == -1.0 and grid.tuning["error"] <= grid.tuning["start_error"]
     out = tmp_path / "s.npz"
     sample = ["sample", "--timesteps", str(grid_path), "--num-images", "2", "--out", str(out)]

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pndm.files import PathLike
 from pndm.files.jsonfile import read_json, write_json
-from pndm.files.layout import component_dir
+from pndm.files.layout import CONFIG_NAME, component_dir
 
 # The diffusers release whose file format (keys, defaults, layout) this package writes.
 DIFFUSERS_VERSION = "0.42.1"
@@ -78,7 +78,7 @@ class ConfigMixin:
     with its normalised constructor arguments.
     """
 
-    config_name: ClassVar[str] = "config.json"
+    config_name: ClassVar[str] = CONFIG_NAME
     _extra_config_keys: ClassVar[frozenset[str]] = frozenset()
     _config: FrozenConfig
 

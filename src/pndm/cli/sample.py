@@ -174,10 +174,11 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
 
 def _warn_grid(grid: Any, model: Path, method: str) -> None:
     """`pndm.tuning.grid_file.check_grid`'s warnings as one stderr line each, ``warning: ...``."""
-    from pndm.tuning.grid_file import check_grid, weights_hash
+    from pndm.compat.folders import model_hash
+    from pndm.tuning.grid_file import check_grid
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_grid(grid, model_hash=weights_hash(model), method=method)
+        check_grid(grid, model_hash=model_hash(model), method=method)
     for warning in caught:
         print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)

@@ -58,12 +58,13 @@ def add(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pndm.assets import model_folder
+    from pndm.compat.folders import model_hash
     from pndm.files.destinations import check_new_file
     from pndm.runtime.devices import torch_threads
     from pndm.samplers import get_sampler
     from pndm.tuning import check_tune_request
     from pndm.tuning.defaults import default_samples
-    from pndm.tuning.grid_file import save_grid, weights_hash
+    from pndm.tuning.grid_file import save_grid
 
     check_new_file(args.out, overwrite=args.overwrite, suffixes=(".json",), what="--out")
     if args.samples is None:
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     check_tune_request(method, args.nfe, samples=args.samples, seed=args.seed,
                        search_options=args.search_options)  # fmt: skip
     folder = model_folder(args.model)
-    digest = weights_hash(folder)  # also fails early on a broken model folder
+    digest = model_hash(folder)  # also fails early on a broken model folder
     with torch_threads(args.threads):
         tuned = _tune(_tune_pipeline(folder, args.device), method, args)
     record = {"samples": args.samples, "seed": args.seed, "iterations": args.iterations}

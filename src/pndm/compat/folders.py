@@ -8,10 +8,13 @@ google/ddpm-cifar10-32). Any scheduler config becomes a PNDMScheduler, as diffus
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -19,8 +22,9 @@ from pndm.compat.scheduler import PNDMScheduler
 from pndm.config import DIFFUSERS_VERSION
 from pndm.files import PathLike
 from pndm.files.jsonfile import read_json, write_json
-from pndm.files.layout import component_dir
-from pndm.files.weights import find_weights
+from pndm.files.layout import CONFIG_NAME, SCHEDULER_DIR, UNET_DIR, component_dir
+from pndm.files.weights import find_weights, read_weights
+from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.loading import read_unet_config
 from pndm.models.unet_2d import UNet2DModel
 
@@ -135,22 +139,58 @@ def _check_model_index(folder: Path) -> None:
 
 
 def unet_folder(folder: Path) -> Path:
-    return folder / "unet" if (folder / "unet" / "config.json").is_file() else folder
+    """Where a pipeline folder's UNet lives: ``unet/``, else the folder itself (flat layout)."""
+    return component_dir(folder, UNET_DIR, CONFIG_NAME)
 
 
-def model_files(folder: Path, variant: str | None = None) -> list[Path]:
-    """The files that decide a pipeline folder's images: the UNet config and weights the loader
-    reads, and the scheduler config (the identity `pndm.json` records as their hash).
+class ModelFiles(NamedTuple):
+    """The files that decide a pipeline folder's images."""
+
+    unet_config: Path
+    weights: Path
+    scheduler_config: Path
+
+
+def model_files(folder: Path, variant: str | None = None) -> ModelFiles:
+    """The UNet config and weights the loader reads, and the scheduler config.
 
     The UNet config is checked here (`read_unet_config`): this is the first read of a folder
     that `pndm sample` makes, so a broken config fails before any file is hashed or written.
     """
     unet = unet_folder(folder)
-    scheduler = component_dir(folder, "scheduler", PNDMScheduler.config_name)
-    unet_config = component_dir(unet, None, "config.json") / "config.json"
-    read_unet_config(unet_config)
-    return [
-        unet_config,
-        find_weights(unet, variant),
-        scheduler / PNDMScheduler.config_name,
-    ]
+    scheduler = component_dir(folder, SCHEDULER_DIR, PNDMScheduler.config_name)
+    read_unet_config(unet / CONFIG_NAME)
+    return ModelFiles(
+        unet / CONFIG_NAME, find_weights(unet, variant), scheduler / PNDMScheduler.config_name
+    )
+
+
+def model_hash(source: PathLike | Any) -> str:
+    """The one identity of a model, ``"sha256:<hex>"``, of a pipeline folder or a `PNDMPipeline`:
+    its UNet weights by value (sorted names, shapes, floating weights as float32: a folder stored
+    in float16 and the float32 model loaded from it hash alike, a bfloat16 cast does not), the
+    UNet config and the scheduler config as the model and PNDMScheduler build them (every key,
+    defaults included). Grid files and sample-folder manifests record it under "model"."""
+    if isinstance(source, str | os.PathLike):
+        files = model_files(Path(source))
+        with torch.device("meta"):  # the config as the model registers it; no weights
+            config = UNet2DModel.from_config(read_unet_config(files.unet_config)).config
+        scheduler = scheduler_from_config(read_json(files.scheduler_config)).config
+        levels = len(config["block_out_channels"])
+        weights = convert_legacy_state_dict(read_weights(files.weights), levels)
+        return _digest(weights, config, scheduler)
+    return _digest(source.unet.state_dict(), source.unet.config, source.scheduler.config)
+
+
+def _digest(
+    weights: Mapping[str, Any], unet: Mapping[str, Any], scheduler: Mapping[str, Any]
+) -> str:
+    digest = hashlib.sha256()
+    configs = {"unet": dict(unet), "scheduler": dict(scheduler)}
+    digest.update(json.dumps(configs, sort_keys=True, default=list).encode())
+    for name in sorted(weights):
+        tensor = weights[name].detach().to("cpu")
+        tensor = (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
+        digest.update(f"\0{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return "sha256:" + digest.hexdigest()

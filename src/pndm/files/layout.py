@@ -9,6 +9,7 @@ from pathlib import Path
 from pndm.files import PathLike
 
 MODEL_INDEX_NAME = "model_index.json"
+CONFIG_NAME = "config.json"  # a model's config (ConfigMixin's default name)
 UNET_DIR = "unet"
 SCHEDULER_DIR = "scheduler"
 PIPELINE_ENTRIES = (MODEL_INDEX_NAME, UNET_DIR, SCHEDULER_DIR)

@@ -11,10 +11,9 @@ not recorded: an image depends on its seed alone (at equal threads per process o
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from pndm.files.jsonfile import read_json, write_json
 from pndm.jobs.seeds import seed_ranges, seeds_to_spec
 
 NAME = "pndm.json"
-FORMAT = "pndm-sample-folder/1"
+FORMAT = "pndm-sample-folder/2"
+OLD_FORMAT = "pndm-sample-folder/1"  # recorded a hash of the files, not `model_hash`
 SETTINGS = ("model", "method", "method_options", "steps", "timesteps", "calibration", "dtype")
 
 
@@ -48,6 +48,11 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], path: Path) -> Manifest:
+        if data.get("format") == OLD_FORMAT:
+            raise ValueError(
+                f"{path} was written by an earlier pndm ({OLD_FORMAT}), which identified the model "
+                "by another hash; sample into a new folder"
+            )
         if data.get("format") != FORMAT or not isinstance(data.get("settings"), dict):
             raise ValueError(f"{path} is not a pndm sample-folder manifest ({FORMAT})")
         spec = data.get("seeds", "")
@@ -124,14 +129,3 @@ def _canonical(value: Any) -> str:
 
 def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else _canonical(value)
-
-
-def files_hash(paths: Iterable[Path]) -> str:
-    """sha256 over the files' names and contents, in the order given: a model's identity."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()

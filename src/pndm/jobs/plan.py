@@ -36,18 +36,20 @@ def plan(job: SampleJob) -> Plan:
     from pndm.compat import folders
     from pndm.files.jsonfile import read_json
     from pndm.images import png_mode
-    from pndm.jobs import manifest
 
-    files = folders.model_files(model_folder(job.model))
-    unet, scheduler = read_json(files[0]), read_json(files[2])
+    folder = model_folder(job.model)
+    files = folders.model_files(folder)
+    unet, scheduler = read_json(files.unet_config), read_json(files.scheduler_config)
     grid = _grid(job, folders.scheduler_from_config(scheduler))  # bad steps or times fail here
     size = unet.get("sample_size")
     if size is None:
-        raise ValueError(f"{files[0]} has no sample_size: pndm sample cannot tell the image size")
+        raise ValueError(
+            f"{files.unet_config} has no sample_size: pndm sample cannot tell the image size"
+        )
     width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
     method = job.method or grids.default_method(scheduler)
     nfe = samplers.nfe(method, len(grid) - 1, **job.method_options)  # bad options fail here
-    settings = {"model": manifest.files_hash(files), "method": method}
+    settings = {"model": folders.model_hash(folder), "method": method}
     steps = job.steps if job.timesteps is None else len(grid) - 1
     settings |= {"method_options": dict(job.method_options), "steps": steps}
     settings |= {"timesteps": job.timesteps, "dtype": job.dtype}

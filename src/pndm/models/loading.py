@@ -14,13 +14,11 @@ from typing import Any
 import torch
 
 from pndm.files.jsonfile import read_json
-from pndm.files.layout import component_dir
+from pndm.files.layout import CONFIG_NAME, UNET_DIR, component_dir
 from pndm.files.weights import check_state_dict, find_weights, read_weights
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.unet_2d import UNet2DModel, config_keys
 from pndm.models.unet_config import validate_config
-
-CONFIG_NAME = "config.json"
 
 
 def load_pretrained(
@@ -64,7 +62,7 @@ def model_folder(folder: Path, subfolder: str | None) -> Path:
         raise FileNotFoundError(f"model folder not found: {folder} (pndm reads local folders only)")
     if subfolder is None and (folder / CONFIG_NAME).is_file():
         return folder
-    return component_dir(folder, subfolder or "unet", CONFIG_NAME)
+    return component_dir(folder, subfolder or UNET_DIR, CONFIG_NAME)
 
 
 def read_unet_config(path: Path) -> dict[str, Any]:

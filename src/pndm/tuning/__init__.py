@@ -20,7 +20,6 @@ _EXPORTS = {
     "load_grid": "pndm.tuning.grid_file",
     "save_grid": "pndm.tuning.grid_file",
     "check_grid": "pndm.tuning.grid_file",
-    "model_hash": "pndm.tuning.grid_file",
 }
 __all__ = [
     "GridFile",
@@ -28,7 +27,6 @@ __all__ = [
     "check_grid",
     "check_tune_request",
     "load_grid",
-    "model_hash",
     "progress_total",
     "save_grid",
     "tune",
@@ -38,7 +36,7 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from pndm.tuning.api import Tuned, progress_total, tune, tune_pipeline, tune_timesteps
-    from pndm.tuning.grid_file import GridFile, check_grid, load_grid, model_hash, save_grid
+    from pndm.tuning.grid_file import GridFile, check_grid, load_grid, save_grid
     from pndm.tuning.search import check_tune_request
 
 __getattr__ = lazy_getattr(globals(), _EXPORTS)

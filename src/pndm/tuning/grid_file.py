@@ -13,16 +13,13 @@ as version 1, so older readers still take it, and a reader of version 1 never me
 calibration it would silently ignore.
 
 A grid suits the model and method it was tuned for; `check_grid` warns (`GridMismatchWarning`)
-when either differs. `model_hash` identifies weights by value: sha256 over the state dict's
-sorted names, dtypes, shapes and raw bytes, so the same weights saved as ``.bin`` or
-``.safetensors`` hash alike. A dtype cast changes the hash; the CLI therefore hashes the weights
-as stored in the model folder (`weights_hash`), whatever ``--dtype`` the model then runs in.
-Importing this module does not import torch.
+when either differs. The model is identified by `pndm.compat.folders.model_hash` (its weights by
+value and its configs: the same identity a sample folder's manifest records). Importing this
+module does not import torch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -79,31 +76,6 @@ class GridFile:
         if self.calibration is not None:
             data["calibration"] = self.calibration.to_json()
         return data
-
-
-# ----------------------------------------------------------------------------- hashes
-
-
-def model_hash(model: Any) -> str:
-    """``"sha256:<hex>"`` of a module's ``state_dict()`` or of a name -> tensor mapping: sorted
-    names, dtype, shape and raw bytes (in the tensors' own dtype: a cast changes the hash)."""
-    import torch
-
-    state = model.state_dict() if hasattr(model, "state_dict") else model
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "sha256:" + digest.hexdigest()
-
-
-def weights_hash(folder: PathLike) -> str:
-    """`model_hash` of a pipeline folder's UNet weights as stored (safetensors or .bin)."""
-    from pndm.compat.folders import model_files
-    from pndm.files.weights import read_weights
-
-    return model_hash(read_weights(model_files(Path(folder))[1]))
 
 
 # ----------------------------------------------------------------------------- writing
