@@ -17,6 +17,7 @@ from pndm.analytic import GaussianMixture, reference_flow
 from pndm.assets import shipped_model_path
 from pndm.files.jsonfile import read_json
 from pndm.grids import make_grid
+from pndm.images import image_shape
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule
 from pndm.wrapper import EpsFn, make_eps_fn
@@ -122,8 +123,7 @@ def digits_model(n_samples: int, seed: int) -> Problem:
     pipe = pndm.PNDMPipeline.from_pretrained(shipped_model_path())
     schedule = pipe.scheduler.schedule
     eps_fn = make_eps_fn(pipe.unet, schedule, "epsilon", 0.0, model_dtype=torch.float32)
-    c = pipe.unet.config
-    shape = (n_samples, c.in_channels, c.sample_size, c.sample_size)
+    shape = (n_samples, *image_shape(pipe.unet.config))
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return Problem("digits", eps_fn, schedule, shipped_config(), noise)
 

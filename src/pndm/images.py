@@ -6,9 +6,9 @@ Every writer is atomic (`pndm.files.atomic_write`): a reader never sees a half-w
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
@@ -20,6 +20,16 @@ if TYPE_CHECKING:  # torch-free at import: `pndm --help` builds the sample parse
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 SHEET_PADDING = 2
+
+
+def image_shape(unet_config: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(C, H, W) of one image of a UNet config: ``in_channels``, and ``sample_size`` as an int
+    (a square) or (H, W). The one reading of sample_size; a config without one is refused."""
+    size = unet_config.get("sample_size")
+    if size is None:
+        raise ValueError("the UNet config has no sample_size, so the image size is unknown")
+    height, width = (size, size) if isinstance(size, int) else size
+    return int(unet_config["in_channels"]), int(height), int(width)
 
 
 def check_output_type(output_type: str) -> None:

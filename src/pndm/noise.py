@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from pndm.checks import check_seed
+from pndm.images import image_shape
 
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
@@ -48,13 +49,15 @@ def noise_shape(
 ) -> tuple[int, int, int, int]:
     """(B, C, H, W): the UNet's in_channels and sample_size (int or (H, W)); without a
     sample_size, the size of ``latents`` (any size the UNet accepts)."""
-    size = unet_config["sample_size"]
-    if size is None and isinstance(latents, torch.Tensor) and latents.ndim == 4:
-        size = tuple(latents.shape[-2:])
-    if size is None:
+    if (
+        unet_config["sample_size"] is None
+        and isinstance(latents, torch.Tensor)
+        and latents.ndim == 4
+    ):
+        return batch_size, int(unet_config["in_channels"]), *map(int, latents.shape[-2:])
+    if unet_config["sample_size"] is None:
         raise ValueError("unet.config.sample_size is None; pass latents of the size you want")
-    height, width = (size, size) if isinstance(size, int) else size
-    return batch_size, int(unet_config["in_channels"]), int(height), int(width)
+    return batch_size, *image_shape(unet_config)
 
 
 def initial_noise(

@@ -66,16 +66,16 @@ def _forward_check(unet: Any) -> str:
     """One batch-1 forward pass at t = 0; checks the output shape and finiteness."""
     import torch
 
+    from pndm.images import image_shape
+
     cfg = unet.config
-    size = cfg["sample_size"]
-    height, width = (size, size) if isinstance(size, int) else size
     param = next(unet.parameters())
-    x = torch.zeros(1, cfg["in_channels"], height, width, dtype=param.dtype, device=param.device)
+    x = torch.zeros(1, *image_shape(cfg), dtype=param.dtype, device=param.device)
     start = time.perf_counter()
     with torch.no_grad():
         out = unet(x, torch.zeros(1, dtype=torch.long, device=param.device)).sample
     ms = (time.perf_counter() - start) * 1e3
-    if tuple(out.shape) != (1, cfg["out_channels"], height, width) or not out.isfinite().all():
+    if tuple(out.shape) != (1, cfg["out_channels"], *x.shape[2:]) or not out.isfinite().all():
         raise ValueError(
             f"the UNet's forward pass gave shape {tuple(out.shape)} or non-finite values"
         )

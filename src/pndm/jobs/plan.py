@@ -35,18 +35,16 @@ def plan(job: SampleJob) -> Plan:
     from pndm import grids, samplers
     from pndm.compat import folders
     from pndm.files.jsonfile import read_json
-    from pndm.images import png_mode
+    from pndm.images import image_shape, png_mode
 
     folder = model_folder(job.model)
     files = folders.model_files(folder)
     unet, scheduler = read_json(files.unet_config), read_json(files.scheduler_config)
     grid = _grid(job, folders.scheduler_from_config(scheduler))  # bad steps or times fail here
-    size = unet.get("sample_size")
-    if size is None:
-        raise ValueError(
-            f"{files.unet_config} has no sample_size: pndm sample cannot tell the image size"
-        )
-    width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
+    try:
+        channels, height, width = image_shape(unet)
+    except ValueError as err:
+        raise ValueError(f"{files.unet_config}: {err}; pndm sample needs it") from None
     method = job.method or grids.default_method(scheduler)
     nfe = samplers.nfe(method, len(grid) - 1, **job.method_options)  # bad options fail here
     settings = {"model": folders.model_hash(folder), "method": method}
@@ -56,7 +54,7 @@ def plan(job: SampleJob) -> Plan:
     check_calibration(job.calibration)
     if job.calibration is not None:  # absent, not null: folders written before keep resuming
         settings["calibration"] = job.calibration.to_json()
-    image = {"width": width, "height": height, "mode": png_mode(int(unet["in_channels"]))}
+    image = {"width": width, "height": height, "mode": png_mode(channels)}
     return Plan(method, tuple(grid), nfe, settings, image)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pndm.assets import model_folder
-from pndm.images import to_uint8
+from pndm.images import image_shape, to_uint8
 from pndm.jobs import destinations as targets
 from pndm.jobs import ranks as distributed
 from pndm.jobs.destinations import Output
@@ -138,9 +138,7 @@ def _check_fits(pipe: Any, output: Output, n: int) -> None:
     from pndm.runtime import fast
 
     fast.check_fits(pipe.device, pipe.dtype, pipe.unet)
-    config = pipe.unet.config
-    size = config["sample_size"]
-    shape = (int(config["in_channels"]), *((size, size) if isinstance(size, int) else size))
+    shape = image_shape(pipe.unet.config)
     targets.check_room(output, n, shape, fast.free_memory(torch.device("cpu")))
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pndm.images import image_shape
 from pndm.models.inference import weight_cache
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -211,9 +212,7 @@ def per_image_bytes(
     and the float32 noise: 8 images in float32)."""
     config = model.config
     if sample_shape is None:
-        size = config["sample_size"]
-        height, width = (size, size) if isinstance(size, int) else size
-        sample_shape = (config["in_channels"], height, width)
+        sample_shape = image_shape(config)
     return image_bytes(config, sample_shape, dtype) + 8 * math.prod(sample_shape) * 4
 
 
