@@ -16,7 +16,7 @@ from conftest import assert_one_line_error
 
 from pndm.assets import shipped_model_path
 from pndm.cli import main
-from pndm.models import unet_2d
+from pndm.models import loading
 from pndm.models.loading import read_unet_config
 from pndm.models.unet_2d import DDPM_CIFAR10_CONFIG, UNet2DModel
 
@@ -58,17 +58,17 @@ BROKEN = [
     ("norm_num_groups", 3, "a divisor of every block_out_channels [8, 16]"),
     ("norm_num_groups", 0, "integer >= 1"),
     ("attn_norm_num_groups", 3, "a divisor of 16"),
-    ("norm_eps", -1e-5, "a number > 0"),
-    ("norm_eps", "tiny", "a number > 0"),
-    ("dropout", 1.5, "a number in [0, 1]"),
+    ("norm_eps", -1e-5, "a positive finite number"),
+    ("norm_eps", "tiny", "a positive finite number"),
+    ("dropout", 1.5, "a finite number in [0, 1]"),
     ("downsample_padding", -1, "an integer >= 0"),
     ("attention_head_dim", 0, "null or an integer >= 1"),
     ("time_embedding_dim", -4, "null or an integer >= 1"),
     ("freq_shift", 4, "less than block_out_channels[0] / 2 = 4"),
     ("mid_block_scale_factor", float("nan"), "a finite number"),
-    ("center_input_sample", "yes", "true or false"),
+    ("center_input_sample", "yes", "True or False"),
     ("act_fn", 1, "a string"),
-    ("time_embedding_type", "learned", "one of ['positional', 'fourier']"),
+    ("time_embedding_type", "learned", "one of positional, fourier"),
 ]
 
 
@@ -76,8 +76,9 @@ BROKEN = [
 def test_from_config_names_the_field_and_valid_values(key: str, value: object, valid: str) -> None:
     with pytest.raises(ValueError) as info:
         UNet2DModel.from_config({**SMALL, key: value})
-    message = str(info.value)
-    assert f"{key}={value!r}" in message and valid in message, message
+    message = str(info.value)  # the one shape of pndm.checks: "<name> must be <valid>, got <value>"
+    assert f"UNet config {key} must be" in message and f"got {value!r}" in message, message
+    assert valid in message, message
 
 
 @pytest.mark.parametrize(
@@ -116,7 +117,7 @@ def break_config(folder: Path, **changes: object) -> Path:
 
 def test_read_unet_config_names_the_file(model_copy: Path) -> None:
     path = break_config(model_copy, sample_size=0)
-    with pytest.raises(ValueError, match=f"{path}: UNet config sample_size=0 is invalid"):
+    with pytest.raises(ValueError, match=f"{path}: UNet config sample_size must be .*, got 0"):
         read_unet_config(path)
 
 
@@ -128,8 +129,8 @@ def test_from_pretrained_refuses_before_reading_weights(
     def no_weights(*args: object) -> None:
         raise AssertionError("weights were read before the config was checked")
 
-    monkeypatch.setattr(unet_2d.io, "read_weights", no_weights)
-    monkeypatch.setattr(unet_2d.io, "find_weights", no_weights)
+    monkeypatch.setattr(loading, "read_weights", no_weights)
+    monkeypatch.setattr(loading, "find_weights", no_weights)
     with pytest.raises(ValueError, match="block_out_channels"):
         UNet2DModel.from_pretrained(model_copy, subfolder="unet")
 
@@ -141,12 +142,12 @@ def files_under(folder: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
-        ({"sample_size": 0}, "sample_size=0"),  # was a ZeroDivisionError after loading
+        ({"sample_size": 0}, "sample_size must be"),  # was a ZeroDivisionError after loading
         ({"block_out_channels": [32, -64, 64]}, "block_out_channels"),  # was a torch RuntimeError
-        ({"in_channels": -1}, "in_channels=-1"),
-        ({"sample_size": [16]}, "sample_size=[16]"),  # was an IndexError
-        ({"layers_per_block": "2"}, "layers_per_block='2'"),
-        ({"norm_eps": -1}, "norm_eps=-1"),  # was NaN images at the first model call
+        ({"in_channels": -1}, "in_channels must be an integer >= 1, got -1"),
+        ({"sample_size": [16]}, "sample_size must be an integer or [height, width]"),  # IndexError
+        ({"layers_per_block": "2"}, "layers_per_block must be an integer >= 1, got '2'"),
+        ({"norm_eps": -1}, "norm_eps must be a positive finite number, got -1"),  # was NaN images
         ({"down_block_types": ["DownBlock2D"]}, "down_block_types"),
     ],
 )
@@ -173,4 +174,4 @@ def test_cli_info_refuses_a_broken_config_in_one_line(
 ) -> None:
     break_config(model_copy, sample_size=0)
     code = main(["info", str(model_copy)])
-    assert_one_line_error(capsys, code, "sample_size=0")
+    assert_one_line_error(capsys, code, "sample_size must be", "got 0")

@@ -434,7 +434,9 @@ def test_missing_key_is_named(tiny_checkpoint: tuple[OriginalModel, Path], tmp_p
 def test_wrong_named_config(tiny_checkpoint: tuple[OriginalModel, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"(?s)config 'cifar10' \(ch=128.*do not fit"):
         convert_checkpoint(tiny_checkpoint[1], tmp_path / "out", "cifar10")
-    with pytest.raises(ValueError, match="unknown config 'imagenet'; choose one of cifar10"):
+    with pytest.raises(
+        ValueError, match="config must be one of cifar10, celeba, lsun, got 'imagenet'"
+    ):
         convert_checkpoint(tiny_checkpoint[1], tmp_path / "out", "imagenet")
 
 

@@ -214,7 +214,7 @@ def _bad(tmp_path: Path) -> dict[str, list[str]]:
         "mismatch": [[ok, "digits", "--features", "inception"], "digits statistics"],
         "missing": [[f"{t}/nothing.npz", "digits"], "samples not found"],
         "batch": [[ok, "digits", "--batch-size", "0"], "--batch-size"],
-        "device": [[ok, "digits", "--device", "tpu"], "unknown device", "cpu"],
+        "device": [[ok, "digits", "--device", "tpu"], "device must be one of", "cpu", "got 'tpu'"],
     }
 
 

@@ -226,7 +226,7 @@ def test_nelder_mead_ignores_non_finite_points():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"method": "pndmm", "nfe": 5}, "unknown method 'pndmm'"),
+        ({"method": "pndmm", "nfe": 5}, "method must be one of ddim, s-pndm"),
         ({"method": "ipndm", "nfe": 0}, "nfe must be an integer >= 1"),
         ({"method": "ipndm", "nfe": 5.0}, "nfe must be an integer >= 1"),
         ({"method": "f-pndm", "nfe": 5}, "cannot make exactly 5 model calls; reachable"),

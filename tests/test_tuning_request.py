@@ -36,7 +36,7 @@ def test_default_samples() -> None:
 @pytest.mark.parametrize(
     ("request_", "message"),
     [
-        ({"method": "pndmm", "nfe": 4}, "unknown method 'pndmm'"),
+        ({"method": "pndmm", "nfe": 4}, "method must be one of ddim, s-pndm"),
         ({"method": "pf", "nfe": 4}, "'pf' is adaptive"),
         ({"method": "ipndm", "nfe": 0}, "nfe must be an integer >= 1"),
         ({"method": "ipndm", "nfe": 4, "seed": -1}, "seed must be an integer >= 0"),

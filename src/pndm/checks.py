@@ -25,11 +25,12 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def check_count(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (not a bool) >= ``minimum``; else a ValueError."""
+def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool, not a float) in [minimum, maximum]."""
     integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not integer or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not integer or value < minimum or (maximum is not None and value > maximum):
+        valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {valid}, got {value!r}")
     return int(value)
 
 
@@ -48,8 +49,20 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """``value`` if it is one of ``choices`` and of the same type (True is not 1, 2.0 is not 2)."""
+def check_number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) in [low, high]."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not low <= value <= high:
+        span = "" if (low, high) == (-math.inf, math.inf) else f" in [{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a finite number{span}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any], why: str = "") -> Any:
+    """``value`` if it is one of ``choices`` and of the same type (True is not 1, 2.0 is not 2);
+    ``why`` follows the message in parentheses."""
     if not any(type(value) is type(choice) and value == choice for choice in choices):
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        note = f" ({why})" if why else ""
+        listed = ", ".join(map(str, choices))
+        raise ValueError(f"{name} must be one of {listed}, got {value!r}{note}")
     return value

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pndm.checks import check_count
+from pndm.checks import check_choice, check_count, check_positive
 
 FINAL_TIME = -1.0
 # The timestep_spacing values of a diffusers scheduler config.
@@ -60,14 +60,13 @@ def _integer_grid(ascending: torch.Tensor) -> torch.Tensor:
 def leading(schedule: Any, n: int, steps_offset: int = 0) -> torch.Tensor:
     """diffusers 'leading': t_i = i*floor(T/n) + steps_offset, i = 0..n-1."""
     n, T = _integer_steps(schedule, n)
-    if isinstance(steps_offset, bool) or int(steps_offset) != steps_offset:
-        raise ValueError(f"steps_offset must be an integer, got {steps_offset!r}")
-    top = (n - 1) * (T // n) + int(steps_offset)
-    if int(steps_offset) < 0 or top > T - 1:
+    steps_offset = check_count("steps_offset", steps_offset, minimum=0)
+    top = (n - 1) * (T // n) + steps_offset
+    if top > T - 1:
         raise ValueError(
             f"steps_offset={steps_offset} puts the grid outside 0..{T - 1} (largest time {top})"
         )
-    return _integer_grid(torch.arange(n) * (T // n) + int(steps_offset))
+    return _integer_grid(torch.arange(n) * (T // n) + steps_offset)
 
 
 # trailing and linspace copy diffusers' numpy expressions: a mathematically equal torch formula
@@ -139,8 +138,7 @@ def edm(
     """Karras et al. (EDM) grid in σ̃: (σ_max^(1/ρ) + i/n (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, i ≤ n."""
     n = check_num_steps(n)
     lo, hi = _sigma_range(schedule, sigma_min, sigma_max)
-    if rho <= 0:
-        raise ValueError(f"rho must be positive, got {rho}")
+    rho = check_positive("rho", rho)
     ramp = torch.linspace(0, 1, n + 1, dtype=torch.float64)
     sigmas = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
     return _sigma_grid(schedule, sigmas, sigma_min, sigma_max)
@@ -159,8 +157,7 @@ def logsnr(
 def time_uniform(schedule: Any, n: int, rho: float = 1.0) -> torch.Tensor:
     """Uniform in t^(1/ρ) between t_max and t_min (DEIS 'ts_order'); ρ = 1 is uniform in t."""
     n = check_num_steps(n)
-    if rho <= 0:
-        raise ValueError(f"rho must be positive, got {rho}")
+    rho = check_positive("rho", rho)
     hi, lo = float(schedule.t_max), float(schedule.t_min)
     if lo < 0:
         raise ValueError("time_uniform needs t_min >= 0")
@@ -192,7 +189,7 @@ GRIDS: dict[str, Callable[..., torch.Tensor]] = {
 def make_grid(name: str, schedule: Any, n: int, **options: Any) -> torch.Tensor:
     """The grid called ``name`` with n steps on ``schedule``; lists the valid names on a typo."""
     if name not in GRIDS:
-        raise ValueError(f"unknown timestep spacing {name!r}; choose one of {', '.join(GRIDS)}")
+        check_choice("timestep spacing", name, tuple(GRIDS))
     return GRIDS[name](schedule, n, **options)
 
 
@@ -223,10 +220,8 @@ def scheduler_grid(
     if timesteps is not None:
         return _explicit_grid(timesteps, T)
     n = check_num_steps(num_inference_steps, T)
-    spacing = config.get("timestep_spacing", "leading")
-    if spacing not in SCHEDULER_SPACINGS:
-        choices = ", ".join(map(repr, SCHEDULER_SPACINGS))
-        raise ValueError(f"unknown timestep_spacing {spacing!r}; choose one of {choices}")
+    spacing = check_choice("timestep_spacing", config.get("timestep_spacing", "leading"),
+                           SCHEDULER_SPACINGS)  # fmt: skip
     if spacing == "leading":
         return leading(schedule, n, config.get("steps_offset", 0))
     return GRIDS[spacing](schedule, n)

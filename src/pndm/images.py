@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import PIL.Image
 
+from pndm.checks import check_choice
 from pndm.files.atomic import atomic_write
 
 if TYPE_CHECKING:  # torch-free at import: `pndm --help` builds the sample parser from here
     import torch
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+CHANNELS = (1, 3)  # grey or RGB: the image channels pndm writes
 SHEET_PADDING = 2
 
 
@@ -33,10 +35,7 @@ def image_shape(unet_config: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def check_output_type(output_type: str) -> None:
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(
-            f"unknown output_type {output_type!r}; choose one of {', '.join(OUTPUT_TYPES)}"
-        )
+    check_choice("output_type", output_type, OUTPUT_TYPES)
 
 
 def postprocess(
@@ -109,6 +108,6 @@ def is_complete_png(path: Path, width: int, height: int, mode: str) -> bool:
 
 def png_mode(channels: int) -> str:
     """The PIL mode of a PNG with this many channels: "L" or "RGB"."""
-    if channels not in (1, 3):
+    if channels not in CHANNELS:
         raise ValueError(f"PNG outputs need 1 or 3 channels; this model makes {channels}")
     return "L" if channels == 1 else "RGB"

@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from pndm.checks import check_count
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TimeLike = torch.Tensor | float | int | Sequence[float]
 
@@ -77,11 +79,7 @@ def make_betas(
         if betas.numel() == 0 or not bool(((betas >= 0) & (betas < 1)).all()):
             raise ValueError("trained_betas must be a non-empty list of values in [0, 1)")
         return betas
-    if isinstance(num_train_timesteps, bool) or int(num_train_timesteps) != num_train_timesteps:
-        raise ValueError(f"num_train_timesteps must be an integer, got {num_train_timesteps!r}")
-    if num_train_timesteps < 2:
-        raise ValueError(f"num_train_timesteps must be at least 2, got {num_train_timesteps}")
-    n = int(num_train_timesteps)
+    n = check_count("num_train_timesteps", num_train_timesteps, minimum=2)
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     if beta_schedule == "scaled_linear":
@@ -89,7 +87,7 @@ def make_betas(
     if beta_schedule == "squaredcos_cap_v2":
         return _cosine_betas(n)
     raise ValueError(
-        f"unknown beta_schedule {beta_schedule!r}; choose one of {', '.join(BETA_SCHEDULES)}"
+        f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}, got {beta_schedule!r}"
         " (or pass trained_betas)"
     )
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pndm.calibration import Calibration
-from pndm.checks import check_count
+from pndm.checks import check_count, check_flag
 from pndm.jobs import destinations
 from pndm.jobs.destinations import Output
 from pndm.jobs.ranks import Ranks
@@ -73,6 +73,10 @@ def check_job(job: SampleJob, ranks: Ranks | None = None) -> Output:
     from pndm.grids import check_num_steps  # imports torch: not at `pndm --help` time
 
     check_num_steps(job.steps)
+    for name in ("overwrite", "progress", "cuda_graphs"):
+        check_flag(name, getattr(job, name))
+    if job.channels_last is not None:
+        check_flag("channels_last", job.channels_last)
     if job.batch_size is not None:
         check_count("batch_size", job.batch_size)
     if job.threads is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pndm.checks import check_count
+from pndm.checks import check_choice, check_count
 from pndm.files import PathLike
 from pndm.metrics import digits, inception, names
 from pndm.metrics.frechet import (
@@ -59,7 +59,8 @@ def extractor(name: str, device: torch.device, inception_weights: Path | None = 
         return Extractor(
             name, DIMS[name], net, digits.to_input, lambda n, x: n(x), frechet_distance
         )
-    raise ValueError(f"unknown features {name!r}; choose one of {', '.join(FEATURES)}")
+    check_choice("features", name, FEATURES)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @torch.inference_mode()
@@ -114,7 +115,7 @@ def feature_space(ref: Statistics | Path | None, features: str | None) -> str:
     Inception's."""
     named = ref.features if isinstance(ref, Statistics) else None
     if features is not None and features not in FEATURES:
-        raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
+        check_choice("features", features, FEATURES)
     if features is not None and named is not None and named != features:
         raise ValueError(f"the reference holds {named} statistics; they cannot be compared in "
                          f"{features} features (drop --features or choose {named})")  # fmt: skip

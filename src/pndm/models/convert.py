@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pndm.checks import check_choice
 from pndm.files import PathLike
 
 if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
@@ -264,7 +265,7 @@ def resolve_config(
         return infer_config(state, sample_size)
     if isinstance(config, str):
         if config not in PRESETS:
-            raise ValueError(f"unknown config {config!r}; choose one of {', '.join(PRESETS)}")
+            check_choice("config", config, tuple(PRESETS))
         config = PRESETS[config]
     if sample_size is not None:
         config = replace(config, **_image_size(config.attention_levels(), sample_size))

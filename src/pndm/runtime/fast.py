@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pndm.checks import check_flag
 from pndm.images import image_shape
 from pndm.models.inference import weight_cache
 
@@ -39,8 +40,7 @@ def compile_mode(compile: bool | str) -> str | None:
         return "default"
     if compile not in COMPILE_MODES:
         raise ValueError(
-            f"unknown compile mode {compile!r}; choose True, False or one of "
-            f"{', '.join(COMPILE_MODES)}"
+            f"compile must be True, False or one of {', '.join(COMPILE_MODES)}, got {compile!r}"
         )
     return str(compile)
 
@@ -73,7 +73,7 @@ def prepare_model(
     mode, compiled once per UNet and mode and kept in ``cache``. cuda_graphs: replay each call
     from a CUDA graph, captured once per UNet, weights' storage, layout and compile mode.
     """
-    last = bool(channels_last)
+    last = channels_last is not None and check_flag("channels_last", channels_last)
     layout = torch.channels_last if last else torch.contiguous_format
     mode = compile_mode(compile)
     net = unet if mode is None else _compiled(unet, mode, cache)

@@ -82,10 +82,12 @@ def _check_inputs(
     reference: Any,
     schedule: Any,
     budget: Any,
-    calibrate: Any,
+    flags: dict[str, Any],
 ) -> tuple[int, int | None]:
     """The checked (nfe, budget); every other argument checked too, before any model call."""
     get_sampler(method)
+    for name, value in flags.items():
+        check_flag(name, value)
     nfe = check_count("nfe", nfe)
     check_x(noise)
     check_schedule(schedule)
@@ -93,7 +95,6 @@ def _check_inputs(
         not isinstance(reference, torch.Tensor) or reference.shape != noise.shape
     ):
         raise ValueError(f"reference must be a tensor of the noise's shape {tuple(noise.shape)}")
-    check_flag("calibrate", calibrate)
     return nfe, None if budget is None else check_count("budget", budget)
 
 
@@ -117,7 +118,8 @@ def tune(
     lowered the error; ``Tuned.grid_error``: the error before it). ``reference``: the teacher's
     end points of ``noise`` if known; ``budget``: objective evaluations per tuned option set
     (default `default_budget`); ``progress(k)``: called after every k model calls."""
-    nfe, budget = _check_inputs(method, nfe, noise, reference, schedule, budget, calibrate)
+    flags = {"search_options": search_options, "calibrate": calibrate}  # checked with the rest
+    nfe, budget = _check_inputs(method, nfe, noise, reference, schedule, budget, flags)
     combos = option_combinations(method, options, schedule) if search_options else [options]
     combos = _accepted(method, schedule, nfe, combos)
     start = time.perf_counter()
@@ -130,13 +132,23 @@ def tune(
         results = [(tune_grid(objective, method, nfe, o, budget), o) for o in kept]
         (grid, error, start_error, name), chosen = min(results, key=lambda r: r[0][1])
         _check_finite(error, method, nfe)
-        calibration, grid_error = None, None
-        if calibrate:
-            calibration, calibrated = calibrate_grid(objective, method, grid, chosen, error,
-                                                     budget)  # fmt: skip
-            grid_error, error = error, calibrated
+        calibration, grid_error, error = _calibrated(
+            objective, method, (grid, chosen, error), budget, calibrate
+        )
     return Tuned(grid, method, nfe, chosen, error, start_error, objective.calls,
                  time.perf_counter() - start, name, calibration, grid_error)  # fmt: skip
+
+
+def _calibrated(
+    objective: Objective, method: str, tuned: tuple, budget: int | None, calibrate: bool
+) -> tuple[Calibration | None, float | None, float]:
+    """(calibration, the error before it, the error) of the tuned (grid, options, error); with
+    ``calibrate`` off, (None, None, error)."""
+    grid, options, error = tuned
+    if not calibrate:
+        return None, None, error
+    calibration, calibrated = calibrate_grid(objective, method, grid, options, error, budget)
+    return calibration, error, calibrated
 
 
 def _check_finite(error: float, method: str, nfe: int) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pndm.calibration import Calibration
-from pndm.checks import check_count
+from pndm.checks import check_count, check_flag
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
 from pndm.schedule import Schedule
@@ -223,6 +223,7 @@ def check_tune_request(
     method, ``nfe``, the sample count and seed (`tuning_seeds`), and an NFE that no option set
     searched reaches (the error lists the NFEs they reach)."""
     get_sampler(method)
+    check_flag("search_options", search_options)
     nfe = check_count("nfe", nfe)
     tuning_seeds(samples, seed)
     combos = option_combinations(method, options) if search_options else [options]
