@@ -4,7 +4,8 @@ The source is a state dict of the ``Model`` of ermongroup/ddim (also used by lup
 pesser/pytorch_diffusion): keys ``conv_in``, ``temb.dense.0/1``, ``down.I.block.J``,
 ``down.I.attn.J``, ``down.I.downsample.conv``, ``mid.block_1/attn_1/block_2``, ``up.I.block.J``
 (``up.0`` is the finest level), ``norm_out``, ``conv_out``. That network is diffusers'
-``UNet2DModel`` with (checked by tests/test_convert.py against an independent implementation):
+``UNet2DModel`` with (checked by tests/models/test_convert.py against an independent
+implementation):
 
 * GroupNorm(32, eps=1e-6) and swish (SiLU) everywhere: ``norm_eps=1e-6``, ``act_fn="silu"``;
 * the time embedding [sin(t f_i), cos(t f_i)], f_i = exp(-ln(1e4) i / (ch/2 - 1)):

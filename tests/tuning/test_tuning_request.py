@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_tune_cli import tiny_unet
+from conftest import GREY, PLAIN, tiny_unet
 
 from pndm.compat.pipeline import PNDMPipeline
 from pndm.compat.scheduler import PNDMScheduler
@@ -98,7 +98,7 @@ def test_tune_pipeline_checks_the_request_before_using_the_pipeline(
 
 
 def test_tune_pipeline_tunes_on_the_default_count_of_seeded_noises(monkeypatch) -> None:
-    pipe = PNDMPipeline(unet=tiny_unet(0), scheduler=PNDMScheduler())
+    pipe = PNDMPipeline(unet=tiny_unet(0, **GREY, **PLAIN), scheduler=PNDMScheduler())
     seen = []
 
     def fake_tune(eps_fn: Any, schedule: Any, noise: torch.Tensor, **kwargs: Any) -> str:
@@ -118,7 +118,7 @@ def test_tune_pipeline_tunes_on_the_default_count_of_seeded_noises(monkeypatch) 
 def test_tune_pipeline_drives_the_solver_s_eps_of_the_pipeline(monkeypatch, dtype) -> None:
     """The tuner sees what the pipeline's solver sees (`PNDMPipeline.eps_fn`, `solver_dtype`):
     float32 noise and ε for a half-precision UNet, float64 for a float64 one."""
-    pipe = PNDMPipeline(unet=tiny_unet(0), scheduler=PNDMScheduler()).to(dtype)
+    pipe = PNDMPipeline(unet=tiny_unet(0, **GREY, **PLAIN), scheduler=PNDMScheduler()).to(dtype)
     solver = torch.float64 if dtype == torch.float64 else torch.float32
     seen = {}
 

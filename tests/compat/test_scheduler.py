@@ -48,7 +48,7 @@ def model(x: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     return torch.tanh(x) * (0.5 + t / 2000) + 0.1 * torch.sin(t / 100)
 
 
-def sample(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def sample_tensor(dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 
@@ -76,7 +76,7 @@ def pure(scheduler: PNDMScheduler, x: torch.Tensor, n: int, eps=model) -> torch.
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 10, 27, 50, 100, 333])
 def test_trajectory_equals_pure_sampler_float32(spacing: str, skip: bool, n: int) -> None:
     s = PNDMScheduler(skip_prk_steps=skip, timestep_spacing=spacing)
-    assert rel(run(s, sample(), n), pure(s, sample(), n)) < 1e-6
+    assert rel(run(s, sample_tensor(), n), pure(s, sample_tensor(), n)) < 1e-6
 
 
 @pytest.mark.parametrize("skip", [False, True], ids=["f-pndm", "plms"])
@@ -85,18 +85,18 @@ def test_trajectory_equals_pure_sampler_at_many_steps(skip: bool, n: int) -> Non
     """Exact in float64. In float32 the pure sampler's own rounding reaches 2e-6 at n = 500, so
     there the scheduler is held to the float64 result instead (it sums as x + increment)."""
     s = PNDMScheduler(skip_prk_steps=skip, timestep_spacing="trailing")
-    exact = pure(s, sample(torch.float64), n)
-    assert rel(run(s, sample(torch.float64), n), exact) < 1e-12
-    assert rel(run(s, sample(), n), exact) < 1e-6
+    exact = pure(s, sample_tensor(torch.float64), n)
+    assert rel(run(s, sample_tensor(torch.float64), n), exact) < 1e-12
+    assert rel(run(s, sample_tensor(), n), exact) < 1e-6
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_prk_mode_below_four_steps_runs_n_runge_kutta_steps(n: int) -> None:
     s = PNDMScheduler()
-    x = run(s, sample(), n)
+    x = run(s, sample_tensor(), n)
     assert len(s.timesteps) == 4 * n == len(s.prk_timesteps)
     assert len(s.plms_timesteps) == 0
-    assert rel(x, pure(s, sample(), n)) < 1e-6
+    assert rel(x, pure(s, sample_tensor(), n)) < 1e-6
 
 
 @pytest.mark.parametrize("skip", [False, True])
@@ -113,16 +113,16 @@ def test_odd_stride_mid_time_is_one_half_integer_value() -> None:
     s.set_timesteps(27)  # stride 37: the mid time 943.5 is both stepped to and evaluated at
     assert s.timesteps.dtype == torch.float32
     assert s.timesteps[:5].tolist() == [962.0, 943.5, 943.5, 925.0, 925.0]
-    assert rel(run(s, sample(), 27), pure(s, sample(), 27)) < 1e-6
+    assert rel(run(s, sample_tensor(), 27), pure(s, sample_tensor(), 27)) < 1e-6
 
 
 def test_explicit_timesteps_extension() -> None:
     s = PNDMScheduler(skip_prk_steps=True)
     times = [999, 700, 420, 200, 80, 10]
-    x = run(s, sample(), timesteps=times)
+    x = run(s, sample_tensor(), timesteps=times)
     grid = torch.tensor([*times, -1], dtype=torch.float64)
     assert s.timesteps.tolist() == [999, 700, 700, 420, 200, 80, 10]
-    assert rel(x, SAMPLERS["plms"](model, sample(), grid, s.schedule)) < 1e-6
+    assert rel(x, SAMPLERS["plms"](model, sample_tensor(), grid, s.schedule)) < 1e-6
     with pytest.raises(ValueError, match="strictly decreasing"):
         s.set_timesteps(timesteps=[10, 20])
 
@@ -132,7 +132,7 @@ def test_scheduler_plan_follows_the_samplers_tables(monkeypatch, skip: bool) -> 
     """One edit of the samplers' data (the warm-up tableau and the AB4 row) changes the pure sampler
     and the scheduler alike: they still agree with each other, and both differ from before."""
     s = PNDMScheduler(skip_prk_steps=skip)
-    x = sample(torch.float64)
+    x = sample_tensor(torch.float64)
     before = pure(s, x, 10)
     ab = (*core.AB_WEIGHTS[:3], (2.0, -1.5, 0.75, -0.25))  # rows still sum to 1
     monkeypatch.setattr(core, "AB_WEIGHTS", ab)
@@ -176,14 +176,14 @@ def test_output_forms_of_one_denoiser_sample_alike(skip: bool, prediction_type: 
         return (x - (1 - a).sqrt() * eps) / a.sqrt()  # x̂₀
 
     for n in (4, 10, 50):
-        assert rel(run(s, sample(), n, eps=other_form), run(ref, sample(), n)) < 1e-5
+        assert rel(run(s, sample_tensor(), n, eps=other_form), run(ref, sample_tensor(), n)) < 1e-5
 
 
 @pytest.mark.parametrize("skip", [False, True])
 def test_v_prediction_equals_pure_sampler_behind_the_wrapper(skip: bool) -> None:
     s = PNDMScheduler(skip_prk_steps=skip, prediction_type="v_prediction")
     eps_fn = make_eps_fn(model, s.schedule, "v_prediction")
-    assert rel(run(s, sample(), 10), pure(s, sample(), 10, eps=eps_fn)) < 1e-6
+    assert rel(run(s, sample_tensor(), 10), pure(s, sample_tensor(), 10, eps=eps_fn)) < 1e-6
 
 
 def test_v_prediction_compat_reproduces_diffusers_combination_bug() -> None:
@@ -193,16 +193,16 @@ def test_v_prediction_compat_reproduces_diffusers_combination_bug() -> None:
         PNDMScheduler(**kwargs),
         PNDMScheduler(**kwargs, v_prediction_compat="diffusers"),
     )
-    assert rel(run(right, sample(), 10), run(compat, sample(), 10)) > 1e-2
+    assert rel(run(right, sample_tensor(), 10), run(compat, sample_tensor(), 10)) > 1e-2
     assert compat.config["v_prediction_compat"] == "diffusers"
     assert "v_prediction_compat" not in right.config
 
 
 def test_half_precision_stays_in_its_dtype() -> None:
     s = PNDMScheduler(skip_prk_steps=True)
-    x16 = run(s, sample(torch.bfloat16), 10)
+    x16 = run(s, sample_tensor(torch.bfloat16), 10)
     assert x16.dtype == torch.bfloat16
-    assert rel(x16, run(s, sample(), 10)) < 3e-2
+    assert rel(x16, run(s, sample_tensor(), 10)) < 3e-2
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,20 +213,20 @@ def test_half_precision_stays_in_its_dtype() -> None:
 @pytest.mark.parametrize("skip", [False, True])
 def test_set_timesteps_resets_all_state(skip: bool) -> None:
     """diffusers PR #2376: an interrupted run must not leak into the next one."""
-    fresh = run(PNDMScheduler(skip_prk_steps=skip), sample(), 10)
+    fresh = run(PNDMScheduler(skip_prk_steps=skip), sample_tensor(), 10)
     s = PNDMScheduler(skip_prk_steps=skip)
     s.set_timesteps(20)
-    x = sample()
+    x = sample_tensor()
     for t in s.timesteps[:7]:  # stop inside the warm-up, with stages and history half full
         x = s.step(model(x, t), t, x).prev_sample
-    assert torch.equal(run(s, sample(), 10), fresh)
+    assert torch.equal(run(s, sample_tensor(), 10), fresh)
 
 
 def test_diffusers_running_values_are_readable() -> None:
     s = PNDMScheduler()
     assert (s.ets, s.counter, s.cur_model_output, s.cur_sample) == ([], 0, 0, None)
     s.set_timesteps(10)
-    x = sample()
+    x = sample_tensor()
     outputs = []
     for t in s.timesteps[:3]:
         outputs.append(model(x, t))
@@ -237,12 +237,12 @@ def test_diffusers_running_values_are_readable() -> None:
     # other orders differ by a few ulp of 1 (2^-24) on any CPU, also where they cancel to ~0;
     # a wrong Runge-Kutta weight moves the sum by > 0.01.
     torch.testing.assert_close(s.cur_model_output, expected, rtol=0, atol=2**-20)
-    assert torch.equal(s.cur_sample, sample())
+    assert torch.equal(s.cur_sample, sample_tensor())
 
 
 def test_preset_ets_survive_save_and_load(tmp_path) -> None:
     """Upstream's round-trip check: equal outputs after presetting ``ets`` on both schedulers."""
-    x, residual = sample(), 0.1 * sample()
+    x, residual = sample_tensor(), 0.1 * sample_tensor()
     s = PNDMScheduler(skip_prk_steps=True)
     s.save_pretrained(tmp_path)
     loaded = PNDMScheduler.from_pretrained(tmp_path)
@@ -259,27 +259,27 @@ def test_step_before_set_timesteps_is_a_clear_error() -> None:
     s = PNDMScheduler()
     for step in (s.step, s.step_prk, s.step_plms):
         with pytest.raises(ValueError, match="set_timesteps"):
-            step(sample(), 0, sample())
+            step(sample_tensor(), 0, sample_tensor())
 
 
 def test_step_past_the_plan_and_wrong_step_method_are_errors() -> None:
     s = PNDMScheduler()
     s.set_timesteps(4)
     with pytest.raises(ValueError, match="step_prk"):
-        s.step_plms(sample(), 0, sample())
-    run(s, sample(), 4)
+        s.step_plms(sample_tensor(), 0, sample_tensor())
+    run(s, sample_tensor(), 4)
     with pytest.raises(ValueError, match="set_timesteps again"):
-        s.step(sample(), 0, sample())
+        s.step(sample_tensor(), 0, sample_tensor())
 
 
 def test_step_output_forms() -> None:
     s = PNDMScheduler()
     s.set_timesteps(10)
-    out = s.step(sample(), 900, sample())
+    out = s.step(sample_tensor(), 900, sample_tensor())
     assert isinstance(out, SchedulerOutput)
     assert out.prev_sample is out["prev_sample"] is out[0] is out.to_tuple()[0]
     assert list(out.keys()) == ["prev_sample"] and len(out) == 1
-    (prev,) = s.step(sample(), 850, sample(), return_dict=False)
+    (prev,) = s.step(sample_tensor(), 850, sample_tensor(), return_dict=False)
     assert isinstance(prev, torch.Tensor)
 
 
@@ -287,7 +287,7 @@ def test_step_reads_no_tensor_values_on_the_host(monkeypatch) -> None:
     """No .item(), bool(), float(), .tolist(), .cpu(): the reads that sync a GPU (#9475)."""
     s = PNDMScheduler(prediction_type="v_prediction")
     s.set_timesteps(10)
-    x = sample()
+    x = sample_tensor()
 
     def host_read(*args, **kwargs):
         raise AssertionError("step read a tensor value on the host")
@@ -305,7 +305,7 @@ def test_step_reads_no_tensor_values_on_the_host(monkeypatch) -> None:
 def test_step_does_not_synchronise_on_cuda() -> None:
     s = PNDMScheduler(prediction_type="v_prediction")
     s.set_timesteps(20, device="cuda")
-    x = sample().cuda()
+    x = sample_tensor().cuda()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for t in s.timesteps:
@@ -371,7 +371,7 @@ def test_scheduler_copies_and_pickles() -> None:
     s.set_timesteps(10)
     for other in (copy.deepcopy(s), pickle.loads(pickle.dumps(s))):
         assert other.config == s.config and other.config.skip_prk_steps
-        assert torch.equal(run(other, sample(), 10), run(s, sample(), 10))
+        assert torch.equal(run(other, sample_tensor(), 10), run(s, sample_tensor(), 10))
 
 
 def test_attributes() -> None:
@@ -382,7 +382,7 @@ def test_attributes() -> None:
     assert float(s.final_alpha_cumprod) == float(s.alphas_cumprod[0])
     assert float(PNDMScheduler(set_alpha_to_one=True).final_alpha_cumprod) == 1.0
     assert s.timesteps is None and s.num_inference_steps is None
-    x = sample()
+    x = sample_tensor()
     assert s.scale_model_input(x, 5) is x
 
 
@@ -406,7 +406,7 @@ def test_save_and_load_round_trip(tmp_path, kwargs: dict) -> None:
     loaded = PNDMScheduler.from_pretrained(tmp_path, subfolder="scheduler")
     assert loaded.config == s.config
     assert torch.equal(loaded.betas, s.betas)
-    assert torch.equal(run(loaded, sample(), 10), run(s, sample(), 10))
+    assert torch.equal(run(loaded, sample_tensor(), 10), run(s, sample_tensor(), 10))
 
 
 def test_ddpm_config_loads_with_one_warning(tmp_path) -> None:
@@ -439,7 +439,7 @@ def test_from_config_rules() -> None:
 
 def test_add_noise() -> None:
     s = PNDMScheduler()
-    x0, noise, t = sample(), 0.5 * sample(), torch.tensor([10, 900])
+    x0, noise, t = sample_tensor(), 0.5 * sample_tensor(), torch.tensor([10, 900])
     a = s.alphas_cumprod[t].reshape(-1, 1, 1, 1)
     expected = a.sqrt() * x0 + (1 - a).sqrt() * noise
     assert torch.equal(s.add_noise(x0, noise, t), expected)

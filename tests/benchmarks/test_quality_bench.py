@@ -69,8 +69,8 @@ def test_peer_converges_to_exact_flow(problem, name, option, steps, min_ratio, m
 
 def test_benchlib_comes_from_pytest_configuration_not_sys_path_edits() -> None:
     """benchmarks/ is on pytest's ``pythonpath`` (pyproject.toml); no test edits sys.path."""
-    tests = Path(__file__).resolve().parent
+    tests = Path(__file__).resolve().parents[1]
     edit = re.compile(r"sys\.path\.(insert|append|extend)\(|sys\.path \+?=")
-    editing = [p.name for p in tests.glob("*.py") if edit.search(p.read_text(encoding="utf-8"))]
+    editing = [p.name for p in tests.rglob("*.py") if edit.search(p.read_text(encoding="utf-8"))]
     assert editing == []
     assert Path(peers.__file__).resolve().parent == tests.parent / "benchmarks" / "benchlib"

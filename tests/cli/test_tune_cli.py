@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error
+from conftest import GREY, GRID, PLAIN, assert_one_line_error, tiny_unet, tuned
 from PIL import Image
 
 from pndm.assets import shipped_model_path
@@ -21,41 +21,21 @@ from pndm.compat.folders import model_hash
 from pndm.compat.pipeline import PNDMPipeline
 from pndm.compat.scheduler import PNDMScheduler
 from pndm.models.unet_2d import UNet2DModel
-from pndm.tuning import Tuned
 from pndm.tuning.grid_file import GridMismatchWarning, check_grid, load_grid, save_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-GRID = [999.0, 700.25, 400.5, 120.0, 10.0, -1.0]  # a full grid: model times, then the target
 
-
-def tiny_unet(seed: int) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+def grey_unet(seed: int) -> UNet2DModel:
+    return tiny_unet(seed, **GREY, **PLAIN)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 8x8 grey pipeline folder: another model than the grids were tuned on."""
     folder = tmp_path_factory.mktemp("model") / "tiny"
-    PNDMPipeline(unet=tiny_unet(0), scheduler=PNDMScheduler()).save_pretrained(folder)
+    PNDMPipeline(unet=grey_unet(0), scheduler=PNDMScheduler()).save_pretrained(folder)
     return folder
-
-
-def tuned(timesteps: tuple[float, ...] = tuple(GRID), method: str = "ipndm", **options: Any):
-    """A `Tuned` as the tuner returns it (4 model calls: ipndm with afs on 5 steps)."""
-    options = options or {"afs": True}
-    return Tuned(torch.tensor(timesteps, dtype=torch.float64), method, 4, options,
-                 error=0.1, start_error=0.2, model_calls=300, seconds=1.5)  # fmt: skip
 
 
 def write_grid(path: Path, model: Path, **kwargs: Any) -> Path:
@@ -183,29 +163,29 @@ def _folder(path: Path, unet: Any, **scheduler: Any) -> Path:
 def test_the_model_hash_is_of_the_weights_and_configs_not_the_files(tmp_path: Path) -> None:
     """One identity (pndm.compat.folders.model_hash) for a folder and a pipeline: the same
     weights and configs hash alike however they are stored; any change of either does not."""
-    unet = tiny_unet(0)
+    unet = grey_unet(0)
     digest = model_hash(_folder(tmp_path / "a", unet))
     assert digest.startswith("sha256:")
     PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(
         tmp_path / "bin", safe_serialization=False
     )
     assert model_hash(tmp_path / "bin") == digest  # .bin instead of .safetensors
-    assert model_hash(PNDMPipeline(unet=tiny_unet(0), scheduler=PNDMScheduler())) == digest
+    assert model_hash(PNDMPipeline(unet=grey_unet(0), scheduler=PNDMScheduler())) == digest
     assert model_hash(PNDMPipeline.from_pretrained(tmp_path / "a")) == digest
-    assert model_hash(_folder(tmp_path / "b", tiny_unet(1))) != digest
-    changed = tiny_unet(0)
+    assert model_hash(_folder(tmp_path / "b", grey_unet(1))) != digest
+    changed = grey_unet(0)
     with torch.no_grad():
         changed.conv_in.bias.add_(1e-3)
     assert model_hash(_folder(tmp_path / "c", changed)) != digest
     assert model_hash(_folder(tmp_path / "d", unet, prediction_type="v_prediction")) != digest
-    assert model_hash(PNDMPipeline(unet=tiny_unet(0).double(), scheduler=PNDMScheduler())) == digest
+    assert model_hash(PNDMPipeline(unet=grey_unet(0).double(), scheduler=PNDMScheduler())) == digest
     assert (
-        model_hash(PNDMPipeline(unet=tiny_unet(0).bfloat16(), scheduler=PNDMScheduler())) != digest
+        model_hash(PNDMPipeline(unet=grey_unet(0).bfloat16(), scheduler=PNDMScheduler())) != digest
     )
 
 
 def test_a_half_precision_folder_hashes_as_the_model_loaded_from_it(tmp_path: Path) -> None:
-    folder = _folder(tmp_path / "h", tiny_unet(0).half())
+    folder = _folder(tmp_path / "h", grey_unet(0).half())
     assert model_hash(folder) == model_hash(PNDMPipeline.from_pretrained(folder))  # float32
 
 
@@ -223,7 +203,7 @@ def test_check_grid_warns_on_other_model_or_method(tmp_path: Path) -> None:
         check_grid(grid, model_hash=None, method=None)
     with pytest.warns(GridMismatchWarning, match="tuned on another model"):
         check_grid(
-            grid, model_hash=model_hash(_folder(tmp_path / "t", tiny_unet(0))), method="ipndm"
+            grid, model_hash=model_hash(_folder(tmp_path / "t", grey_unet(0))), method="ipndm"
         )
     with pytest.warns(GridMismatchWarning, match="tuned for method 'ipndm', not 'ddim'"):
         check_grid(grid, model_hash=own, method="ddim")

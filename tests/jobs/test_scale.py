@@ -13,23 +13,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from conftest import FAST_SAMPLE, assert_one_line_error, cli_sample
 from PIL import Image
 
 from pndm.cli import main
 from pndm.images import is_complete_png
 from pndm.jobs import manifest
 
-FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
 PNDM = [sys.executable, "-m", "pndm.cli"]
 
 
 def files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def sample(*args: str) -> int:
-    return main(["sample", *FAST, *args])
 
 
 # ----------------------------------------------------------------------------- torchrun
@@ -42,19 +37,19 @@ def test_torchrun_two_ranks_equal_one_process(tmp_path: Path) -> None:
     test_an_image_depends_on_its_batch_only_through_the_batch_size)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     args = ["sample", "--seeds", "0-10", "--batch-size", "2", "--out", str(tmp_path / "ranks")]
-    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", *args, *FAST]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", *args, *FAST_SAMPLE]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "wrote 11 images on 2 ranks [6, 5]" in result.stderr
     assert result.stderr.count("wrote 11 images") == 1  # only rank 0 prints the summary
-    assert sample("--seeds", "0-10", "--batch-size", "2", "--out", str(tmp_path / "one")) == 0
+    assert cli_sample("--seeds", "0-10", "--batch-size", "2", "--out", str(tmp_path / "one")) == 0
     assert files(tmp_path / "ranks") == files(tmp_path / "one")
 
 
 @pytest.mark.slow
 def test_torchrun_refuses_single_file_outputs(tmp_path: Path) -> None:
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", "sample", *FAST]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", "sample", *FAST_SAMPLE]
     result = subprocess.run(
         [*cmd, "--out", str(tmp_path / "x.npz")], capture_output=True, text=True, timeout=300
     )
@@ -103,7 +98,17 @@ def _watch_then_kill(proc: subprocess.Popen, folder: Path, after: int) -> None:
 @pytest.mark.slow
 def test_sigkill_then_rerun_completes_exactly_the_missing_seeds(tmp_path: Path) -> None:
     out = tmp_path / "killed"
-    args = [*PNDM, "sample", "--seeds", "0-23", "--batch-size", "3", "--out", str(out), *FAST]
+    args = [
+        *PNDM,
+        "sample",
+        "--seeds",
+        "0-23",
+        "--batch-size",
+        "3",
+        "--out",
+        str(out),
+        *FAST_SAMPLE,
+    ]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     _watch_then_kill(proc, out, after=4)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
@@ -112,21 +117,21 @@ def test_sigkill_then_rerun_completes_exactly_the_missing_seeds(tmp_path: Path) 
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"wrote {24 - len(before)} images ({len(before)} already there)" in rerun.stderr
-    assert sample("--seeds", "0-23", "--batch-size", "3", "--out", str(tmp_path / "whole")) == 0
+    assert cli_sample("--seeds", "0-23", "--batch-size", "3", "--out", str(tmp_path / "whole")) == 0
     assert files(out) == files(tmp_path / "whole")
 
 
 def test_a_corrupt_file_under_a_seed_name_is_redone(tmp_path: Path, capsys) -> None:
     out = tmp_path / "f"
-    assert sample("--seeds", "0-3", "--out", str(out)) == 0
+    assert cli_sample("--seeds", "0-3", "--out", str(out)) == 0
     good = (out / "seed000002.png").read_bytes()
     (out / "seed000002.png").write_bytes(good[: len(good) // 2])  # truncated
     Image.new("L", (8, 8)).save(out / "seed000003.png")  # wrong size
     (out / ".seed000001.png.abc.tmp").write_bytes(b"debris of a killed run")
     capsys.readouterr()
-    assert sample("--seeds", "0-3", "--out", str(out)) == 0
+    assert cli_sample("--seeds", "0-3", "--out", str(out)) == 0
     assert "wrote 2 images (2 already there)" in capsys.readouterr().err
-    assert sample("--seeds", "0-3", "--out", str(tmp_path / "clean")) == 0
+    assert cli_sample("--seeds", "0-3", "--out", str(tmp_path / "clean")) == 0
     assert files(out) == files(tmp_path / "clean")
 
 
@@ -136,7 +141,7 @@ def test_a_corrupt_file_under_a_seed_name_is_redone(tmp_path: Path, capsys) -> N
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     out = tmp_path / "f"
-    assert sample("--seeds", "0-1", "--out", str(out)) == 0
+    assert cli_sample("--seeds", "0-1", "--out", str(out)) == 0
     return out
 
 
@@ -172,7 +177,7 @@ def test_other_settings_are_refused_before_loading(
     monkeypatch.setattr(folders, "load_unet", lambda *a, **k: pytest.fail("loaded the model"))
     before = files(folder)
     capsys.readouterr()
-    code = sample("--seeds", "0-3", *args, "--out", str(folder))
+    code = cli_sample("--seeds", "0-3", *args, "--out", str(folder))
     assert_one_line_error(capsys, code, "holds images made with other settings", needle)
     assert files(folder) == before
 
@@ -190,7 +195,7 @@ def test_timesteps_and_method_options_are_pixel_deciding() -> None:
 
 
 def test_more_seeds_extend_the_manifest_in_order(folder: Path) -> None:
-    assert sample("--seeds", "7,5,0-3", "--out", str(folder)) == 0
+    assert cli_sample("--seeds", "7,5,0-3", "--out", str(folder)) == 0
     assert json.loads((folder / "pndm.json").read_text())["seeds"] == "0-1,7,5,2-3"
     assert manifest.read(folder).seeds == [0, 1, 7, 5, 2, 3]
 
@@ -201,23 +206,23 @@ def test_other_versions_only_warn(folder: Path, capsys) -> None:
     (folder / "pndm.json").write_text(json.dumps(data))
     capsys.readouterr()
     with pytest.warns(UserWarning, match=r"torch .* \(pndm.json: 1.0.0\)"):
-        assert sample("--seeds", "0-2", "--out", str(folder)) == 0
+        assert cli_sample("--seeds", "0-2", "--out", str(folder)) == 0
 
 
 def test_a_folder_of_unknown_images_is_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "old"
     out.mkdir()
     Image.new("L", (16, 16)).save(out / "seed000000.png")
-    assert_one_line_error(capsys, sample("--seeds", "0-1", "--out", str(out)), "no pndm.json")
+    assert_one_line_error(capsys, cli_sample("--seeds", "0-1", "--out", str(out)), "no pndm.json")
 
 
 # ----------------------------------------------------------------------------- pack
 
 
 def test_pack_is_the_npz_in_manifest_order(folder: Path, tmp_path: Path) -> None:
-    assert sample("--seeds", "9,4", "--out", str(folder)) == 0
+    assert cli_sample("--seeds", "9,4", "--out", str(folder)) == 0
     assert main(["pack", str(folder), str(tmp_path / "p.npz")]) == 0
-    assert sample("--seeds", "0,1,9,4", "--out", str(tmp_path / "direct.npz")) == 0
+    assert cli_sample("--seeds", "0,1,9,4", "--out", str(tmp_path / "direct.npz")) == 0
     with np.load(tmp_path / "p.npz") as packed, np.load(tmp_path / "direct.npz") as direct:
         assert packed["arr_0"].dtype == np.uint8 and packed["arr_0"].shape == (4, 16, 16, 1)
         assert packed["seeds"].dtype == np.uint64
@@ -227,7 +232,7 @@ def test_pack_is_the_npz_in_manifest_order(folder: Path, tmp_path: Path) -> None
 
 
 def test_pack_refuses_missing_seeds_naming_them(folder: Path, tmp_path: Path, capsys) -> None:
-    assert sample("--seeds", "0-9", "--out", str(folder)) == 0
+    assert cli_sample("--seeds", "0-9", "--out", str(folder)) == 0
     for seed in (3, 4, 5, 6, 7, 8):
         os.unlink(folder / f"seed{seed:06d}.png")
     capsys.readouterr()
@@ -265,10 +270,10 @@ def test_a_failing_rank_fails_the_job_without_a_hang(tmp_path: Path) -> None:
     """Rank 1's share (seeds 1, 3) holds a folder under a seed's name: rank 1 stops with that
     error before sampling while rank 0 waits for it in a collective; torchrun must end both."""
     out = tmp_path / "f"
-    assert sample("--seeds", "0", "--out", str(out)) == 0
+    assert cli_sample("--seeds", "0", "--out", str(out)) == 0
     (out / "seed000001.png").mkdir()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", "sample", *FAST]
+    cmd = [*torchrun, "--nproc_per_node=2", "-m", "pndm.cli", "sample", *FAST_SAMPLE]
     start = time.monotonic()
     result = subprocess.run(
         [*cmd, "--seeds", "0-3", "--out", str(out)], capture_output=True, text=True, timeout=240

@@ -10,18 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error
+from conftest import FAST_SAMPLE, assert_one_line_error, cli_sample
 
-from pndm.cli import main
 from pndm.cli.signals import EXIT_INTERRUPTED, EXIT_TERMINATED
 from pndm.files import atomic
 from pndm.jobs import run as jobs
-
-FAST = ["--steps", "4", "--no-progress", "--threads", "1"]
-
-
-def sample(*args: str) -> int:
-    return main(["sample", *FAST, *args])
 
 
 def test_atomic_write_fsyncs_the_file_and_its_folder(tmp_path: Path, monkeypatch) -> None:
@@ -65,7 +58,7 @@ def test_a_file_that_appears_while_sampling_is_not_overwritten(
     appeared = tmp_path / name
     out = tmp_path / name.split("/")[0]
     _appear_during_sampling(monkeypatch, appeared)
-    assert_one_line_error(capsys, sample("--seeds", "0-2", "--out", str(out)), "left as it is")
+    assert_one_line_error(capsys, cli_sample("--seeds", "0-2", "--out", str(out)), "left as it is")
     assert appeared.read_bytes() == b"someone else's file"
     assert not list(tmp_path.rglob("*.tmp"))
 
@@ -73,7 +66,7 @@ def test_a_file_that_appears_while_sampling_is_not_overwritten(
 def test_overwrite_replaces_a_file_that_was_there(tmp_path: Path) -> None:
     out = tmp_path / "out.npz"
     out.write_bytes(b"old")
-    assert sample("--seeds", "0-1", "--out", str(out), "--overwrite") == 0
+    assert cli_sample("--seeds", "0-1", "--out", str(out), "--overwrite") == 0
     assert np.load(out)["arr_0"].shape[0] == 2
 
 
@@ -81,7 +74,7 @@ def test_overwrite_replaces_a_file_that_was_there(tmp_path: Path) -> None:
 @pytest.mark.parametrize("out", ["folder", "out.npz"])
 def test_sigterm_leaves_no_temporary_files(tmp_path: Path, out: str) -> None:
     """SIGTERM at several moments of a run (loading, sampling, writing): exit 143, no .tmp."""
-    cmd = [sys.executable, "-m", "pndm.cli", "sample", *FAST, "--batch-size", "2"]
+    cmd = [sys.executable, "-m", "pndm.cli", "sample", *FAST_SAMPLE, "--batch-size", "2"]
     for i, delay in enumerate((1.0, 2.5, 4.0, 5.5)):
         target = tmp_path / f"{i}-{out}"
         proc = subprocess.Popen(
@@ -103,18 +96,18 @@ def test_sigterm_leaves_no_temporary_files(tmp_path: Path, out: str) -> None:
 
 def test_a_manifest_that_is_not_a_file_is_refused(tmp_path: Path, capsys) -> None:
     (tmp_path / "f" / "pndm.json").mkdir(parents=True)
-    assert_one_line_error(capsys, sample("--out", str(tmp_path / "f")), "is not a file")
+    assert_one_line_error(capsys, cli_sample("--out", str(tmp_path / "f")), "is not a file")
 
 
 @pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
 def test_a_folder_under_a_seed_name_is_refused_before_sampling(
     tmp_path: Path, capsys, monkeypatch, overwrite: list[str]
 ) -> None:
-    assert sample("--seeds", "0", "--out", str(tmp_path / "f")) == 0  # a folder with a manifest
+    assert cli_sample("--seeds", "0", "--out", str(tmp_path / "f")) == 0  # a folder with a manifest
     (tmp_path / "f" / "seed000001.png").mkdir()
     monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
     capsys.readouterr()
-    code = sample("--seeds", "0-2", "--out", str(tmp_path / "f"), *overwrite)
+    code = cli_sample("--seeds", "0-2", "--out", str(tmp_path / "f"), *overwrite)
     assert_one_line_error(capsys, code, "seed000001.png")
 
 

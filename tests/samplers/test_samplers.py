@@ -38,7 +38,7 @@ EXACT = [
     ("pec-adaptive", {}),  # only the grid's two ends, its own steps between them
     *[("pec-data", {"order": k}) for k in (1, 2, 3)],  # x̂_0 = μ: exact whatever the weights
 ]
-ADAPTIVE = ("pf", "pec-adaptive")  # NFE chosen by the tolerance: tests/test_pec_adaptive.py
+ADAPTIVE = ("pf", "pec-adaptive")  # NFE by the tolerance: tests/samplers/test_pec_adaptive.py
 FIXED_STEP = [name for name in SAMPLERS if name not in ADAPTIVE]
 
 

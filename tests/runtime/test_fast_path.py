@@ -1,21 +1,20 @@
 """The fast path: inference-only UNet rewrites, pipeline options, CUDA graphs, batch sizing.
 
 Everything here runs on the CPU in seconds; CUDA cases are skipped without a GPU, and the real
-torch.compile case is marked slow and skipped unless PNDM_SLOW=1 (compiling the small UNet with
-inductor takes about a minute on two cores).
+torch.compile case is marked slow (compiling the small UNet with inductor takes about 40 s on two
+cores; ``pytest --slow`` runs it).
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SMALL_UNET, assert_rounding_close
+from conftest import SMALL_UNET, assert_rounding_close, cli_sample
 
 from pndm import PNDMPipeline, PNDMScheduler, UNet2DModel
 from pndm.models import blocks, inference, unet_2d
@@ -37,7 +36,7 @@ from pndm.schedule import NoiseSchedule
 # SSE4.1 kernels alike; 1e-5 leaves 10x for AVX-512's other order of summation. Winograd paths,
 # whose error is 2-3x the direct kernel's, are checked against float64 instead (below).
 ATOL = 1e-5
-# bf16 UNet, float32 solver, images in [0, 1] (u = 2^-8): as tests/test_pipeline.py
+# bf16 UNet, float32 solver, images in [0, 1] (u = 2^-8): as tests/compat/test_pipeline.py
 BF16_MAX, BF16_MEAN = 4 * 2**-8, 2**-9
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -418,8 +417,7 @@ def test_compiled_unet_is_one_graph_for_every_step_and_run(monkeypatch) -> None:
     assert len(graphs) == 1 and graphs[0] > 100  # the whole UNet, once
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("PNDM_SLOW"), reason="inductor compile: set PNDM_SLOW=1")
+@pytest.mark.slow  # an inductor compile: about 40 s on two cores
 def test_torch_compile_on_cpu_matches() -> None:
     plain = small_pipe()(**KWARGS).images
     fast = small_pipe()(channels_last=True, compile=True, **KWARGS).images
@@ -504,12 +502,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory):
     return folder
 
 
-def cli_sample(model_dir, *args: str) -> int:
-    from pndm.cli import main
-
-    return main(["sample", "--model", str(model_dir), "--steps", "3", "--no-progress", *args])
-
-
 def test_cli_default_batch_size_is_memory_aware(model_dir, tmp_path, monkeypatch) -> None:
     from pndm.jobs import run as jobs
 
@@ -522,19 +514,20 @@ def test_cli_default_batch_size_is_memory_aware(model_dir, tmp_path, monkeypatch
         return real(pipe, seeds, job, plan, size)
 
     monkeypatch.setattr(jobs, "sample_batch", spy)
-    assert cli_sample(model_dir, "--num-images", "7", "--out", str(tmp_path / "a.npz")) == 0
+    assert cli_sample("--num-images", "7", "--out", str(tmp_path / "a.npz"), model=model_dir) == 0
     assert calls == [(3, 3), (3, 3), (1, 3)]  # the last batch is padded to the same size
 
 
 def test_cli_fast_options(model_dir, tmp_path, capsys) -> None:
     plain, fast = tmp_path / "plain.npz", tmp_path / "fast.npz"
-    assert cli_sample(model_dir, "--num-images", "2", "--out", str(plain)) == 0
-    assert cli_sample(model_dir, "--num-images", "2", "--channels-last", "--out", str(fast)) == 0
+    assert cli_sample("--num-images", "2", "--out", str(plain), model=model_dir) == 0
+    assert (
+        cli_sample("--num-images", "2", "--channels-last", "--out", str(fast), model=model_dir) == 0
+    )
     a, b = np.load(plain)["arr_0"].astype(int), np.load(fast)["arr_0"].astype(int)
     assert np.abs(a - b).max() <= 1  # float32 rounding may flip a uint8 level
     capsys.readouterr()
-    code = cli_sample(
-        model_dir, "--num-images", "1", "--cuda-graphs", "--out", str(tmp_path / "c.npz")
-    )
+    code = cli_sample("--num-images", "1", "--cuda-graphs", "--out", str(tmp_path / "c.npz"),
+                      model=model_dir)  # fmt: skip
     err = capsys.readouterr().err
     assert code != 0 and "cuda_graphs=True needs the UNet on a CUDA device" in err

@@ -8,20 +8,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line_error, read_only_folder, unlock
+from conftest import (
+    assert_one_line_error,
+    cli_sample,
+    read_only_folder,
+    tiny_pipeline_folder,
+    unlock,
+)
 from PIL import Image
 
 from pndm.assets import shipped_model_path
 from pndm.cli import main
 from pndm.compat.pipeline import PNDMPipeline
-from pndm.compat.scheduler import PNDMScheduler
 from pndm.images import contact_sheet
 from pndm.jobs import run as jobs
 from pndm.jobs.seeds import parse_seeds
-from pndm.models.unet_2d import UNet2DModel
 
-SIZE = 8
-FAST = ["--steps", "5", "--no-progress"]
+SIZE = 8  # conftest.TINY_UNET's images
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,23 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random RGB pipeline folder (8x8 images)."""
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=SIZE,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=None,
-    )
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(folder)
-    return folder
-
-
-def sample(model_dir: Path, *args: str) -> int:
-    return main(["sample", "--model", str(model_dir), *FAST, *args])
+    return tiny_pipeline_folder(tmp_path_factory.mktemp("model") / "tiny")
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -89,13 +76,17 @@ def test_folder_output_is_per_seed_and_batch_independent(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    assert sample(model_dir, "--seeds", "0-3,10", "--batch-size", "2", "--out", str(a)) == 0
+    assert (
+        cli_sample("--seeds", "0-3,10", "--batch-size", "2", "--out", str(a), model=model_dir) == 0
+    )
     summary = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "wrote 5 images" in summary and "f-pndm, 5 steps, NFE 14," in summary
+    assert "wrote 5 images" in summary and "f-pndm, 4 steps, NFE 13," in summary
     assert "images/s" in summary
     names = sorted(p.name for p in a.iterdir() if p.name != "pndm.json")
     assert names == [f"seed{s:06d}.png" for s in (0, 1, 2, 3, 10)]
-    assert sample(model_dir, "--seeds", "10,2", "--batch-size", "5", "--out", f"{b}/") == 0
+    assert (
+        cli_sample("--seeds", "10,2", "--batch-size", "5", "--out", f"{b}/", model=model_dir) == 0
+    )
     for name in ("seed000002.png", "seed000010.png"):
         first, second = read_png(a / name), read_png(b / name)
         assert first.shape == (SIZE, SIZE, 3) and first.dtype == np.uint8
@@ -104,8 +95,8 @@ def test_folder_output_is_per_seed_and_batch_independent(
 
 
 def test_grid_png_tiles_are_the_images(model_dir: Path, tmp_path: Path) -> None:
-    assert sample(model_dir, "--num-images", "5", "--out", str(tmp_path / "g.png")) == 0
-    assert sample(model_dir, "--num-images", "5", "--out", str(tmp_path / "each")) == 0
+    assert cli_sample("--num-images", "5", "--out", str(tmp_path / "g.png"), model=model_dir) == 0
+    assert cli_sample("--num-images", "5", "--out", str(tmp_path / "each"), model=model_dir) == 0
     grid = read_png(tmp_path / "g.png")
     assert grid.shape == (2 * (SIZE + 2) + 2, 3 * (SIZE + 2) + 2, 3)
     for i in range(5):
@@ -116,7 +107,9 @@ def test_grid_png_tiles_are_the_images(model_dir: Path, tmp_path: Path) -> None:
 
 def test_npz_output(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "s.npz"
-    assert sample(model_dir, "--seeds", "3,1,4", "--method", "ddim", "--out", str(out)) == 0
+    assert (
+        cli_sample("--seeds", "3,1,4", "--method", "ddim", "--out", str(out), model=model_dir) == 0
+    )
     with np.load(out) as data:
         arr, seeds = data["arr_0"], data["seeds"]
     assert arr.shape == (3, SIZE, SIZE, 3) and arr.dtype == np.uint8
@@ -130,10 +123,12 @@ def test_existing_file_needs_overwrite(
     out = tmp_path / "g.png"
     out.write_bytes(b"old")
     assert_one_line_error(
-        capsys, sample(model_dir, "--num-images", "1", "--out", str(out)), "--overwrite"
+        capsys,
+        cli_sample("--num-images", "1", "--out", str(out), model=model_dir),
+        "--overwrite",
     )
     assert out.read_bytes() == b"old"
-    assert sample(model_dir, "--num-images", "1", "--out", str(out), "--overwrite") == 0
+    assert cli_sample("--num-images", "1", "--out", str(out), "--overwrite", model=model_dir) == 0
     assert read_png(out).shape == (SIZE + 4, SIZE + 4, 3)
 
 
@@ -144,14 +139,16 @@ def test_folder_resume_skips_existing_images(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "imgs"
-    assert sample(model_dir, "--seeds", "0-1", "--out", str(out)) == 0
+    assert cli_sample("--seeds", "0-1", "--out", str(out), model=model_dir) == 0
     before = {p.name: p.stat().st_mtime_ns for p in out.glob("seed*")}
     capsys.readouterr()
-    assert sample(model_dir, "--seeds", "0-3", "--out", str(out)) == 0
+    assert cli_sample("--seeds", "0-3", "--out", str(out), model=model_dir) == 0
     assert "wrote 2 images (2 already there)" in capsys.readouterr().err
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name in before} == before
     assert len(list(out.glob("seed*"))) == 4
-    assert sample(model_dir, "--seeds", "0-3", "--out", str(out)) == 0  # nothing left: no load
+    assert (
+        cli_sample("--seeds", "0-3", "--out", str(out), model=model_dir) == 0
+    )  # nothing left: no load
     assert "wrote 0 images (4 already there)" in capsys.readouterr().err
 
 
@@ -169,12 +166,12 @@ def test_interrupted_run_resumes_to_the_same_images(
     out = tmp_path / "imgs"
     args = ["--seeds", "0-5", "--batch-size", "2", "--out", str(out)]
     monkeypatch.setattr(jobs, "sample_batch", interrupted)
-    assert sample(model_dir, *args) == 130
+    assert cli_sample(*args, model=model_dir) == 130
     names = sorted(p.name for p in out.iterdir())
     assert names == ["pndm.json", "seed000000.png", "seed000001.png"]
     monkeypatch.setattr(jobs, "sample_batch", real)
-    assert sample(model_dir, *args) == 0
-    assert sample(model_dir, "--seeds", "0-5", "--out", str(tmp_path / "clean")) == 0
+    assert cli_sample(*args, model=model_dir) == 0
+    assert cli_sample("--seeds", "0-5", "--out", str(tmp_path / "clean"), model=model_dir) == 0
     for seed in range(6):
         name = f"seed{seed:06d}.png"
         assert np.array_equal(read_png(out / name), read_png(tmp_path / "clean" / name))
@@ -191,7 +188,7 @@ def test_no_half_written_png(
 
     out = tmp_path / "imgs"
     monkeypatch.setattr(Image.Image, "save", broken_save)
-    assert sample(model_dir, "--num-images", "2", "--out", str(out)) == 130
+    assert cli_sample("--num-images", "2", "--out", str(out), model=model_dir) == 130
     assert [p.name for p in out.iterdir()] == ["pndm.json"]
 
 
@@ -221,7 +218,7 @@ def test_bad_options(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = sample(model_dir, *args, "--out", str(tmp_path / "g.png"))
+    code = cli_sample(*args, "--out", str(tmp_path / "g.png"), model=model_dir)
     assert_one_line_error(capsys, code, *needles)
     assert not (tmp_path / "g.png").exists()
 
@@ -237,7 +234,7 @@ def test_bad_options(
 def test_bad_output_paths(
     out: str, needle: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert_one_line_error(capsys, sample(model_dir, "--out", str(tmp_path / out)), needle)
+    assert_one_line_error(capsys, cli_sample("--out", str(tmp_path / out), model=model_dir), needle)
 
 
 def test_error_after_loading_is_one_line_with_progress_on(
@@ -256,7 +253,7 @@ def test_error_after_loading_is_one_line_with_progress_on(
 
 
 def test_missing_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = sample(tmp_path / "nothing", "--out", str(tmp_path / "g.png"))
+    code = cli_sample("--out", str(tmp_path / "g.png"), model=tmp_path / "nothing")
     assert_one_line_error(capsys, code, "not found")
 
 
@@ -264,7 +261,7 @@ def test_missing_model_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_cuda_without_cuda(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = sample(model_dir, "--device", "cuda", "--out", str(tmp_path / "g.png"))
+    code = cli_sample("--device", "cuda", "--out", str(tmp_path / "g.png"), model=model_dir)
     assert_one_line_error(capsys, code, "CUDA is not available")
 
 
@@ -287,7 +284,7 @@ def test_default_model_is_the_shipped_one(tmp_path: Path) -> None:
 
 def test_no_temporary_files_left_anywhere(model_dir: Path, tmp_path: Path) -> None:
     for out in ("a.png", "b.npz", "c"):
-        assert sample(model_dir, "--num-images", "3", "--out", str(tmp_path / out)) == 0
+        assert cli_sample("--num-images", "3", "--out", str(tmp_path / out), model=model_dir) == 0
     leftovers = [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert leftovers == [], leftovers
     expected = ["pndm.json"] + [f"seed{i:06d}.png" for i in range(3)]
@@ -304,7 +301,7 @@ def test_read_only_output_fails_before_sampling(
     folder = read_only_folder(tmp_path / "ro")
     monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
     try:
-        code = sample(model_dir, "--out", str(folder / name))
+        code = cli_sample("--out", str(folder / name), model=model_dir)
     finally:
         unlock(folder)
     assert_one_line_error(capsys, code, "cannot write to the output folder")
@@ -314,21 +311,19 @@ def test_too_many_images_are_refused_before_any_list_is_built(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for args in (["--num-images", str(10**9)], ["--seeds", f"0-{10**9}"]):
-        code = sample(model_dir, *args, "--out", str(tmp_path / "f/"))
+        code = cli_sample(*args, "--out", str(tmp_path / "f/"), model=model_dir)
         assert_one_line_error(capsys, code, "images in one run is more than 10000000")
 
 
 def test_an_image_too_large_for_memory_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
 ) -> None:
-    unet = UNet2DModel(
-        sample_size=100_000, block_out_channels=(8,), layers_per_block=1, norm_num_groups=8,
+    folder = tiny_pipeline_folder(
+        tmp_path / "huge", sample_size=100_000, block_out_channels=(8,),
         down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",),
     )  # fmt: skip
-    folder = tmp_path / "huge"
-    PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(folder)
     monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
-    code = sample(folder, "--num-images", "1", "--out", str(tmp_path / "x.png"))
+    code = cli_sample("--num-images", "1", "--out", str(tmp_path / "x.png"), model=folder)
     assert_one_line_error(capsys, code, "one image of this model (sample_size 100000) needs")
 
 
@@ -343,7 +338,7 @@ def test_in_memory_outputs_that_cannot_fit_are_refused(
     )
     monkeypatch.setattr(fast, "check_fits", lambda *a: None)  # the UNet check is another test
     monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled before the check"))
-    code = sample(model_dir, "--num-images", "3000000", "--out", str(tmp_path / "x.npz"))
+    code = cli_sample("--num-images", "3000000", "--out", str(tmp_path / "x.npz"), model=model_dir)
     assert_one_line_error(capsys, code, "GiB of memory", "into a folder")
 
 
@@ -355,7 +350,9 @@ def test_a_nan_model_fails_in_one_line_and_writes_nothing(
         pipe.unet.conv_out.bias.fill_(float("nan"))
     pipe.save_pretrained(tmp_path / "nan-model")
     for out in ("g.png", "g.npz", "f/"):
-        code = sample(tmp_path / "nan-model", "--num-images", "2", "--out", str(tmp_path / out))
+        code = cli_sample(
+            "--num-images", "2", "--out", str(tmp_path / out), model=tmp_path / "nan-model"
+        )
         assert_one_line_error(capsys, code, "NaN or inf at model call 1 of")
         assert not (tmp_path / out).exists() or not list((tmp_path / out).glob("seed*"))
 
@@ -363,6 +360,6 @@ def test_a_nan_model_fails_in_one_line_and_writes_nothing(
 def test_seeds_up_to_2_64_minus_1_are_stored_exactly(model_dir: Path, tmp_path: Path) -> None:
     seeds = [0, 2**63, 2**64 - 1]
     out = tmp_path / "big.npz"
-    assert sample(model_dir, "--seeds", ",".join(map(str, seeds)), "--out", str(out)) == 0
+    assert cli_sample("--seeds", ",".join(map(str, seeds)), "--out", str(out), model=model_dir) == 0
     with np.load(out) as data:
         assert [int(s) for s in data["seeds"]] == seeds

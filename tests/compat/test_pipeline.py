@@ -24,7 +24,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import assert_rounding_close
+from conftest import GREY, PLAIN, assert_rounding_close, tiny_unet
 
 from pndm import ImagePipelineOutput, PNDMPipeline, PNDMScheduler, UNet2DModel
 from pndm.noise import randn_tensor
@@ -374,17 +374,7 @@ def test_output_types(small_pipe) -> None:
 
 
 def test_one_channel_images_are_mode_l() -> None:
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=(8, 12),  # (H, W)
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        norm_num_groups=4,
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
+    unet = tiny_unet(sample_size=(8, 12), norm_num_groups=4, **GREY, **PLAIN)  # (H, W)
     pipe = quiet(PNDMPipeline(unet, PNDMScheduler()))
     (image,) = pipe(1, 1, seeds=[0], method="ddim").images
     assert image.mode == "L" and image.size == (12, 8)

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import Counter, assert_one_line_error
+from conftest import GRID, Counter, assert_one_line_error, tuned
 from PIL import Image
-from test_tune_cli import GRID, tuned
 
 from pndm import PNDMPipeline
 from pndm.analytic import PointMass, gaussian_flow

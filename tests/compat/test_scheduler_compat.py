@@ -38,7 +38,7 @@ def dummy_model(x: torch.Tensor, t) -> torch.Tensor:
     return torch.tanh(x) * (0.5 + t / 2000) + 0.1 * torch.sin(t / 100)
 
 
-def sample() -> torch.Tensor:
+def sample_tensor() -> torch.Tensor:
     return torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
@@ -57,7 +57,7 @@ def pair(**config) -> tuple[PNDMScheduler, DiffusersPNDM]:
 
 def run(scheduler, n: int, x: torch.Tensor | None = None) -> torch.Tensor:
     scheduler.set_timesteps(n)
-    x = sample() if x is None else x
+    x = sample_tensor() if x is None else x
     for t in scheduler.timesteps:
         x = scheduler.step(dummy_model(x, t), t, x).prev_sample
     return x
@@ -204,7 +204,7 @@ def test_where_diffusers_leaves_its_grid_ours_follows_it(spacing: str, skip: boo
     ours, theirs = pair(skip_prk_steps=skip, timestep_spacing=spacing)
     assert not grid_agrees(ours, n)
     method = "plms" if skip else "f-pndm"
-    exact = SAMPLERS[method](dummy_model, sample(), ours.grid(n), ours.schedule)
+    exact = SAMPLERS[method](dummy_model, sample_tensor(), ours.grid(n), ours.schedule)
     assert rel(run(ours, n), exact) < 1e-6
     assert rel(run(theirs, n), exact) > 1e-4
 
