@@ -71,10 +71,15 @@ def start(ranks: Ranks, device: Any) -> None:
         dist.init_process_group(backend, timeout=TIMEOUT)
 
 
-def stop() -> None:
+def stop(device: Any = None) -> None:
+    """Leave the process group; with ``device`` (a run that finished) after a barrier, so that no
+    rank tears gloo down while another still talks to it (seen once: a rank aborted at exit with
+    "terminate called without an active exception")."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if device is not None:
+            barrier(device)
         dist.destroy_process_group()
 
 

@@ -56,9 +56,12 @@ def run_job(job: SampleJob, load: Loader = load_pipeline) -> SampleSummary:
         with _threads(job, ranks, device):
             if manifest is not None:
                 _open_folder(output.path, manifest, ranks, device)
-            return _run(job, load, ranks, device, output, job_plan)
-    finally:
-        distributed.stop()
+            summary = _run(job, load, ranks, device, output, job_plan)
+    except BaseException:
+        distributed.stop()  # no barrier: the other ranks may be in another collective
+        raise
+    distributed.stop(device)
+    return summary
 
 
 def _folder_manifest(job: SampleJob, output: Output, plan: Plan) -> Any:
