@@ -122,10 +122,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    from pndm.runtime.devices import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from pndm.schedule import missing_members
 from pndm.wrapper import EpsFn
 
 ArrayLike = torch.Tensor | Sequence[Any] | float
@@ -223,11 +224,10 @@ def _solve_ivp() -> Any:
 
 
 def _check_sigma_schedule(schedule: Any) -> None:
-    needed = ("alpha_bar", "sigma_tilde", "timestep_from_sigma")
-    missing = [name for name in needed if not hasattr(schedule, name)]
+    missing = missing_members(schedule)
     if missing:
         raise TypeError(
-            f"reference_flow needs a schedule with {', '.join(needed)}; "
+            f"reference_flow needs a Schedule (NoiseSchedule or VPSchedule); "
             f"{type(schedule).__name__} lacks {', '.join(missing)}"
         )
 

@@ -66,3 +66,8 @@ def check_choice(name: str, value: Any, choices: Sequence[Any], why: str = "") -
         listed = ", ".join(map(str, choices))
         raise ValueError(f"{name} must be one of {listed}, got {value!r}{note}")
     return value
+
+
+def one_line(err: BaseException | str) -> str:
+    """An error's text on one line (white space collapsed): how pndm reports what failed."""
+    return " ".join(str(err).split())

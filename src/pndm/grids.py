@@ -42,14 +42,13 @@ def check_num_steps(
 
 def _integer_steps(schedule: Any, n: int) -> tuple[int, int]:
     """(n, T) for an integer grid of n steps on a discrete schedule of T training steps."""
-    T = getattr(schedule, "num_train_timesteps", None)
-    n = check_num_steps(n, T)
-    if T is None:
+    if not getattr(schedule, "discrete", False):
         raise ValueError(
             "integer grids need a discrete schedule (NoiseSchedule); for a continuous schedule use "
             "one of: edm, logsnr, time_uniform, time_quadratic"
         )
-    return n, T
+    T = schedule.num_train_timesteps
+    return check_num_steps(n, T), T
 
 
 def _integer_grid(ascending: torch.Tensor) -> torch.Tensor:

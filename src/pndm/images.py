@@ -106,6 +106,11 @@ def is_complete_png(path: Path, width: int, height: int, mode: str) -> bool:
         return False
 
 
+def png_channels(mode: str) -> int:
+    """The channels of a PNG of PIL mode "L" (1) or "RGB" (3): `png_mode`'s inverse."""
+    return CHANNELS[("L", "RGB").index(mode)]
+
+
 def png_mode(channels: int) -> str:
     """The PIL mode of a PNG with this many channels: "L" or "RGB"."""
     if channels not in CHANNELS:

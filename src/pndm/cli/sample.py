@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pndm.checks import one_line
 from pndm.cli.args import (
     HelpFormatter,
     Subparsers,
@@ -87,7 +88,8 @@ def add(subparsers: Subparsers) -> None:
         "--channels-last",
         action="store_true",
         default=None,
-        help="channels-last UNet and inputs (default: channels-last inputs on the CPU only)",
+        help="channels-last inputs (default: NCHW; on one CPU thread channels-last runs the "
+        "3x3 convolutions as Winograd)",
     )
     fast.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (slow first batch)"
@@ -181,4 +183,4 @@ def _warn_grid(grid: Any, model: Path, method: str) -> None:
         warnings.simplefilter("always")
         check_grid(grid, model_hash=model_hash(model), method=method)
     for warning in caught:
-        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        print(f"warning: {one_line(warning.message)}", file=sys.stderr)

@@ -96,15 +96,14 @@ def _tune_pipeline(folder: Path, device: str) -> Any:
 
 def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
     """`pndm.tuning.tune_pipeline` under one progress bar counting model calls."""
-    from tqdm import tqdm
-
+    from pndm.runtime.progress import progress_bar
     from pndm.tuning import progress_total, tune_pipeline
 
     settings = {"search_options": args.search_options, "iterations": args.iterations,
                 "calibrate": args.calibrate}  # fmt: skip
     total = progress_total(method, args.nfe, **settings)
     settings["samples"] = args.samples
-    bar = tqdm(total=total, unit="call", file=sys.stderr, disable=not args.progress, leave=False)
+    bar = progress_bar(total, "call", args.progress)
     with bar:
         return tune_pipeline(
             pipe, method=method, nfe=args.nfe, seed=args.seed, progress=bar.update, **settings

@@ -16,6 +16,7 @@ import PIL.Image
 
 from pndm.files.atomic import atomic_write
 from pndm.files.destinations import check_new_file
+from pndm.images import png_channels
 from pndm.jobs import manifest as manifests
 from pndm.jobs.destinations import missing_seeds, seed_filename
 
@@ -38,7 +39,7 @@ def pack(folder: Path, out: Path, overwrite: bool = False) -> int:
             f"{len(missing)} of {len(seeds)} seeds in {folder} have no complete PNG ({shown}); "
             f"sample them first (rerun the same pndm sample command)"
         )
-    shape = (len(seeds), image["height"], image["width"], 3 if image["mode"] == "RGB" else 1)
+    shape = (len(seeds), image["height"], image["width"], png_channels(image["mode"]))
     atomic_write(out, lambda tmp: _write_npz(tmp, folder, seeds, shape), replace=overwrite)
     return len(seeds)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ from pndm.jobs.job import SampleJob, SampleSummary, check_job, job_device
 from pndm.jobs.plan import Plan, plan
 from pndm.jobs.ranks import Ranks
 from pndm.runtime.devices import resolve_dtype, torch_threads
+from pndm.runtime.progress import progress_bar
 
 
 def load_pipeline(job: SampleJob, device: Any) -> Any:
@@ -160,9 +160,7 @@ class _CallCounter:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", file=sys.stderr, disable=not enabled, leave=False)
+    return progress_bar(total, "img", enabled)
 
 
 def sample_batch(pipe: Any, seeds: list[int], job: SampleJob, plan: Plan, size: int) -> np.ndarray:

@@ -8,7 +8,6 @@ of published statistics.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,12 +65,12 @@ def extractor(name: str, device: torch.device, inception_weights: Path | None = 
 @torch.inference_mode()
 def features(images: np.ndarray, ex: Extractor, batch_size: int, progress: bool) -> np.ndarray:
     """(N, dims) float64 features of uint8 NHWC ``images``, computed in batches on ex's device."""
-    from tqdm import tqdm
+    from pndm.runtime.progress import progress_bar
 
     device = next(ex.net.parameters()).device
     ex.to_input(images[:1])  # refuses a wrong image size before any work
     out = np.empty((len(images), ex.dims))
-    bar = tqdm(total=len(images), unit="img", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(len(images), "img", progress)
     with bar:
         for start in range(0, len(images), batch_size):
             batch = ex.to_input(images[start : start + batch_size]).to(device)

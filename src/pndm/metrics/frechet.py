@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from pndm.checks import one_line
 from pndm.files import PathLike
 from pndm.files.atomic import atomic_write
 
@@ -64,7 +65,7 @@ def open_npz(path: PathLike) -> Any:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"cannot read {path} as .npz: {' '.join(str(err).split())}") from None
+        raise ValueError(f"cannot read {path} as .npz: {one_line(err)}") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{path} is a single .npy array, not an .npz archive")
     return archive

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pndm.checks import check_choice
+from pndm.checks import check_choice, one_line
 from pndm.files import PathLike
 
 if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
@@ -108,7 +108,7 @@ def load_checkpoint(path: PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle/zip errors, or objects weights_only refuses
-        raise ValueError(f"cannot read checkpoint {path}: {' '.join(str(err).split())}") from err
+        raise ValueError(f"cannot read checkpoint {path}: {one_line(err)}") from err
 
 
 def _is_tensor_dict(obj: Any) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from pndm.checks import one_line
 from pndm.files.atomic import atomic_write
 from pndm.runtime.devices import resolve_device
 from pndm.train.config import LEGACY_NAMES, RUN_FIELDS, TrainConfig, unet_config
@@ -94,7 +95,7 @@ def load_checkpoint(config: TrainConfig, path: Path) -> TrainState:
         state.optimizer.load_state_dict(saved["optimizer"])
         state.generator.set_state(saved["generator"])
     except (RuntimeError, ValueError, TypeError) as err:
-        raise ValueError(f"cannot resume from {path}: {' '.join(str(err).split())}") from None
+        raise ValueError(f"cannot resume from {path}: {one_line(err)}") from None
     state.step = int(saved["step"])
     return state
 
