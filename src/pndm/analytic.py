@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pndm.schedule import missing_members
+from pndm.schedule import require_schedule
 from pndm.wrapper import EpsFn
 
 ArrayLike = torch.Tensor | Sequence[Any] | float
@@ -224,12 +224,7 @@ def _solve_ivp() -> Any:
 
 
 def _check_sigma_schedule(schedule: Any) -> None:
-    missing = missing_members(schedule)
-    if missing:
-        raise TypeError(
-            f"reference_flow needs a Schedule (NoiseSchedule or VPSchedule); "
-            f"{type(schedule).__name__} lacks {', '.join(missing)}"
-        )
+    require_schedule(schedule, "reference_flow")
 
 
 def reference_flow(

@@ -59,6 +59,18 @@ def missing_members(schedule: object) -> list[str]:
     return [name for name in protocol if not hasattr(schedule, name)]
 
 
+def require_schedule(schedule: object, who: str) -> Schedule:
+    """``schedule`` if it is a full `Schedule`; else one error: ``who`` needs one, and what
+    this one lacks."""
+    if not isinstance(schedule, Schedule):
+        raise ValueError(
+            f"{who} needs a full Schedule (NoiseSchedule or VPSchedule: alpha_bar, sigma_tilde, "
+            f"timestep_from_sigma, t_max, t_min, discrete); {type(schedule).__name__} lacks "
+            f"{', '.join(missing_members(schedule))}"
+        )
+    return schedule
+
+
 def _cosine_betas(num_train_timesteps: int) -> torch.Tensor:
     """Nichol & Dhariwal's cosine schedule, beta capped at 0.999 (diffusers 'squaredcos_cap_v2')."""
     s = torch.arange(num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps

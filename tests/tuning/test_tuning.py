@@ -247,7 +247,7 @@ def test_a_schedule_without_sigma_is_refused():
         def alpha_bar(self, t):
             return VP.alpha_bar(t)
 
-    with pytest.raises(ValueError, match="tuning needs a schedule with"):
+    with pytest.raises(ValueError, match="tuning needs a full Schedule"):
         tune(_gaussian_eps, Bare(), _noise(2, 0), method="ddim", nfe=3)
 
 
@@ -271,8 +271,8 @@ def test_a_schedule_is_the_schedule_protocol_and_discrete_decides_the_target():
     with pytest.raises(ValueError) as err:
         tune(_gaussian_eps, _Delegating(DDPM, None), _noise(2, 0), method="ddim", nfe=3)
     message = str(err.value)
-    assert "tuning needs a schedule with" in message and "discrete" in message
-    assert "got _Delegating" in message and "\n" not in message
+    assert "tuning needs a full Schedule" in message and "discrete" in message
+    assert "_Delegating lacks discrete" in message and "\n" not in message
     assert final_target(_Delegating(DDPM, True)) == final_target(DDPM) == -1
     assert final_target(_Delegating(DDPM, False)) == DDPM.t_min == 0
     assert lowest_time(_Delegating(OFFSET, True)) == lowest_time(OFFSET) == 0

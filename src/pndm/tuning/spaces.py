@@ -22,7 +22,7 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.grids import FINAL_TIME, edm, logsnr, time_quadratic, time_uniform
-from pndm.schedule import Schedule
+from pndm.schedule import Schedule, require_schedule
 
 START_GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {
     "edm": edm,
@@ -38,12 +38,7 @@ SCALE_LIMIT = 5.0  # |log κ| at most this (far outside any useful correction)
 
 def check_schedule(schedule: Any) -> None:
     """Raise unless ``schedule`` is a `Schedule` (NoiseSchedule or VPSchedule)."""
-    if not isinstance(schedule, Schedule):
-        raise ValueError(
-            "tuning needs a schedule with alpha_bar, sigma_tilde, timestep_from_sigma, t_max, "
-            "t_min and discrete (a pndm.schedule.Schedule: NoiseSchedule or VPSchedule); got "
-            f"{type(schedule).__name__}"
-        )
+    require_schedule(schedule, "tuning")
 
 
 def final_target(schedule: Schedule) -> float:
