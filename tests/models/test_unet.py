@@ -454,8 +454,11 @@ def test_wrong_class_in_config(tmp_path, reference):
     [
         ({"down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D")}, "CrossAttnDownBlock2D"),
         ({"up_block_types": ("AttnUpBlock2D", "SkipUpBlock2D")}, "must be one of"),
-        ({"class_embed_type": "timestep"}, "class_embed_type"),
-        ({"num_class_embeds": 10}, "num_class_embeds"),
+        (
+            {"class_embed_type": "projection"},
+            "class_embed_type",
+        ),  # now supported: None/timestep/identity
+        ({"num_class_embeds": 0}, "num_class_embeds"),
         ({"downsample_type": "resnet"}, "downsample_type"),
         ({"upsample_type": "resnet"}, "upsample_type"),
         ({"time_embedding_type": "learned"}, "time_embedding_type"),

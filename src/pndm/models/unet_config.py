@@ -20,11 +20,11 @@ FIXED_KEYS = {
     "downsample_type": ("conv",),
     "upsample_type": ("conv",),
     "mid_block_type": ("UNetMidBlock2D", None),
-    "class_embed_type": (None,),
-    "num_class_embeds": (None,),
 }
+CLASS_EMBED_TYPES = (None, "timestep", "identity")  # None: a label table when num_class_embeds
 POSITIVE_INTS = ("in_channels", "out_channels", "layers_per_block", "norm_num_groups")
 OPTIONAL_POSITIVE_INTS = (
+    "num_class_embeds",
     "time_embedding_dim",
     "attention_head_dim",
     "attn_norm_num_groups",
@@ -65,6 +65,7 @@ def _check_choices(config: Mapping[str, Any]) -> None:
         **FIXED_KEYS,
         "time_embedding_type": TIME_EMBEDDING_TYPES,
         "resnet_time_scale_shift": TIME_SCALE_SHIFTS,
+        "class_embed_type": CLASS_EMBED_TYPES,
     }
     for key, allowed in choices.items():
         if config[key] not in allowed:  # by value: a JSON 1 may stand for True
