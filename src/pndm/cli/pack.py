@@ -24,7 +24,9 @@ def add(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pndm.jobs.pack import pack
+    from pndm.jobs.ranks import refuse_ranks
 
+    refuse_ranks("pndm pack", "write the same OUT")
     count = pack(args.folder, args.out, overwrite=args.overwrite)
     print(f"wrote {count} images to {args.out}", file=sys.stderr)
     return 0
