@@ -18,19 +18,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pndm.checks import shown
 from pndm.files.jsonfile import read_json, write_json
-from pndm.jobs.seeds import seed_ranges, seeds_to_spec
+from pndm.jobs.seeds import check_image_count, parse_seeds, seeds_to_spec
 
 NAME = "pndm.json"
 FORMAT = "pndm-sample-folder/2"
 OLD_FORMAT = "pndm-sample-folder/1"  # recorded a hash of the files, not `model_hash`
+FIELDS = ("format", "settings", "image", "versions", "seeds")
 SETTINGS = ("model", "method", "method_options", "steps", "timesteps", "calibration", "dtype")
+OPTIONAL_SETTINGS = ("calibration",)  # absent where none was used
+# The JSON type of each recorded setting (its value is compared with the run's, not checked).
+SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str,), "a string"),
+    "method": ((str,), "a string"),
+    "method_options": ((dict,), "an object"),
+    "steps": ((int,), "an integer"),
+    "timesteps": ((list, type(None)), "a list of times or null"),
+    "calibration": ((dict,), "an object"),
+    "dtype": ((str,), "a string"),
+}
+IMAGE = ("width", "height", "mode")
+MODES = ("L", "RGB")  # the PNG modes pndm writes (`pndm.images.png_mode`)
+# A side beyond any pixel-space diffusion model's; 8192 x 8192 stays under PIL's decompression
+# bomb limit (89.5 Mpx), so every image of a folder can be read back.
+MAX_SIDE = 8192
+VERSIONS = ("pndm", "torch")
+_MISSING = object()
 
 
 @dataclass
 class Manifest:
     """``settings``: the pixel-deciding values (keys `SETTINGS`); ``image``: width, height and PIL
-    mode of every image; ``versions``: pndm and torch; ``seeds``: every seed asked for so far."""
+    mode of every image; ``versions``: pndm and torch; ``seeds``: every seed recorded so far."""
 
     settings: dict[str, Any]
     image: dict[str, Any]
@@ -48,16 +68,89 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], path: Path) -> Manifest:
-        if data.get("format") == OLD_FORMAT:
-            raise ValueError(
-                f"{path} was written by an earlier pndm ({OLD_FORMAT}), which identified the model "
-                "by another hash; sample into a new folder"
-            )
-        if data.get("format") != FORMAT or not isinstance(data.get("settings"), dict):
-            raise ValueError(f"{path} is not a pndm sample-folder manifest ({FORMAT})")
-        spec = data.get("seeds", "")
-        seeds = [s for r in seed_ranges(spec) for s in r] if spec else []
-        return cls(dict(data["settings"]), dict(data["image"]), dict(data["versions"]), seeds)
+        """The manifest ``data`` read from ``path``, every field checked: a hand-edited or
+        damaged file is refused in one line naming the file and the field."""
+        _check_format(data, path)
+        _check_keys(data, "", FIELDS, FIELDS, path)
+        settings = _settings(data["settings"], path)
+        image = check_image(data["image"], path)
+        return cls(settings, image, _versions(data["versions"], path), _seeds(data["seeds"], path))
+
+
+def _invalid(path: Path, name: str, valid: str, value: Any) -> ValueError:
+    """``<file>: <name> must be <valid>, got <value>`` (pndm.checks' shape, naming the file)."""
+    got = "nothing" if value is _MISSING else shown(value)
+    return ValueError(f"{path}: {name} must be {valid}, got {got}")
+
+
+def _check_format(data: Mapping[str, Any], path: Path) -> None:
+    if data.get("format") == OLD_FORMAT:
+        raise ValueError(
+            f"{path} was written by an earlier pndm ({OLD_FORMAT}), which identified the model "
+            "by another hash; sample into a new folder"
+        )
+    if data.get("format") != FORMAT:
+        valid = f"{FORMAT!r} (a pndm sample-folder manifest)"
+        raise _invalid(path, "format", valid, data.get("format", _MISSING))
+
+
+def _check_keys(
+    value: Any, name: str, required: tuple[str, ...], allowed: tuple[str, ...], path: Path
+) -> None:
+    """``value`` (the field ``name``; "" for the whole file) must be an object holding every
+    ``required`` key and no key beyond ``allowed``."""
+    valid = f"an object of {', '.join(allowed)}"
+    if not isinstance(value, dict):
+        raise _invalid(path, name, valid, value)
+    for key in required:
+        if key not in value:
+            raise _invalid(path, f"{name}.{key}".lstrip("."), "given", _MISSING)
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise _invalid(path, name or "the file", valid, f"also {shown(unknown[0], 30)}")
+
+
+def _settings(settings: Any, path: Path) -> dict[str, Any]:
+    required = tuple(key for key in SETTINGS if key not in OPTIONAL_SETTINGS)
+    _check_keys(settings, "settings", required, SETTINGS, path)
+    for key, value in settings.items():
+        types, words = SETTING_TYPES[key]
+        if type(value) not in types:  # exact: JSON's true is not the integer 1
+            raise _invalid(path, f"settings.{key}", words, value)
+    return dict(settings)
+
+
+def check_image(image: Any, path: Path) -> dict[str, Any]:
+    """``image`` if it is {width, height: integers in [1, `MAX_SIDE`], mode: one of `MODES`}."""
+    _check_keys(image, "image", IMAGE, IMAGE, path)
+    for side in ("width", "height"):
+        value = image[side]
+        if type(value) is not int or not 1 <= value <= MAX_SIDE:
+            raise _invalid(path, f"image.{side}", f"an integer in [1, {MAX_SIDE}]", value)
+    if type(image["mode"]) is not str or image["mode"] not in MODES:
+        raise _invalid(path, "image.mode", f"one of {', '.join(MODES)}", image["mode"])
+    return dict(image)
+
+
+def _versions(versions: Any, path: Path) -> dict[str, str]:
+    _check_keys(versions, "versions", VERSIONS, VERSIONS, path)
+    for key, value in versions.items():
+        if type(value) is not str:
+            raise _invalid(path, f"versions.{key}", "a version string", value)
+    return dict(versions)
+
+
+def _seeds(spec: Any, path: Path) -> list[int]:
+    """The recorded seeds, each once and in [0, 2**64), counted before any range is expanded."""
+    valid = 'a seed list such as "0-63,100" naming each seed once'
+    if type(spec) is not str:
+        raise _invalid(path, "seeds", valid, spec)
+    if not spec:
+        return []
+    try:
+        return parse_seeds(spec, where=str(path))
+    except ValueError as err:
+        raise ValueError(f"{_invalid(path, 'seeds', valid, spec)} ({err})") from None
 
 
 def read(folder: Path) -> Manifest | None:
@@ -82,13 +175,17 @@ def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[
 
 
 def merge(folder: Path, wanted: Manifest, overwrite: bool) -> Manifest:
-    """The manifest after this run: ``wanted``'s settings checked against the folder's, its seeds
-    added to the recorded ones. Raises, naming every difference, where the settings differ."""
+    """The manifest after this run: ``wanted``'s settings and image checked against the folder's,
+    its seeds added to the recorded ones. Raises, naming every difference, where the settings or
+    the image differ, and where the folder would hold more than `MAX_IMAGES` seeds."""
+    _check_model_image(wanted.image)
     recorded = read(folder)
     if recorded is None:
         _check_no_foreign_images(folder, overwrite)
         return wanted
     diffs = differences(recorded.settings, wanted.settings)
+    if _canonical(recorded.image) != _canonical(wanted.image):  # what pack decodes the PNGs as
+        diffs.append(f"image {_show(wanted.image)} (pndm.json: {_show(recorded.image)})")
     if diffs:
         raise ValueError(
             f"{folder} holds images made with other settings: {'; '.join(diffs)}. Sample into "
@@ -97,7 +194,19 @@ def merge(folder: Path, wanted: Manifest, overwrite: bool) -> Manifest:
     _warn_versions(recorded.versions, wanted.versions)
     seen = set(recorded.seeds)
     extra = [seed for seed in wanted.seeds if seed not in seen]
+    check_image_count(len(recorded.seeds) + len(extra), f"the sample folder {folder}")
     return Manifest(recorded.settings, recorded.image, recorded.versions, recorded.seeds + extra)
+
+
+def _check_model_image(image: dict[str, Any]) -> None:
+    """The model's images must be ones a folder can record (`check_image`)."""
+    try:
+        check_image(image, Path(NAME))
+    except ValueError:
+        raise ValueError(
+            f"this model makes {image['width']}x{image['height']} {image['mode']} images; a sample "
+            f"folder holds L or RGB images of at most {MAX_SIDE} pixels a side"
+        ) from None
 
 
 def _check_no_foreign_images(folder: Path, overwrite: bool) -> None:
@@ -127,5 +236,8 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def _show(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else _canonical(value)
+def _show(value: Any, limit: int = 80) -> str:
+    if isinstance(value, str):
+        return shown(value, limit)
+    text = _canonical(value)
+    return text if len(text) <= limit else text[:limit] + "..."
