@@ -1,10 +1,11 @@
 """Hostile inputs to the commands that read a sample folder (``pndm sample`` into a folder,
 ``pndm pack``): a tampered ``pndm.json`` (each field), duplicated seeds, huge ranges, bad
-``--seeds``. Every case: exit 2, one line on stderr naming the file or flag, no traceback,
-finished within seconds, before any model is loaded, nothing written and nothing changed.
+``--seeds``, an extension refused by a later check. Every case: exit 2, one line on stderr
+naming the file or flag, no traceback, finished within seconds, nothing written and nothing
+changed; refusals of what is read come before any model is loaded.
 
-The tables (`MANIFEST_EDITS`, `MANIFEST_FILES`, `SAMPLE_SEEDS`) are plain data so that a test
-walking every command can reuse them.
+The tables (`MANIFEST_EDITS`, `MANIFEST_FILES`, `SAMPLE_SEEDS`, `PACK_SEEDS`, `LATER_CHECKS`) are
+plain data so that a test walking every command can reuse them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from conftest import FAST_SAMPLE, assert_one_line_error, cli_sample, tiny_pipeline_folder
 
 from pndm.cli import main
+from pndm.jobs import run as jobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -103,6 +105,18 @@ SAMPLE_SEEDS = [  # (id, --seeds, needle): into a folder
     ("twice", "0-5,3", "seed 3 is listed twice"),
 ]
 
+PACK_SEEDS = [  # (id, pack --seeds, needle): the folder records seeds 0-3
+    ("empty", "", "'' is not a seed"),
+    ("letters", "a", "'a' is not a seed"),
+    ("descending", "3-1", "is descending"),
+    ("twice", "0,1,0", "seed 0 is listed twice"),
+    ("huge-range", "0-99999999999", "images in one pack is more than 10000000"),
+    ("overflow", "0-99999999999999999999999", "seeds must be integers in [0, 2**64)"),
+    ("past-2-64", "18446744073709551616", "seeds must be integers in [0, 2**64)"),
+    ("not-recorded", "0,7,9-10", "3 of these seeds are not recorded in"),
+    ("not-recorded-many", "0-999", "996 of these seeds are not recorded in"),
+]
+
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every path under ``root`` with its bytes (None: a folder)."""
@@ -120,12 +134,17 @@ def sampled(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def folder(sampled: Path, tmp_path: Path, monkeypatch) -> Path:
-    """A copy of a finished 4-seed folder; loading a model fails the test."""
+def folder(sampled: Path, tmp_path: Path) -> Path:
+    """A copy of a finished 4-seed folder."""
+    return Path(shutil.copytree(sampled, tmp_path / "f"))
+
+
+@pytest.fixture
+def no_load(monkeypatch) -> None:
+    """Loading a model fails the test: these refusals come before it."""
     from pndm.compat import folders
 
     monkeypatch.setattr(folders, "load_unet", lambda *a, **k: pytest.fail("loaded the model"))
-    return Path(shutil.copytree(sampled, tmp_path / "f"))
 
 
 def edit(folder: Path, change: Edit) -> None:
@@ -160,6 +179,7 @@ def sample_into(folder: Path, *args: str) -> list[str]:
     return ["sample", *FAST_SAMPLE, *args, "--out", str(folder)]
 
 
+@pytest.mark.usefixtures("no_load")
 @pytest.mark.parametrize("change", MANIFEST_EDITS, ids=[e.id for e in MANIFEST_EDITS])
 def test_sample_refuses_a_tampered_manifest(folder, tmp_path, capsys, change: Edit) -> None:
     edit(folder, change)
@@ -167,6 +187,7 @@ def test_sample_refuses_a_tampered_manifest(folder, tmp_path, capsys, change: Ed
     assert "pndm.json" in line
 
 
+@pytest.mark.usefixtures("no_load")
 @pytest.mark.parametrize("change", MANIFEST_EDITS, ids=[e.id for e in MANIFEST_EDITS])
 def test_pack_refuses_a_tampered_manifest(folder, tmp_path, capsys, change: Edit) -> None:
     edit(folder, change)
@@ -174,6 +195,7 @@ def test_pack_refuses_a_tampered_manifest(folder, tmp_path, capsys, change: Edit
     refused(capsys, tmp_path, command, change.pack or change.needle)
 
 
+@pytest.mark.usefixtures("no_load")
 @pytest.mark.parametrize(("content", "needle"), [c[1:] for c in MANIFEST_FILES],
                          ids=[c[0] for c in MANIFEST_FILES])  # fmt: skip
 def test_a_manifest_that_is_no_manifest_is_refused(folder, tmp_path, capsys, content, needle):
@@ -182,18 +204,21 @@ def test_a_manifest_that_is_no_manifest_is_refused(folder, tmp_path, capsys, con
     refused(capsys, tmp_path, ["pack", str(folder), str(tmp_path / "p.npz")], needle, "pndm.json")
 
 
+@pytest.mark.usefixtures("no_load")
 @pytest.mark.parametrize(("spec", "needle"), [c[1:] for c in SAMPLE_SEEDS],
                          ids=[c[0] for c in SAMPLE_SEEDS])  # fmt: skip
 def test_sample_refuses_bad_seeds_for_a_folder(folder, tmp_path, capsys, spec, needle) -> None:
     refused(capsys, tmp_path, sample_into(folder, "--seeds", spec), needle)
 
 
+@pytest.mark.usefixtures("no_load")
 def test_a_refused_line_stays_short_for_a_huge_value(folder, tmp_path, capsys) -> None:
     edit(folder, Edit("", ("seeds",), "x" * 1_000_000, ""))
     line = refused(capsys, tmp_path, ["pack", str(folder), str(tmp_path / "p.npz")], "seeds")
     assert len(line) < 500
 
 
+@pytest.mark.usefixtures("no_load")
 def test_an_extension_past_the_image_limit_is_refused(folder, tmp_path, capsys, monkeypatch):
     from pndm.jobs import seeds
 
@@ -202,7 +227,77 @@ def test_an_extension_past_the_image_limit_is_refused(folder, tmp_path, capsys, 
     refused(capsys, tmp_path, sample_into(folder, "--seeds", "3-5"), needle)
 
 
+@pytest.mark.usefixtures("no_load")
 def test_a_model_whose_images_a_folder_cannot_hold_is_refused(tmp_path, capsys) -> None:
     model = tiny_pipeline_folder(tmp_path / "model", sample_size=8200)
     needle = "this model makes 8200x8200 RGB images; a sample folder holds"
     refused(capsys, tmp_path, [*sample_into(tmp_path / "f", "--model", str(model))], needle)
+
+
+@pytest.mark.usefixtures("no_load")
+@pytest.mark.parametrize(("spec", "needle"), [c[1:] for c in PACK_SEEDS],
+                         ids=[c[0] for c in PACK_SEEDS])  # fmt: skip
+def test_pack_refuses_bad_seeds(folder, tmp_path, capsys, spec, needle) -> None:
+    command = ["pack", str(folder), str(tmp_path / "p.npz"), "--seeds", spec]
+    refused(capsys, tmp_path, command, needle)
+
+
+@pytest.mark.usefixtures("no_load")
+def test_pack_refuses_recorded_seeds_without_a_png(folder, tmp_path, capsys) -> None:
+    (folder / "seed000002.png").unlink()
+    command = ["pack", str(folder), str(tmp_path / "p.npz"), "--seeds", "3,2,0"]
+    refused(capsys, tmp_path, command, "1 of 3 seeds in", "have no complete PNG (2)")
+
+
+# ----------------------------------------------------------------------------- refused runs
+# A run refused by a check after the manifest's (the seed names, the model, the room) writes
+# nothing: an extension leaves pndm.json as it was, a first run leaves no folder.
+
+
+def no_room(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from pndm.jobs import destinations
+
+    full = SimpleNamespace(f_bavail=0, f_frsize=4096, f_files=0, f_favail=0)
+    monkeypatch.setattr(destinations.os, "statvfs", lambda path: full)
+
+
+def broken_weights(monkeypatch) -> None:
+    from pndm.compat import folders
+
+    def load(*args, **kwargs):
+        raise ValueError("diffusion_pytorch_model.safetensors is damaged")
+
+    monkeypatch.setattr(folders, "load_unet", load)
+
+
+def no_memory(monkeypatch) -> None:
+    from pndm.runtime import fast
+
+    monkeypatch.setattr(fast, "free_memory", lambda device: 1000)
+
+
+LATER_CHECKS = [  # (id, how the check fails, needle)
+    ("no-disk", no_room, "GiB of disk"),
+    ("broken-weights", broken_weights, "is damaged"),
+    ("no-memory", no_memory, "needs about"),
+]
+
+
+@pytest.mark.parametrize("first", [False, True], ids=["extension", "first-run"])
+@pytest.mark.parametrize(("fail", "needle"), [c[1:] for c in LATER_CHECKS],
+                         ids=[c[0] for c in LATER_CHECKS])  # fmt: skip
+def test_a_run_refused_by_a_later_check_writes_nothing(
+    folder, tmp_path, capsys, monkeypatch, first, fail, needle
+) -> None:
+    out = tmp_path / "new" if first else folder
+    fail(monkeypatch)
+    monkeypatch.setattr(jobs, "sample_batch", lambda *a: pytest.fail("sampled"))
+    refused(capsys, tmp_path, sample_into(out, "--seeds", "0-5"), needle)
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_extension_onto_an_unreplaceable_seed_name_writes_nothing(folder, tmp_path, capsys):
+    (folder / "seed000005.png").mkdir()
+    refused(capsys, tmp_path, sample_into(folder, "--seeds", "0-7"), "seed000005.png")

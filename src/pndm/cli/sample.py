@@ -50,6 +50,7 @@ def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
 
 def add(subparsers: Subparsers) -> None:
     from pndm.jobs.job import DEFAULT_BATCH_SIZE
+    from pndm.jobs.seeds import MAX_IMAGES
     from pndm.runtime.devices import DTYPES
 
     p = subparsers.add_parser(
@@ -66,7 +67,11 @@ def add(subparsers: Subparsers) -> None:
     add_model(p)
     _add_sample_grid_args(p)
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", default=None, help="seeds, e.g. 0-63, 1,5,9 or 0-3,10")
+    seeds.add_argument(
+        "--seeds",
+        default=None,
+        help=f"seeds, e.g. 0-63, 1,5,9 or 0-3,10; at most {MAX_IMAGES} per run and per folder",
+    )
     seeds.add_argument(
         "--num-images", type=count, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
     )

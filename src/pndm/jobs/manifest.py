@@ -1,12 +1,15 @@
 """``pndm.json``: what decided the pixels of a sample folder, and which seeds it holds.
 
-The first run into a folder writes it; every later run compares its settings before loading the
-model. A pixel-deciding setting that differs (the model's content hash, the method and its options,
-the steps or explicit timesteps, the dtype) refuses the run, naming each difference; other
-versions of pndm or torch only warn (pixels may differ in the last bits). More seeds with the same
-settings extend the folder and the manifest's seed list, in the order they were first asked for;
-that order is the order `pndm pack` writes. Batch size, world size, threads and device type are
-not recorded: an image depends on its seed alone (at equal threads per process on the CPU).
+The first run into a folder writes it before its first image; every later run compares its
+settings before loading the model. A pixel-deciding setting that differs (the model's content
+hash, the method and its options, the steps or explicit timesteps, the dtype, the image size and
+mode) refuses the run, naming each difference; other versions of pndm or torch only warn (pixels
+may differ in the last bits). More seeds with the same settings extend the folder and the
+manifest's seed list, in the order they were first asked for; that order is the order `pndm pack`
+writes. A run records its seeds only once its last image is written, so a refused or interrupted
+run leaves the file as it was. Batch size, world size, threads and device type are not recorded:
+an image depends on its seed alone (at equal threads per process on the CPU). Every field is
+checked when the file is read.
 """
 
 from __future__ import annotations
@@ -174,15 +177,26 @@ def differences(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[
     ]
 
 
-def merge(folder: Path, wanted: Manifest, overwrite: bool) -> Manifest:
-    """The manifest after this run: ``wanted``'s settings and image checked against the folder's,
-    its seeds added to the recorded ones. Raises, naming every difference, where the settings or
-    the image differ, and where the folder would hold more than `MAX_IMAGES` seeds."""
+@dataclass(frozen=True)
+class Update:
+    """A run's writes of pndm.json. ``start``, before its first image: the settings with the
+    seeds recorded so far (None: the file holds them already). ``end``, after its last image:
+    every seed (None: nothing new). A refused or interrupted run writes neither, so the file
+    never records a seed that was not sampled."""
+
+    start: Manifest | None
+    end: Manifest | None
+
+
+def update(folder: Path, wanted: Manifest, overwrite: bool) -> Update:
+    """The writes of a run of ``wanted`` into ``folder``: its settings and image checked against
+    the folder's, its seeds added to the recorded ones. Raises, naming every difference, where
+    the settings or the image differ, and where the folder would hold more than `MAX_IMAGES`."""
     _check_model_image(wanted.image)
     recorded = read(folder)
     if recorded is None:
         _check_no_foreign_images(folder, overwrite)
-        return wanted
+        return Update(Manifest(wanted.settings, wanted.image, wanted.versions), wanted)
     diffs = differences(recorded.settings, wanted.settings)
     if _canonical(recorded.image) != _canonical(wanted.image):  # what pack decodes the PNGs as
         diffs.append(f"image {_show(wanted.image)} (pndm.json: {_show(recorded.image)})")
@@ -194,8 +208,11 @@ def merge(folder: Path, wanted: Manifest, overwrite: bool) -> Manifest:
     _warn_versions(recorded.versions, wanted.versions)
     seen = set(recorded.seeds)
     extra = [seed for seed in wanted.seeds if seed not in seen]
+    if not extra:
+        return Update(None, None)
     check_image_count(len(recorded.seeds) + len(extra), f"the sample folder {folder}")
-    return Manifest(recorded.settings, recorded.image, recorded.versions, recorded.seeds + extra)
+    seeds = recorded.seeds + extra
+    return Update(None, Manifest(recorded.settings, recorded.image, recorded.versions, seeds))
 
 
 def _check_model_image(image: dict[str, Any]) -> None:
