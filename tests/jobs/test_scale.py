@@ -201,13 +201,33 @@ def test_more_seeds_extend_the_manifest_in_order(folder: Path) -> None:
     assert manifest.read(folder).seeds == [0, 1, 7, 5, 2, 3]
 
 
-def test_other_versions_only_warn(folder: Path, capsys) -> None:
+def _other_torch(folder: Path) -> None:
     data = json.loads((folder / "pndm.json").read_text())
     data["versions"]["torch"] = "1.0.0"
     (folder / "pndm.json").write_text(json.dumps(data))
+
+
+def test_other_versions_only_warn_in_one_line(folder: Path, capsys) -> None:
+    _other_torch(folder)
     capsys.readouterr()
-    with pytest.warns(UserWarning, match=r"torch .* \(pndm.json: 1.0.0\)"):
-        assert cli_sample("--seeds", "0-2", "--out", str(folder)) == 0
+    assert cli_sample("--seeds", "0-2", "--out", str(folder)) == 0
+    warning, summary = capsys.readouterr().err.splitlines()
+    assert warning.startswith("warning: this folder was sampled with other versions: torch ")
+    assert warning.endswith("(pndm.json: 1.0.0); new images may differ from the old ones in the "
+                            "last bits")  # fmt: skip
+    assert summary.startswith("wrote 1 images (2 already there)")
+
+
+def test_the_library_warns_and_prints_nothing(folder: Path, capsys) -> None:
+    from pndm.jobs.job import SampleJob
+    from pndm.jobs.run import run_job
+
+    _other_torch(folder)
+    capsys.readouterr()
+    job = SampleJob(out=folder, seeds=[0, 1], steps=4, progress=False, threads=1)
+    with pytest.warns(manifest.VersionsWarning, match=r"torch .* \(pndm.json: 1.0.0\)"):
+        assert run_job(job).skipped == 2
+    assert capsys.readouterr().err == ""
 
 
 def test_a_folder_of_unknown_images_is_refused(tmp_path: Path, capsys) -> None:

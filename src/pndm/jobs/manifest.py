@@ -50,6 +50,11 @@ VERSIONS = ("pndm", "torch")
 _MISSING = object()
 
 
+class VersionsWarning(UserWarning):
+    """A folder sampled with other versions of pndm or torch: new images may differ in the
+    last bits (the CLI prints it as one ``warning:`` line)."""
+
+
 @dataclass
 class Manifest:
     """``settings``: the pixel-deciding values (keys `SETTINGS`); ``image``: width, height and PIL
@@ -244,7 +249,7 @@ def _warn_versions(recorded: Mapping[str, str], current: Mapping[str, str]) -> N
         warnings.warn(
             f"this folder was sampled with other versions: {'; '.join(changed)}; new images may "
             "differ from the old ones in the last bits",
-            UserWarning,
+            VersionsWarning,
             stacklevel=2,
         )
 
