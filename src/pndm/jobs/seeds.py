@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from pndm.checks import check_count, check_seed, shown
 
@@ -23,6 +24,17 @@ def parse_seeds(spec: str, where: str = "one run") -> list[int]:
     ranges = seed_ranges(spec)  # every seed in [0, 2**64)
     check_image_count(sum(r.stop - r.start for r in ranges), where)  # len() overflows past 2**63
     return _check_unique([seed for r in ranges for seed in r])
+
+
+def check_seed_list(seeds: Any) -> list[int]:
+    """A job's seeds (the Python API's `parse_seeds`): a non-empty list of distinct seeds in
+    [0, 2**64), at most `MAX_IMAGES`."""
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
+        raise ValueError(f"seeds must be a list of integers, got {shown(seeds)}")
+    if not seeds:
+        raise ValueError("no seeds to sample")
+    check_image_count(len(seeds))
+    return _check_unique([check_seed(seed) for seed in seeds])
 
 
 def default_seeds(num_images: int | None) -> list[int]:
