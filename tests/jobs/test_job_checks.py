@@ -1,5 +1,5 @@
-"""`pndm.jobs.job.check_job`: a job's seeds from the Python API are checked as ``--seeds`` is,
-before anything is read or written."""
+"""`pndm.jobs.job.check_job`: a job from the Python API is checked as the CLI's flags are (its
+seeds as ``--seeds``, its output as ``--out``), before anything is read or written."""
 
 from __future__ import annotations
 
@@ -45,3 +45,12 @@ def test_too_many_seeds_are_refused(tmp_path: Path, monkeypatch) -> None:
     job = SampleJob(out=f"{tmp_path}/f/", seeds=[0, 1, 2], steps=4, progress=False)
     with pytest.raises(ValueError, match="3 images in one run is more than 2"):
         run_job(job, load=lambda *a: pytest.fail("loaded the model"))
+
+
+@pytest.mark.parametrize("out", ["", "  "])
+def test_an_empty_output_path_is_refused(tmp_path: Path, monkeypatch, out: str) -> None:
+    monkeypatch.chdir(tmp_path)  # Path("") is the current folder
+    job = SampleJob(out=out, seeds=[0], steps=4, progress=False)
+    with pytest.raises(ValueError, match="out must be a file or folder path, got"):
+        run_job(job, load=lambda *a: pytest.fail("loaded the model"))
+    assert list(tmp_path.iterdir()) == []
