@@ -115,7 +115,10 @@ def _check_keys(
             raise _invalid(path, f"{name}.{key}".lstrip("."), "given", _MISSING)
     unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise _invalid(path, name or "the file", valid, f"also {shown(unknown[0], 30)}")
+        raise ValueError(
+            f"{path}: {name or 'the file'} must be {valid}, got the unknown key "
+            f"{shown(unknown[0], 30)}"
+        )
 
 
 def _settings(settings: Any, path: Path) -> dict[str, Any]:
