@@ -71,3 +71,12 @@ def check_choice(name: str, value: Any, choices: Sequence[Any], why: str = "") -
 def one_line(err: BaseException | str) -> str:
     """An error's text on one line (white space collapsed): how pndm reports what failed."""
     return " ".join(str(err).split())
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters: a hostile value
+    (a 100 MB string in a file) must not become a 100 MB error line."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -17,6 +17,7 @@ from conftest import FAST_SAMPLE, assert_one_line_error, cli_sample
 from PIL import Image
 
 from pndm.cli import main
+from pndm.cli.signals import EXIT_INTERRUPTED
 from pndm.images import is_complete_png
 from pndm.jobs import manifest
 
@@ -200,13 +201,33 @@ def test_more_seeds_extend_the_manifest_in_order(folder: Path) -> None:
     assert manifest.read(folder).seeds == [0, 1, 7, 5, 2, 3]
 
 
-def test_other_versions_only_warn(folder: Path, capsys) -> None:
+def _other_torch(folder: Path) -> None:
     data = json.loads((folder / "pndm.json").read_text())
     data["versions"]["torch"] = "1.0.0"
     (folder / "pndm.json").write_text(json.dumps(data))
+
+
+def test_other_versions_only_warn_in_one_line(folder: Path, capsys) -> None:
+    _other_torch(folder)
     capsys.readouterr()
-    with pytest.warns(UserWarning, match=r"torch .* \(pndm.json: 1.0.0\)"):
-        assert cli_sample("--seeds", "0-2", "--out", str(folder)) == 0
+    assert cli_sample("--seeds", "0-2", "--out", str(folder)) == 0
+    warning, summary = capsys.readouterr().err.splitlines()
+    assert warning.startswith("warning: this folder was sampled with other versions: torch ")
+    assert warning.endswith("(pndm.json: 1.0.0); new images may differ from the old ones in the "
+                            "last bits")  # fmt: skip
+    assert summary.startswith("wrote 1 images (2 already there)")
+
+
+def test_the_library_warns_and_prints_nothing(folder: Path, capsys) -> None:
+    from pndm.jobs.job import SampleJob
+    from pndm.jobs.run import run_job
+
+    _other_torch(folder)
+    capsys.readouterr()
+    job = SampleJob(out=folder, seeds=[0, 1], steps=4, progress=False, threads=1)
+    with pytest.warns(manifest.VersionsWarning, match=r"torch .* \(pndm.json: 1.0.0\)"):
+        assert run_job(job).skipped == 2
+    assert capsys.readouterr().err == ""
 
 
 def test_a_folder_of_unknown_images_is_refused(tmp_path: Path, capsys) -> None:
@@ -265,6 +286,68 @@ def test_pack_checks_its_output_like_sample(folder: Path, tmp_path: Path, capsys
     assert_one_line_error(capsys, code, "OUT writes .npz files")
 
 
+def test_pack_seeds_packs_a_subset_in_its_order(folder: Path, tmp_path: Path) -> None:
+    assert cli_sample("--seeds", "9,4", "--out", str(folder)) == 0
+    assert main(["pack", str(folder), str(tmp_path / "p.npz"), "--seeds", "4,0"]) == 0
+    assert cli_sample("--seeds", "4,0", "--out", str(tmp_path / "direct.npz")) == 0
+    with np.load(tmp_path / "p.npz") as packed, np.load(tmp_path / "direct.npz") as direct:
+        assert packed["seeds"].tolist() == [4, 0]
+        np.testing.assert_array_equal(packed["arr_0"], direct["arr_0"])
+
+
+def _interrupt_after(monkeypatch, batches: int) -> None:
+    """Ctrl-C while the batch after ``batches`` batches is sampled."""
+    from pndm.jobs import run as jobs
+
+    real, done = jobs.sample_batch, []
+
+    def sample(*args):
+        if len(done) == batches:
+            raise KeyboardInterrupt
+        done.append(True)
+        return real(*args)
+
+    monkeypatch.setattr(jobs, "sample_batch", sample)
+
+
+def test_an_interrupted_extension_leaves_the_manifest_as_it_was(
+    folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A Ctrl-C'd typo (0-49999 for 0-4) records nothing: pack still packs the recorded seeds,
+    and the images it did write count once the seeds are asked for again."""
+    before = (folder / "pndm.json").read_bytes()
+    _interrupt_after(monkeypatch, 1)
+    args = ("--batch-size", "2", "--out", str(folder))
+    assert cli_sample("--seeds", "0-49999", *args) == EXIT_INTERRUPTED
+    assert (folder / "pndm.json").read_bytes() == before
+    assert sorted(p.name for p in folder.glob("seed*.png"))[-1] == "seed000003.png"
+    assert main(["pack", str(folder), str(tmp_path / "p.npz")]) == 0
+    with np.load(tmp_path / "p.npz") as packed:
+        assert packed["seeds"].tolist() == [0, 1]
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert cli_sample("--seeds", "0-4", *args) == 0
+    assert "wrote 1 images (4 already there)" in capsys.readouterr().err
+    assert manifest.read(folder).seeds == [0, 1, 2, 3, 4]
+
+
+def test_an_interrupted_first_run_records_the_settings_and_no_seeds(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    out = tmp_path / "f"
+    _interrupt_after(monkeypatch, 1)
+    assert cli_sample("--seeds", "0-3", "--batch-size", "2", "--out", str(out)) == EXIT_INTERRUPTED
+    assert manifest.read(out).seeds == [] and len(list(out.glob("seed*.png"))) == 2
+    capsys.readouterr()
+    code = main(["pack", str(out), str(tmp_path / "p.npz")])
+    assert_one_line_error(capsys, code, "records no seeds yet")
+    code = cli_sample("--seeds", "0-3", "--steps", "5", "--out", str(out))  # its PNGs are guarded
+    assert_one_line_error(capsys, code, "steps 5 (pndm.json: 4)")
+    monkeypatch.undo()
+    assert cli_sample("--seeds", "0-3", "--batch-size", "2", "--out", str(out)) == 0
+    assert manifest.read(out).seeds == [0, 1, 2, 3]
+
+
 @pytest.mark.slow
 def test_a_failing_rank_fails_the_job_without_a_hang(tmp_path: Path) -> None:
     """Rank 1's share (seeds 1, 3) holds a folder under a seed's name: rank 1 stops with that
@@ -281,3 +364,4 @@ def test_a_failing_rank_fails_the_job_without_a_hang(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "seed000001.png" in result.stderr and "are not files" in result.stderr
     assert time.monotonic() - start < 120
+    assert manifest.read(out).seeds == [0]  # rank 0 waited for rank 1's checks: nothing recorded

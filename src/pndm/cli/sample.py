@@ -4,8 +4,10 @@ on --steps or a grid file from ``pndm tune``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +52,7 @@ def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
 
 def add(subparsers: Subparsers) -> None:
     from pndm.jobs.job import DEFAULT_BATCH_SIZE
+    from pndm.jobs.seeds import MAX_IMAGES
     from pndm.runtime.devices import DTYPES
 
     p = subparsers.add_parser(
@@ -66,7 +69,11 @@ def add(subparsers: Subparsers) -> None:
     add_model(p)
     _add_sample_grid_args(p)
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", default=None, help="seeds, e.g. 0-63, 1,5,9 or 0-3,10")
+    seeds.add_argument(
+        "--seeds",
+        default=None,
+        help=f"seeds, e.g. 0-63, 1,5,9 or 0-3,10; at most {MAX_IMAGES} per run and per folder",
+    )
     seeds.add_argument(
         "--num-images", type=count, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
     )
@@ -134,10 +141,32 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         threads=args.threads,
     )
-    summary = run_job(job)
-    if Ranks.from_env().lead:
+    from pndm.jobs.manifest import VersionsWarning
+
+    lead = Ranks.from_env().lead
+    with warning_lines(VersionsWarning, lead):
+        summary = run_job(job)
+    if lead:
         print(summary.line(), file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def warning_lines(category: type[Warning], lead: bool) -> Iterator[None]:
+    """Each ``category`` warning as one stderr line, ``warning: ...`` (rank 0's only), as it is
+    raised; other warnings as Python shows them."""
+    show = warnings.showwarning
+
+    def line(message: Warning | str, kind: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(kind, category):
+            show(message, kind, *args, **kwargs)
+        elif lead:
+            print(f"warning: {one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", category)
+        warnings.showwarning = line
+        yield
 
 
 class GridChoice(NamedTuple):

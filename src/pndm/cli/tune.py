@@ -60,12 +60,14 @@ def run(args: argparse.Namespace) -> int:
     from pndm.assets import model_folder
     from pndm.compat.folders import model_hash
     from pndm.files.destinations import check_new_file
+    from pndm.jobs.ranks import refuse_ranks
     from pndm.runtime.devices import torch_threads
     from pndm.samplers import get_sampler
     from pndm.tuning import check_tune_request
     from pndm.tuning.defaults import default_samples
     from pndm.tuning.grid_file import save_grid
 
+    refuse_ranks("pndm tune", "tune the same grid and race on --out")
     check_new_file(args.out, overwrite=args.overwrite, suffixes=(".json",), what="--out")
     if args.samples is None:
         args.samples = default_samples(args.calibrate)

@@ -15,6 +15,7 @@ from pndm.checks import check_count, check_flag
 from pndm.jobs import destinations
 from pndm.jobs.destinations import Output
 from pndm.jobs.ranks import Ranks
+from pndm.jobs.seeds import check_seed_list
 from pndm.runtime.devices import resolve_device, resolve_dtype
 
 DEFAULT_STEPS = 50
@@ -81,8 +82,7 @@ def check_job(job: SampleJob, ranks: Ranks | None = None) -> Output:
         check_count("batch_size", job.batch_size)
     if job.threads is not None:
         check_count("threads", job.threads)
-    if not job.seeds:
-        raise ValueError("no seeds to sample")
+    check_seed_list(job.seeds)  # a seed twice would be written twice into one PNG, or an .npz
     if job.method is not None:
         from pndm.samplers import get_sampler
 

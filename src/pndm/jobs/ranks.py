@@ -1,4 +1,5 @@
-"""torchrun support for ``pndm sample``: ranks from the environment, one process group, sums.
+"""torchrun support for ``pndm sample``: ranks from the environment, one process group, sums;
+and the refusal of one-process commands under torchrun.
 
 Each rank takes its device from ``LOCAL_RANK`` (NCCL on CUDA, gloo on the CPU) and a strided share
 of the seeds (``seeds[rank::world]``); since an image depends on its seed alone, the set of images
@@ -48,6 +49,17 @@ class Ranks:
 
     def share(self, items: list[T]) -> list[T]:
         return items[self.rank :: self.world]
+
+
+def refuse_ranks(command: str, would: str) -> None:
+    """Refuse to run ``command``, a one-process command, under torchrun (a world size above 1),
+    where every rank ``would`` do the same."""
+    ranks = Ranks.from_env()
+    if ranks.many:
+        raise ValueError(
+            f"{command} runs in one process, not under torchrun (WORLD_SIZE={ranks.world}): "
+            f"every rank would {would}; run it without torchrun"
+        )
 
 
 def _env_int(name: str, default: int) -> int:
