@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from pndm.files.weights import read_weights
-from pndm.metrics.frechet import Statistics, check_same_dims
+from pndm.metrics.frechet import Statistics, check_same_dims, clamped
 
 NAME = "inception"
 FEATURE_DIMS = 2048
@@ -100,4 +100,4 @@ def distance(a: Statistics, b: Statistics) -> float:
     """pytorch-fid's ``calculate_frechet_distance`` (scipy ``sqrtm``, its own singular fallback)."""
     check_same_dims(a, b)
     fid_score = _pytorch_fid().fid_score
-    return float(fid_score.calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma))
+    return clamped(float(fid_score.calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma)))
