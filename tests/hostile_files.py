@@ -7,11 +7,14 @@ IEND chunk, JSON nested 100,000 deep, a sparse file larger than a reader's limit
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -60,6 +63,23 @@ def sparse_file(path: Path, size: int) -> Path:
     with open(path, "wb") as f:
         f.truncate(size)
     return path
+
+
+@contextlib.contextmanager
+def within(seconds: int) -> Iterator[None]:
+    """Fail the block if it runs past ``seconds`` (SIGALRM interrupts even a blocking open of a
+    FIFO), so an in-process test of a reader that blocks fails instead of hanging the suite."""
+
+    def expire(*_: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s: something blocked")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def run_pndm(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_files import fifo
+from hostile_files import fifo, sparse_file
 
 from pndm.files.npz import MAX_MEMBERS, open_npz
 
 LIMIT = 2**20
 
 
-def _read_all(path: Path) -> dict[str, np.ndarray]:
-    with open_npz(path, what="samples", limit=LIMIT) as archive:
-        return {name: archive.read(name, LIMIT) for name in archive.members}
+def _read_all(path: Path, limit: int = LIMIT) -> dict[str, np.ndarray]:
+    with open_npz(path, what="samples", limit=limit) as archive:
+        return {name: archive.read(name, limit) for name in archive.members}
 
 
 def _npy(header_shape: str, descr: str = "|u1", data: bytes = b"") -> bytes:
@@ -99,3 +100,15 @@ def test_an_array_above_the_callers_bound_is_refused_unread(tmp_path: Path) -> N
         pytest.raises(ValueError, match=r"arr_0 must be at most 1 KiB, got 4 KiB"),
     ):
         archive.read("arr_0", 1024)
+
+
+def test_a_zip_directory_claimed_huge_is_refused_unread(tmp_path: Path) -> None:
+    """A sparse file whose end record claims a 64 MiB directory: zipfile would read it in one."""
+    size = 64 * 2**20
+    path = sparse_file(tmp_path / "s.npz", size)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, size - 22, 0, 0)
+    with open(path, "r+b") as f:
+        f.seek(size - 22)
+        f.write(end)
+    with pytest.raises(ValueError, match="zip directory must be at most 16 MiB"):
+        _read_all(path, limit=size)

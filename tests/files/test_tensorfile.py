@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import assert_one_line_error
-from hostile_files import deep_json, fifo
+from hostile_files import deep_json, fifo, within
 from safetensors.torch import save_file
 
 from pndm.cli import main
@@ -149,3 +149,33 @@ def test_fid_refuses_pickled_inception_weights(tmp_path: Path, capsys) -> None:
     code = main([*argv, "--inception-weights", str(weights), "--no-progress"])
     line = assert_one_line_error(capsys, code, "inception.pth", "Pickled")
     assert_never_suggests_unpickling(line)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+    ],  # fmt: skip
+)
+def test_a_fifo_in_a_model_folder_is_named_not_waited_on(tmp_path, capsys, name) -> None:
+    from conftest import cli_sample, tiny_pipeline_folder
+
+    model = tiny_pipeline_folder(tmp_path / "model")
+    (model / name).unlink()
+    fifo(model / name)
+    with within(20):
+        code = cli_sample("--out", str(tmp_path / "s.png"), model=model)
+    assert_one_line_error(capsys, code, f"{model / name} must be a regular file, got a FIFO")
+
+
+def test_a_fifo_as_inception_weights_is_named_not_waited_on(tmp_path, capsys) -> None:
+    pytest.importorskip("pytorch_fid")
+    import numpy as np
+
+    np.savez(tmp_path / "s.npz", arr_0=np.zeros((2, 8, 8, 3), np.uint8))
+    argv = ["fid", str(tmp_path / "s.npz"), str(tmp_path / "s.npz"), "--device", "cpu"]
+    with within(20):
+        code = main([*argv, "--inception-weights", str(fifo(tmp_path / "w.pth"))])
+    assert_one_line_error(capsys, code, "w.pth must be a regular file, got a FIFO")

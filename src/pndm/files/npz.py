@@ -15,10 +15,11 @@ from typing import IO
 
 import numpy as np
 
-from pndm.files.reading import open_regular, quoted, show_bytes
+from pndm.files.reading import MiB, open_regular, quoted, show_bytes
 
 MAX_MEMBERS = 16  # pndm's archives hold 2-4 arrays
 MAX_NPY_HEADER = 10_000  # numpy's own bound on a .npy header
+MAX_READ = 16 * MiB  # one read of the archive's file: pndm's zip directories take < 1 KiB
 PLAIN_KINDS = "biufcUS"  # booleans, numbers and strings: dtypes without Python objects
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError)
@@ -106,6 +107,25 @@ def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
     return tuple(int(n) for n in shape), dtype, f.tell()
 
 
+class _ShortReads:
+    """The archive's file for ``zipfile``, refusing any one read above `MAX_READ`: the zip's
+    directory is read in one call of the size its last bytes claim (members are read in small
+    chunks), so a sparse file cannot make ``zipfile`` allocate gigabytes."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.seek, self.tell, self.seekable = f.seek, f.tell, f.seekable
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            here = self._f.tell()
+            n = self._f.seek(0, 2) - here
+            self._f.seek(here)
+        if n > MAX_READ:
+            raise ValueError(f"the zip directory must be at most {show_bytes(MAX_READ)}")
+        return self._f.read(n)
+
+
 @contextmanager
 def open_npz(path: Path, *, what: str, limit: int) -> Iterator[Archive]:
     """``path`` as an `Archive`, a regular file of at most ``limit`` bytes; ``what`` names it."""
@@ -114,7 +134,7 @@ def open_npz(path: Path, *, what: str, limit: int) -> Iterator[Archive]:
             raise ValueError(f"{path} is a single .npy array, not an .npz archive")
         f.seek(0)
         try:
-            zipped = zipfile.ZipFile(f)
+            zipped = zipfile.ZipFile(_ShortReads(f))
         except _ZIP_ERRORS as err:
             raise ValueError(f"cannot read {path} as .npz: {quoted(err)}") from None
         with zipped:

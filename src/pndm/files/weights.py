@@ -4,6 +4,7 @@ against a model."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ def weights_names(variant: str | None = None) -> list[str]:
 
 
 def find_weights(folder: PathLike, variant: str | None = None) -> Path:
-    """The preferred weight file in ``folder``; the error names every file looked for."""
+    """The preferred weight file in ``folder``; the error names every file looked for. A name
+    that is there but not a regular file is returned: `read_weights` says what it is."""
     folder = Path(folder)
     for name in weights_names(variant):
-        if (folder / name).is_file():
+        if os.path.lexists(folder / name):
             return folder / name
     looked = " or ".join(weights_names(variant))
     raise FileNotFoundError(f"no weights in {folder}: looked for {looked}")
