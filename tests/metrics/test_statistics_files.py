@@ -39,6 +39,7 @@ BAD_STATISTICS = {
     "mu 2-d": (_stats(mu=np.zeros((64, 1))), "mu must be a 1-d float array"),
     "shapes": (_stats(sigma=np.eye(63)), "mu must be (d,) and sigma (d, d)"),
     "pickled": (_stats(sigma=np.array([None], dtype=object)), "pndm never unpickles"),
+    "huge mu": (_stats(mu=np.zeros(8193)), "mu must have at most 8192 features"),
 }
 
 

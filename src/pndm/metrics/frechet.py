@@ -95,6 +95,9 @@ def _check_members(path: Path, archive: Archive) -> None:
 
 def _floats(archive: Archive, name: str) -> np.ndarray:
     member = archive.members[name]
+    if any(n > MAX_FEATURE_DIMS for n in member.shape):  # refused before it is read
+        raise ValueError(f"{archive.path}: {name} must have at most {MAX_FEATURE_DIMS} features, "
+                         f"got shape {member.shape}")  # fmt: skip
     if member.dtype.kind != "f" or len(member.shape) != (1 if name == "mu" else 2):
         raise ValueError(f"{archive.path}: {name} must be a {'1' if name == 'mu' else '2'}-d "
                          f"float array, got {member.dtype} {member.shape}")  # fmt: skip
