@@ -15,6 +15,7 @@ import PIL.Image
 
 from pndm.checks import check_choice
 from pndm.files.atomic import atomic_write
+from pndm.files.imagefile import read_png
 
 if TYPE_CHECKING:  # torch-free at import: `pndm --help` builds the sample parser from here
     import torch
@@ -95,15 +96,14 @@ def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int], *, replace: b
 
 
 def is_complete_png(path: Path, width: int, height: int, mode: str) -> bool:
-    """True if ``path`` is a whole PNG of this size and mode (every row decodes)."""
+    """True if ``path`` is a whole PNG of this size and mode, every chunk to IEND intact and
+    every row decoded (`pndm.files.imagefile.read_png`); a folder, FIFO, device, symlink loop or
+    oversized header is not one, and is never opened for decoding."""
     try:
-        with PIL.Image.open(path) as image:
-            if image.format != "PNG" or image.size != (width, height) or image.mode != mode:
-                return False
-            image.load()  # a truncated or corrupt file raises here
-        return True
-    except (OSError, ValueError, SyntaxError):  # PIL's errors for unreadable images
+        read_png(path, width, height, mode)
+    except (ValueError, FileNotFoundError):
         return False
+    return True
 
 
 def png_channels(mode: str) -> int:

@@ -95,11 +95,12 @@ def missing_seeds(folder: Path, seeds: Sequence[int], width: int, height: int, m
 
 
 def check_replaceable(folder: Path, seeds: Sequence[int]) -> None:
-    """Refuse, before sampling, seeds whose name is taken by something a PNG cannot replace."""
+    """Refuse, before sampling, seeds whose name is taken by something a PNG cannot replace: a
+    folder, FIFO, socket or device, or a link to none of them (dangling, or a loop)."""
     taken = [
         path.name
         for path in (folder / seed_filename(seed) for seed in seeds)
-        if path.exists() and not path.is_file()
+        if os.path.lexists(path) and not path.is_file()
     ]
     if taken:
         raise ValueError(

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 
 from pndm.files.atomic import atomic_write
 from pndm.files.destinations import check_new_file
+from pndm.files.imagefile import read_png
 from pndm.images import png_channels
 from pndm.jobs import manifest as manifests
 from pndm.jobs.destinations import missing_seeds, seed_filename
@@ -48,7 +48,9 @@ def pack(
             f"({_first(missing)}); sample them first (rerun the same pndm sample command)"
         )
     shape = (len(chosen), image["height"], image["width"], png_channels(image["mode"]))
-    atomic_write(out, lambda tmp: _write_npz(tmp, folder, chosen, shape), replace=overwrite)
+    atomic_write(
+        out, lambda tmp: _write_npz(tmp, folder, chosen, shape, image["mode"]), replace=overwrite
+    )
     return len(chosen)
 
 
@@ -68,17 +70,19 @@ def _first(seeds: Sequence[int]) -> str:
     return ", ".join(map(str, seeds[:_SHOW])) + (" ..." if len(seeds) > _SHOW else "")
 
 
-def _write_npz(path: Path, folder: Path, seeds: Sequence[int], shape: tuple[int, ...]) -> None:
+def _write_npz(
+    path: Path, folder: Path, seeds: Sequence[int], shape: tuple[int, ...], mode: str
+) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         header = {"descr": "|u1", "fortran_order": False, "shape": shape}
         with archive.open("arr_0.npy", "w", force_zip64=True) as entry:
             np.lib.format.write_array_header_2_0(entry, header)
             for seed in seeds:
-                entry.write(_pixels(folder / seed_filename(seed), shape[1:]).tobytes())
+                entry.write(_pixels(folder / seed_filename(seed), shape[1:], mode).tobytes())
         with archive.open("seeds.npy", "w") as entry:
             np.lib.format.write_array(entry, np.asarray(seeds, dtype=np.uint64))
 
 
-def _pixels(path: Path, hwc: tuple[int, ...]) -> np.ndarray:
-    with PIL.Image.open(path) as image:
-        return np.asarray(image, dtype=np.uint8).reshape(hwc)
+def _pixels(path: Path, hwc: tuple[int, ...], mode: str) -> np.ndarray:
+    """The pixels of a seed's PNG, checked again as it is read (it may have changed since)."""
+    return np.asarray(read_png(path, hwc[1], hwc[0], mode), dtype=np.uint8).reshape(hwc)

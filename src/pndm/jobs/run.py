@@ -148,7 +148,8 @@ def _todo(job: SampleJob, output: Output, plan: Plan, seeds: list[int]) -> list[
 
 
 def _check_fits(pipe: Any, output: Output, n: int) -> None:
-    """One image must fit the UNet's working memory; all of them the output (`pndm.jobs.destinations`)."""
+    """One image must fit the UNet's working memory; all of them the output
+    (`pndm.jobs.destinations`)."""
     import torch
 
     from pndm.runtime import fast

@@ -27,8 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pndm.checks import check_choice, one_line
+from pndm.checks import check_choice
 from pndm.files import PathLike
+from pndm.files.tensorfile import read_torch
 
 if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
     import torch
@@ -99,16 +100,9 @@ def unet_config(cfg: OriginalConfig) -> dict[str, Any]:
 
 
 def load_checkpoint(path: PathLike) -> Any:
-    """``torch.load(weights_only=True)`` on CPU; clear errors for missing or unreadable files."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors, or objects weights_only refuses
-        raise ValueError(f"cannot read checkpoint {path}: {one_line(err)}") from err
+    """The checkpoint's contents, read with ``weights_only=True`` on the CPU
+    (`pndm.files.tensorfile.read_torch`): one line for missing or unreadable files."""
+    return read_torch(Path(path), what="checkpoint")
 
 
 def _is_tensor_dict(obj: Any) -> bool:

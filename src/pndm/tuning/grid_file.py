@@ -132,7 +132,7 @@ def load_grid(path: PathLike) -> GridFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"grid file not found: {path}")
-    data = read_json(path)  # one line for a file that is not a JSON object
+    data = read_json(path, what="grid file")  # one line for a file that is not a JSON object
     _check(data, path)
     model = data["model"]
     return GridFile(
