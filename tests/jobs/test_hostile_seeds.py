@@ -63,8 +63,9 @@ def test_pack_refuses_broken_images_as_missing(uninterrupted, tmp_path, capsys) 
 def test_what_a_png_cannot_replace_is_refused_without_blocking(tmp_path: Path, make) -> None:
     """Once, a FIFO here hung resume and pack for ever: they opened it before checking it."""
     out = tmp_path / "samples"
-    assert cli_sample("--seeds", "0", "--out", str(out)) == 0
-    make(out / seed_filename(1))
+    assert cli_sample("--seeds", "0-1", "--out", str(out)) == 0  # seed 1 recorded...
+    (out / seed_filename(1)).unlink()
+    make(out / seed_filename(1))  # ...and its PNG replaced
     before = sorted(os.listdir(out))
     result = run_pndm("sample", *FAST_SAMPLE, "--seeds", "0-1", "--out", str(out), timeout=120)
     assert_one_line(result, "1 seed names", "are not files (seed000001.png); move them away")
