@@ -27,19 +27,13 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.checks import check_count, check_flag
+from pndm.grids import final_target, lowest_model_time
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
 from pndm.schedule import Schedule
 from pndm.tuning.nelder_mead import default_budget, nelder_mead
 from pndm.tuning.objective import Objective
-from pndm.tuning.spaces import (
-    START_GRIDS,
-    CalibrationSpace,
-    LogSigmaGrid,
-    final_target,
-    lowest_time,
-    start_grids,
-)
+from pndm.tuning.spaces import START_GRIDS, CalibrationSpace, LogSigmaGrid, start_grids
 from pndm.wrapper import EpsFn
 
 SEARCHABLE = ("afs", "denoise_to_zero", "lower_order_final", "clip_sample")
@@ -80,7 +74,7 @@ def option_combinations(
     time the model was not trained on, -1 on a discrete schedule)."""
     valid = get_sampler(method).options
     choices = {o: (False, True) for o in SEARCHABLE if o in valid and o not in fixed}
-    if schedule is not None and final_target(schedule) < lowest_time(schedule):
+    if schedule is not None and final_target(schedule) < lowest_model_time(schedule):
         choices.pop("denoise_to_zero", None)
     if "order" in valid and "order" not in fixed:
         choices["order"] = SEARCHED_ORDERS
