@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pndm.calibration import Calibration
+from pndm.calibration import LOG_SCALE_LIMIT, Calibration
 from pndm.grids import edm, final_target, logsnr, lowest_model_time, time_quadratic, time_uniform
 from pndm.schedule import Schedule, require_schedule
 
@@ -33,7 +33,6 @@ START_GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {
 # Each gap of the grid in log σ̃ is at least GAP_FLOOR/N of the range: distinct times for any z.
 GAP_FLOOR = 1e-3
 SHIFT_UNIT = 0.02  # one unit of z moves a model time by 2 % of the schedule's time range
-SCALE_LIMIT = 5.0  # |log κ| at most this (far outside any useful correction)
 
 
 def check_schedule(schedule: Any) -> None:
@@ -124,5 +123,5 @@ class CalibrationSpace:
         lo, hi = lowest_model_time(self.schedule), float(self.schedule.t_max)
         moved = t + SHIFT_UNIT * (hi - lo) * np.asarray(z[:k], dtype=np.float64)
         shifted = np.clip(moved, np.minimum(t, lo), np.maximum(t, hi))
-        scales = np.exp(np.clip(z[k:], -SCALE_LIMIT, SCALE_LIMIT))
+        scales = np.exp(np.clip(z[k:], -LOG_SCALE_LIMIT, LOG_SCALE_LIMIT))
         return Calibration(self.times, tuple(shifted - t), tuple(scales))
