@@ -31,6 +31,7 @@ from pndm.grids import final_target, lowest_model_time
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
 from pndm.schedule import Schedule
+from pndm.tuning.limits import check_nfe
 from pndm.tuning.nelder_mead import default_budget, nelder_mead
 from pndm.tuning.objective import Objective
 from pndm.tuning.spaces import START_GRIDS, CalibrationSpace, LogSigmaGrid, start_grids
@@ -198,10 +199,16 @@ TUNING_SEED_BASE = 2**62
 
 def tuning_seeds(samples: int, seed: int = 0) -> list[int]:
     """The seeds of the tuning noise: ``samples`` seeds from TUNING_SEED_BASE + seed * samples."""
+    samples, seed = check_tuning_seeds(samples, seed)
+    return list(range(TUNING_SEED_BASE + seed * samples, TUNING_SEED_BASE + (seed + 1) * samples))
+
+
+def check_tuning_seeds(samples: Any, seed: Any) -> tuple[int, int]:
+    """(samples, seed) checked as `tuning_seeds` takes them, without listing the seeds."""
     samples, seed = check_count("samples", samples), check_count("seed", seed, minimum=0)
     if TUNING_SEED_BASE + (seed + 1) * samples > 2**64:
         raise ValueError(f"seed must be below {(2**64 - TUNING_SEED_BASE) // samples - 1}")
-    return list(range(TUNING_SEED_BASE + seed * samples, TUNING_SEED_BASE + (seed + 1) * samples))
+    return samples, seed
 
 
 def check_tune_request(
@@ -214,12 +221,12 @@ def check_tune_request(
     **options: Any,
 ) -> None:
     """Refuse, with no model at hand, what `pndm.tuning.tune_pipeline` would refuse later: the
-    method, ``nfe``, the sample count and seed (`tuning_seeds`), and an NFE that no option set
-    searched reaches (the error lists the NFEs they reach)."""
+    method, ``nfe`` (`check_nfe`), the sample count and seed (`tuning_seeds`), and an NFE that
+    no option set searched reaches (the error lists the NFEs they reach)."""
     get_sampler(method)
     check_flag("search_options", search_options)
-    nfe = check_count("nfe", nfe)
-    tuning_seeds(samples, seed)
+    nfe = check_nfe(nfe)
+    check_tuning_seeds(samples, seed)  # the memory they need: `check_samples_fit`
     combos = option_combinations(method, options) if search_options else [options]
     for combo in combos:
         with contextlib.suppress(ValueError):
