@@ -14,6 +14,7 @@ from pndm.compat.pipeline import PNDMPipeline
 from pndm.compat.scheduler import PNDMScheduler
 from pndm.schedule import NoiseSchedule
 from pndm.tuning import check_tune_request, tune, tune_pipeline, tune_timesteps
+from pndm.tuning.search import reachable_nfes, steps_for_nfe
 
 DDPM = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
 
@@ -109,3 +110,11 @@ def test_a_request_of_many_samples_lists_no_seeds() -> None:
     start = time.perf_counter()
     assert check_tune_request("ipndm", 4, samples=10**15) is None
     assert time.perf_counter() - start < 5
+
+
+def test_the_nfe_searches_are_bounded() -> None:
+    """Both loop over 1 .. nfe + 2 step counts: 10^9 of them ran without end."""
+    for search in (lambda: steps_for_nfe("ipndm", 10**9, {}),
+                   lambda: reachable_nfes("ipndm", 10**9, [{}])):  # fmt: skip
+        with pytest.raises(ValueError, match=r"nfe must be an integer in \[1, 1000\]"):
+            search()

@@ -27,7 +27,7 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.checks import check_count, check_flag
-from pndm.grids import final_target, lowest_model_time
+from pndm.grids import check_num_steps, final_target, lowest_model_time
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
 from pndm.schedule import Schedule
@@ -44,6 +44,7 @@ CALIBRATION_STEP = 0.1  # Nelder-Mead's first step: 0.2 % of the range; ε scale
 
 def steps_for_nfe(method: str, nfe: int, options: dict[str, Any]) -> int:
     """The step count N with which ``method`` makes exactly ``nfe`` calls; lists reachable NFEs."""
+    nfe = check_num_steps(nfe, name="nfe")  # the loops below are as long as nfe
     for n in range(1, nfe + 3):
         if _calls(method, n, options) == nfe:
             return n
@@ -56,6 +57,7 @@ def steps_for_nfe(method: str, nfe: int, options: dict[str, Any]) -> int:
 
 def reachable_nfes(method: str, nfe: int, combos: list[dict[str, Any]]) -> list[int]:
     """The model calls, ascending, of ``method`` in 1 to nfe + 2 steps with any of ``combos``."""
+    nfe = check_num_steps(nfe, name="nfe")
     return sorted({_calls(method, n, o) for o in combos for n in range(1, nfe + 3)})
 
 
