@@ -34,8 +34,8 @@ def calibrated(**calibration: Any) -> dict[str, Any]:
 ANY_MODEL = [  # wrong whatever the model
     ({**VALID, "nfe": 4}, "nfe must be 5 (ipndm on these 5 steps with options {}), got 4"),
     ({**VALID, "options": {"afs": True}}, "nfe must be 4"),
-    ({**VALID, "method": "pf"}, "method 'pf' is adaptive"),
-    ({**VALID, "method": "pec-adaptive"}, "method 'pec-adaptive' is adaptive"),
+    ({**VALID, "method": "pf"}, "method must be a fixed-step method (a grid file"),
+    ({**VALID, "method": "pec-adaptive"}, "fixed-step method (a grid file holds"),
     ({**VALID, "method": "pndmm"}, "method must be one of"),
     ({**VALID, "options": {"afs": "yes"}}, "afs must be True or False, got 'yes'"),
     ({**VALID, "timesteps": LONG, "nfe": 2000}, "the steps of timesteps must be an integer in"),
@@ -107,6 +107,11 @@ def test_a_folder_is_not_a_grid_file(tmp_path: Path, capsys, no_model) -> None:
     folder = tmp_path / "grid.json"
     folder.mkdir()
     argv = ["sample", "--timesteps", str(folder), "--out", str(tmp_path / "s.png")]
-    assert_refused(capsys, tmp_path, argv, f"grid file {folder} is a folder")
+    assert_refused(
+        capsys,
+        tmp_path,
+        argv,
+        f"grid file must be a file (pndm tune writes one), got the folder {folder}",
+    )
     code = main(["sample", "--timesteps", str(tmp_path / "none.json"), "--out", "s.png"])
     assert_one_line_error(capsys, code, "grid file not found")

@@ -136,7 +136,7 @@ def load_grid(path: PathLike, schedule: Any = None) -> GridFile:
     is one ``ValueError`` line naming the file and the field."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"grid file {path} is a folder; give the .json file pndm tune wrote")
+        raise ValueError(f"grid file must be a file (pndm tune writes one), got the folder {path}")
     if not path.exists():
         raise FileNotFoundError(f"grid file not found: {path}")
     data = read_json(path)  # one line for a file that is not a JSON object
@@ -175,7 +175,10 @@ def _schedule_problem(grid: GridFile, schedule: Any) -> str | None:
         if schedule.discrete:
             grids.explicit_grid(times, schedule.num_train_timesteps)
         elif not grids.lowest_model_time(schedule) <= times[-2] <= times[0] <= schedule.t_max:
-            return f"timesteps must lie in [{schedule.t_min:g}, {schedule.t_max:g}]"
+            return (
+                f"timesteps must lie in [{schedule.t_min:g}, {schedule.t_max:g}], got "
+                f"[{times[-2]:g}, {times[0]:g}]"
+            )
         check_calibration(grid.calibration, schedule)
         check_denoise_target(grid.options, times, schedule)
     except ValueError as err:
@@ -221,7 +224,7 @@ def _method_problem(data: Mapping[str, Any]) -> str | None:
     except ValueError as err:
         return str(err)
     if calls is None:
-        return f"method {method!r} is adaptive; a grid file holds a fixed-step method's grid"
+        return f"method must be a fixed-step method (a grid file holds its grid), got {method!r}"
     if calls != data["nfe"]:
         return (
             f"nfe must be {calls} ({method} on these {steps} steps with options "
