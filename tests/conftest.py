@@ -86,11 +86,15 @@ GRID = [999.0, 700.25, 400.5, 120.0, 10.0, -1.0]  # a full grid: model times, th
 
 
 def tuned(timesteps: tuple[float, ...] = tuple(GRID), method: str = "ipndm", **options: Any):
-    """A `pndm.tuning.Tuned` as the tuner returns it (4 calls: ipndm with afs on 5 steps)."""
+    """A `pndm.tuning.Tuned` as the tuner returns it (by default 4 calls: ipndm with afs on 5
+    steps); its NFE is the method's on that grid with those options, as a grid file requires."""
+    from pndm.samplers import get_sampler
     from pndm.tuning import Tuned
 
-    options = options or {"afs": True}
-    return Tuned(torch.tensor(timesteps, dtype=torch.float64), method, 4, options,
+    if not options and "afs" in get_sampler(method).options:
+        options = {"afs": True}
+    calls = get_sampler(method).nfe(len(timesteps) - 1, **options)
+    return Tuned(torch.tensor(timesteps, dtype=torch.float64), method, calls, options,
                  error=0.1, start_error=0.2, model_calls=300, seconds=1.5)  # fmt: skip
 
 

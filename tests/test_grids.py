@@ -11,6 +11,7 @@ import torch
 from diffusers import DDIMScheduler, PNDMScheduler
 
 from pndm import PNDMScheduler as OurPNDMScheduler
+from pndm.checks import MAX_STEPS
 from pndm.grids import (
     FINAL_TIME,
     GRIDS,
@@ -240,7 +241,9 @@ def test_one_step_count_rule_everywhere(n):
 
 def test_step_count_upper_bound_is_num_train_timesteps():
     assert check_num_steps(np.int64(1000), 1000) == 1000
-    assert check_num_steps(5000) == 5000  # no schedule, no upper bound
+    assert check_num_steps(MAX_STEPS) == MAX_STEPS  # no schedule: pndm's own bound (issue 22)
+    with pytest.raises(ValueError, match=r"in \[1, 1000\], got 5000: more than pndm's limit"):
+        check_num_steps(5000, 10_000)  # a longer schedule does not lift it
     message = (
         r"num_inference_steps must be an integer in \[1, 1000\], got 1001: more than num_train"
     )

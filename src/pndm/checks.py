@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64)
+# Steps, model calls, grid length (`pndm.grids.check_num_steps`): DDPM's own sampler takes 1000.
+MAX_STEPS = 1000
 
 
 def check_seed(seed: Any) -> int:

@@ -11,13 +11,14 @@ from conftest import Counter
 
 from pndm import grids
 from pndm.analytic import GaussianMixture, PointMass, gaussian_flow
+from pndm.grids import final_target, lowest_model_time
 from pndm.samplers import SAMPLERS, nfe
 from pndm.schedule import NoiseSchedule, VPSchedule
 from pndm.tuning.api import tune, tune_timesteps
 from pndm.tuning.nelder_mead import nelder_mead
 from pndm.tuning.objective import Objective, rms, teacher
 from pndm.tuning.search import option_combinations, refusal, screen, steps_for_nfe
-from pndm.tuning.spaces import LogSigmaGrid, final_target, lowest_time, start_grids
+from pndm.tuning.spaces import LogSigmaGrid, start_grids
 
 VP = VPSchedule()
 DDPM = NoiseSchedule.from_config({"num_train_timesteps": 1000, "beta_schedule": "linear"})
@@ -58,7 +59,7 @@ def test_tuned_grid_contract_and_exact_nfe(name, schedule):
     assert bool((times[1:] < times[:-1]).all())
     assert float(times[0]) == schedule.t_max
     assert float(times[-1]) == final_target(schedule)
-    assert float(times[-2]) > lowest_time(schedule)  # free, never pinned at t = 0
+    assert float(times[-2]) > lowest_model_time(schedule)  # free, never pinned at t = 0
     counter = Counter(eps_fn)
     SAMPLERS[name](counter, _noise(2, 1), times, schedule)
     assert counter.calls == target_nfe
@@ -198,7 +199,7 @@ def test_log_sigma_parametrisation_round_trips_and_stays_ordered(schedule):
         times = space.times(z)
         assert times.numel() == 7 and bool((times[1:] < times[:-1]).all())
         assert float(times[0]) == schedule.t_max and float(times[-1]) == final_target(schedule)
-        assert float(times[-2]) > lowest_time(schedule)  # never pinned at the lowest time
+        assert float(times[-2]) > lowest_model_time(schedule)  # never pinned at the lowest time
     z = rng.normal(size=5)
     np.testing.assert_allclose(space.params(space.times(z)), z, atol=1e-6)
 
@@ -275,8 +276,8 @@ def test_a_schedule_is_the_schedule_protocol_and_discrete_decides_the_target():
     assert "_Delegating lacks discrete" in message and "\n" not in message
     assert final_target(_Delegating(DDPM, True)) == final_target(DDPM) == -1
     assert final_target(_Delegating(DDPM, False)) == DDPM.t_min == 0
-    assert lowest_time(_Delegating(OFFSET, True)) == lowest_time(OFFSET) == 0
-    assert lowest_time(_Delegating(OFFSET, False)) == OFFSET.t_min == -1
+    assert lowest_model_time(_Delegating(OFFSET, True)) == lowest_model_time(OFFSET) == 0
+    assert lowest_model_time(_Delegating(OFFSET, False)) == OFFSET.t_min == -1
 
 
 def test_two_step_ddim_on_a_gaussian_finds_the_scanned_optimum():

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pndm.checks import one_line
+from pndm.checks import MAX_STEPS, one_line
 from pndm.cli.args import (
     HelpFormatter,
     Subparsers,
@@ -38,15 +38,19 @@ def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
     )
     grid = p.add_argument_group("time grid (one of)")
     grid.add_argument(
-        "--steps", type=int, default=None, help=f"number of steps (default: {DEFAULT_STEPS})"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"number of steps, at most {MAX_STEPS} and the model's num_train_timesteps "
+        f"(default: {DEFAULT_STEPS})",
     )
     grid.add_argument(
         "--timesteps",
         type=path,
         default=None,
         metavar="GRID.json",
-        help="a grid file from 'pndm tune': its grid, and its method and options unless "
-        "--method is given",
+        help="a grid file from 'pndm tune': its grid (at most as many steps as --steps), and "
+        "its method and options unless --method is given",
     )
 
 
@@ -191,7 +195,7 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
         raise UsageError("give --steps or --timesteps, not both: a grid file fixes the steps")
     from pndm.tuning.grid_file import load_grid
 
-    grid = load_grid(args.timesteps)
+    grid = load_grid(args.timesteps, _model_schedule(args.model))  # before the model is loaded
     method = args.method or grid.method
     same = method == grid.method
     options = dict(grid.options) if same else {}
@@ -201,6 +205,16 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
 
         _warn_grid(grid, model_folder(args.model), method)
     return GridChoice(grid.steps, list(grid.timesteps), method, options, calibration)
+
+
+def _model_schedule(model: Path | None) -> Any:
+    """The noise schedule of the model folder's scheduler config (its weights are not read)."""
+    from pndm.assets import model_folder
+    from pndm.compat import folders
+    from pndm.files.jsonfile import read_json
+
+    files = folders.model_files(model_folder(model))
+    return folders.scheduler_from_config(read_json(files.scheduler_config)).schedule
 
 
 def _warn_grid(grid: Any, model: Path, method: str) -> None:

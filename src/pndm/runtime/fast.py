@@ -205,15 +205,25 @@ def free_memory(device: torch.device) -> int:
         return 4 << 30
 
 
+SOLVER_IMAGES = 8  # x, four ε's of F-PNDM, a stage input and the noise
+
+
 def per_image_bytes(
-    model: Any, dtype: torch.dtype, sample_shape: Sequence[int] | None = None
+    model: Any,
+    dtype: torch.dtype,
+    sample_shape: Sequence[int] | None = None,
+    held: int = 0,
+    solver_dtype: torch.dtype = torch.float32,
 ) -> int:
-    """`image_bytes` for the UNet plus the sampler's state (x, four ε's of F-PNDM, a stage input
-    and the float32 noise: 8 images in float32)."""
+    """`image_bytes` for the UNet plus the sampler's state (`SOLVER_IMAGES` images in
+    ``solver_dtype``) and ``held`` more images kept through the whole run (the tuner holds its
+    noise and the teacher's end point)."""
     config = model.config
     if sample_shape is None:
         sample_shape = image_shape(config)
-    return image_bytes(config, sample_shape, dtype) + 8 * math.prod(sample_shape) * 4
+    element = torch.empty((), dtype=solver_dtype).element_size()
+    state = (SOLVER_IMAGES + held) * math.prod(sample_shape) * element
+    return image_bytes(config, sample_shape, dtype) + state
 
 
 def check_fits(device: torch.device | str, dtype: torch.dtype, model: Any) -> None:

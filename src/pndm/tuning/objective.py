@@ -54,6 +54,8 @@ class Objective:
         reference: torch.Tensor,
         progress: Progress | None,
     ) -> None:
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress must be callable as progress(k) or None, got {progress!r}")
         self.schedule, self.noise, self.reference = schedule, noise, reference
         self.calls = 0
         self._eps_fn, self._progress = eps_fn, progress
