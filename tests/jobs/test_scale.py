@@ -201,6 +201,17 @@ def test_more_seeds_extend_the_manifest_in_order(folder: Path) -> None:
     assert manifest.read(folder).seeds == [0, 1, 7, 5, 2, 3]
 
 
+def test_a_seed_list_pndm_could_not_read_back_is_refused(folder, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(manifest, "MAX_JSON_BYTES", 1000)  # the real bound, 16 MiB, scaled down
+    before = files(folder)
+    scattered = ",".join(str(seed) for seed in range(10, 400, 2))  # about 1 kB of seed spec
+    capsys.readouterr()
+    code = cli_sample("--seeds", scattered, "--out", str(folder))
+    assert_one_line_error(capsys, code, "seed list would make pndm.json", "seed ranges (a-b)")
+    assert files(folder) == before
+    assert cli_sample("--seeds", "10-400", "--out", str(folder)) == 0  # a range fits
+
+
 def _other_torch(folder: Path) -> None:
     data = json.loads((folder / "pndm.json").read_text())
     data["versions"]["torch"] = "1.0.0"

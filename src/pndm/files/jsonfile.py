@@ -25,9 +25,14 @@ _STEP = np.zeros(256, np.int8)
 _STEP[[ord("["), ord("{")]], _STEP[[ord("]"), ord("}")]] = 1, -1
 
 
+def json_text(data: dict[str, Any]) -> str:
+    """``data`` as diffusers writes it: indent 2, sorted keys, trailing newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 def write_json(path: PathLike, data: dict[str, Any]) -> None:
-    """Write ``data`` as diffusers does (indent 2, sorted keys, trailing newline), atomically."""
-    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    """Write ``data`` as `json_text` (diffusers' layout), atomically."""
+    text = json_text(data)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pndm.checks import shown
-from pndm.files.jsonfile import read_json, write_json
+from pndm.files.jsonfile import MAX_JSON_BYTES, json_text, read_json, write_json
 from pndm.jobs.seeds import check_image_count, parse_seeds, seeds_to_spec
 
 NAME = "pndm.json"
@@ -204,7 +204,7 @@ def update(folder: Path, wanted: Manifest, overwrite: bool) -> Update:
     recorded = read(folder)
     if recorded is None:
         _check_no_foreign_images(folder, overwrite)
-        return Update(Manifest(wanted.settings, wanted.image, wanted.versions), wanted)
+        return Update(Manifest(wanted.settings, wanted.image, wanted.versions), _fits(wanted))
     diffs = differences(recorded.settings, wanted.settings)
     if _canonical(recorded.image) != _canonical(wanted.image):  # what pack decodes the PNGs as
         diffs.append(f"image {_show(wanted.image)} (pndm.json: {_show(recorded.image)})")
@@ -220,7 +220,22 @@ def update(folder: Path, wanted: Manifest, overwrite: bool) -> Update:
         return Update(None, None)
     check_image_count(len(recorded.seeds) + len(extra), f"the sample folder {folder}")
     seeds = recorded.seeds + extra
-    return Update(None, Manifest(recorded.settings, recorded.image, recorded.versions, seeds))
+    return Update(
+        None, _fits(Manifest(recorded.settings, recorded.image, recorded.versions, seeds))
+    )
+
+
+def _fits(manifest: Manifest) -> Manifest:
+    """``manifest`` if pndm can read it back (`MAX_JSON_BYTES`): a list of scattered seeds can
+    outgrow it, and a folder whose manifest cannot be read could not be resumed or packed."""
+    size = len(json_text(manifest.to_json()).encode())
+    if size > MAX_JSON_BYTES:
+        raise ValueError(
+            f"the seed list would make {NAME} {size / 2**20:.1f} MiB, above the "
+            f"{MAX_JSON_BYTES // 2**20} MiB pndm reads; sample seed ranges (a-b) rather than "
+            "scattered seeds, or into another folder"
+        )
+    return manifest
 
 
 def _check_model_image(image: dict[str, Any]) -> None:
