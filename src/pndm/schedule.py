@@ -78,6 +78,9 @@ def _cosine_betas(num_train_timesteps: int) -> torch.Tensor:
     return (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
 
 
+MAX_TRAIN_TIMESTEPS = 100_000  # 1000 for DDPM and Stable Diffusion, 4000 for improved DDPM
+
+
 def make_betas(
     num_train_timesteps: int = 1000,
     beta_start: float = 0.0001,
@@ -88,10 +91,14 @@ def make_betas(
     """The float64 beta schedule of a diffusers-style config."""
     if trained_betas is not None:
         betas = torch.as_tensor(trained_betas, dtype=torch.float64).flatten()
+        if betas.numel() > MAX_TRAIN_TIMESTEPS:
+            raise ValueError(
+                f"trained_betas must hold at most {MAX_TRAIN_TIMESTEPS} values, got {betas.numel()}"
+            )
         if betas.numel() == 0 or not bool(((betas >= 0) & (betas < 1)).all()):
             raise ValueError("trained_betas must be a non-empty list of values in [0, 1)")
         return betas
-    n = check_count("num_train_timesteps", num_train_timesteps, minimum=2)
+    n = check_count("num_train_timesteps", num_train_timesteps, 2, MAX_TRAIN_TIMESTEPS)
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     if beta_schedule == "scaled_linear":

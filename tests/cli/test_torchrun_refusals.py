@@ -56,3 +56,22 @@ def test_tune_under_real_torchrun_writes_nothing(tmp_path: Path) -> None:
     frames = [line for line in result.stderr.splitlines() if line.lstrip().startswith("File ")]
     assert not [line for line in frames if "/pndm/" in line]  # torchrun's own traceback only
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["train", "--output", "{tmp}/model"], "pndm train"),
+        (["convert", "{tmp}/ckpt.pth", "{tmp}/model"], "pndm convert"),
+        (["fid", "{tmp}/samples.npz", "--save-stats", "{tmp}/stats.npz"], "pndm fid"),
+    ],
+)
+def test_other_one_process_commands_are_refused_before_any_work(
+    tmp_path: Path, capsys, monkeypatch, argv: list[str], command: str
+) -> None:
+    """Each would do the whole work on every rank and race on its output: refused before any
+    input is read (the inputs named here do not even exist)."""
+    as_rank(monkeypatch, 1)
+    code = main([arg.format(tmp=tmp_path) for arg in argv])
+    assert_one_line_error(capsys, code, f"{command} runs in one process", "WORLD_SIZE=2")
+    assert list(tmp_path.iterdir()) == []

@@ -44,8 +44,10 @@ def add(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pndm.compat.convert import convert_checkpoint
+    from pndm.jobs.ranks import refuse_ranks
     from pndm.models.convert import unet_config
 
+    refuse_ranks("pndm convert", "write the same DST")
     cfg = convert_checkpoint(
         args.src,
         args.dst,

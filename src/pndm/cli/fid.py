@@ -61,9 +61,11 @@ def add(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pndm.files.destinations import check_new_file
+    from pndm.jobs.ranks import refuse_ranks
     from pndm.metrics import core as metric
     from pndm.metrics.frechet import save_statistics
 
+    refuse_ranks("pndm fid", "compute the same statistics (and race on --save-stats)")
     if (args.ref is None) == (args.save_stats is None):
         raise UsageError("give exactly one of REF (to compare with) and --save-stats OUT.npz")
     common = {

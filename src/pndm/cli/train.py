@@ -161,9 +161,11 @@ def _add_train_run_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pndm.jobs.ranks import refuse_ranks
     from pndm.runtime.devices import torch_threads
     from pndm.train import TrainConfig, train
 
+    refuse_ranks("pndm train", "train the same model and race on --out")
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     start = time.perf_counter()

@@ -28,7 +28,7 @@ from pndm.compat.outputs import ImagePipelineOutput
 from pndm.config import FrozenConfig
 from pndm.files import PathLike
 from pndm.grids import default_method
-from pndm.runtime.fast import FastCache, prepare_model
+from pndm.runtime.fast import FastCache, check_batch_fits, prepare_model
 from pndm.samplers import get_sampler, nfe
 from pndm.wrapper import EpsFn, Observed, make_eps_fn
 
@@ -143,11 +143,12 @@ class PNDMPipeline:
     ) -> ImagePipelineOutput | tuple[Any]:
         """``batch_size`` images, ``num_inference_steps`` steps (see the class docstring)."""
         seeds = self._check_call(batch_size, output_type, generator, seeds, latents)
-        check_calibration(calibration)
+        check_calibration(calibration, self.scheduler.schedule)
         name = self._method(method)
         grid = self.scheduler.grid(num_inference_steps, timesteps)
         calls = nfe(name, grid.numel() - 1, **method_options)  # also checks the option names
         shape = noise.noise_shape(self.unet.config, batch_size, latents)
+        check_batch_fits(self.device, self.dtype, self.unet, shape[0], shape[1:], self.solver_dtype)
         x = noise.initial_noise(shape, self.device, self.solver_dtype, generator=generator,
                                 seeds=seeds, latents=latents)  # fmt: skip
         fast = {"channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}

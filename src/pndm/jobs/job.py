@@ -57,14 +57,15 @@ class SampleSummary:
     per_rank: list[int] = field(default_factory=list)  # images sampled by each rank
 
     def line(self) -> str:
-        rate = self.images / self.seconds if self.seconds > 0 else float("inf")
+        done = self.images and self.seconds > 0  # nothing written: no rate (not "inf images/s")
+        rate = f", {self.images / self.seconds:.2f} images/s" if done else ""
         skipped = f" ({self.skipped} already there)" if self.skipped else ""
         ranks = f" on {len(self.per_rank)} ranks {self.per_rank}" if len(self.per_rank) > 1 else ""
         nfe = "?" if self.nfe is None else str(self.nfe)
         return (
             f"wrote {self.images} images{skipped}{ranks} to {self.output.path} "
             f"({self.output.kind}): {self.method}, {self.steps} steps, NFE {nfe}, "
-            f"{self.seconds:.1f} s, {rate:.2f} images/s"
+            f"{self.seconds:.1f} s{rate}"
         )
 
 

@@ -237,6 +237,26 @@ def check_fits(device: torch.device | str, dtype: torch.dtype, model: Any) -> No
         )
 
 
+def check_batch_fits(
+    device: torch.device | str,
+    dtype: torch.dtype,
+    model: Any,
+    batch_size: int,
+    sample_shape: Sequence[int],
+    solver_dtype: torch.dtype = torch.float32,
+) -> None:
+    """Refuse, before any allocation, ``batch_size`` images that need more than all the free
+    memory on ``device`` (`per_image_bytes` each), naming the largest batch that fits."""
+    device = torch.device(device)
+    each = per_image_bytes(model, dtype, sample_shape, solver_dtype=solver_dtype)
+    free = free_memory(device)
+    if batch_size * each > free:
+        raise ValueError(
+            f"batch_size {batch_size} needs about {batch_size * each / 2**30:.3g} GiB on {device}, "
+            f"but only {free / 2**30:.3g} GiB are free; use batch_size <= {max(1, free // each)}"
+        )
+
+
 def default_batch_size(
     device: torch.device | str,
     dtype: torch.dtype,
