@@ -12,7 +12,7 @@ Every PNDM-family step is x_{n+1} = φ(x_n, ε', t_n -> t_{n+1}); methods differ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import torch
@@ -96,6 +96,10 @@ class Multistep:
         """
         caps = [self.order] * steps if caps is None else caps
         return [min(n + 1, self.order, cap) for n, cap in zip(range(steps), caps, strict=True)]
+
+    def without_warmup(self) -> Multistep:
+        """The Adams part alone, from a first step of order 1: a run started mid-schedule."""
+        return replace(self, warmup=EULER, warmup_steps=0)
 
 
 S_PNDM = Multistep(order=2, warmup=IMPROVED_EULER, warmup_steps=1)
