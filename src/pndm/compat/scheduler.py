@@ -30,16 +30,19 @@ import torch
 from pndm.checks import check_choice
 from pndm.compat.calls import base_converted, eps_conversion
 from pndm.compat.outputs import SchedulerOutput
+from pndm.compat.scheduler_base import (
+    PlannedScheduler,
+    check_schedule_keys,
+    timestep_array,
+    timestep_tensor,
+)
 from pndm.compat.stepper import Stepper
-from pndm.config import ConfigMixin
-from pndm.grids import SCHEDULER_SPACINGS, default_method, scheduler_grid
+from pndm.grids import default_method, scheduler_grid
 from pndm.samplers import SAMPLERS, core
 from pndm.samplers.calls import Run
 from pndm.samplers.loops import multistep
 from pndm.samplers.method import as_timesteps
 from pndm.samplers.steps import Grid
-from pndm.schedule import NoiseSchedule, make_betas
-from pndm.wrapper import PREDICTION_TYPES
 
 V_PREDICTION_COMPAT = (None, "diffusers")
 
@@ -72,7 +75,7 @@ def call_kinds(method: core.Multistep, steps: int, prk: bool) -> tuple[list[str]
     return kinds, first
 
 
-class PNDMScheduler(ConfigMixin):
+class PNDMScheduler(PlannedScheduler):
     """diffusers' ``PNDMScheduler`` (same arguments, defaults, config keys, methods and outputs).
 
     Differences, all deliberate: every target and mid time comes from the grid (see the module
@@ -89,18 +92,9 @@ class PNDMScheduler(ConfigMixin):
     by ``pndm convert``) reads ᾱ[t + 1] at model time t, the original PNDM code's convention.
     """
 
-    config_name: ClassVar[str] = "scheduler_config.json"
     _extra_config_keys: ClassVar[frozenset[str]] = frozenset(
         {"v_prediction_compat", "alpha_index_offset"}
     )
-    _compatibles: ClassVar[list[str]] = [
-        "DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "LMSDiscreteScheduler",
-        "EulerDiscreteScheduler", "HeunDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-        "DPMSolverMultistepScheduler", "DPMSolverSinglestepScheduler", "KDPM2DiscreteScheduler",
-        "KDPM2AncestralDiscreteScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler",
-        "DPMSolverSDEScheduler", "EDMEulerScheduler",
-    ]  # fmt: skip
-    order: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -117,13 +111,10 @@ class PNDMScheduler(ConfigMixin):
         v_prediction_compat: str | None = None,
         alpha_index_offset: int = 0,
     ) -> None:
-        check_choice("timestep_spacing", timestep_spacing, SCHEDULER_SPACINGS)
-        check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
+        trained_betas = check_schedule_keys(
+            timestep_spacing, prediction_type, steps_offset, trained_betas
+        )
         check_choice("v_prediction_compat", v_prediction_compat, V_PREDICTION_COMPAT)
-        if isinstance(steps_offset, bool) or int(steps_offset) != steps_offset or steps_offset < 0:
-            raise ValueError(f"steps_offset must be an integer >= 0, got {steps_offset!r}")
-        if trained_betas is not None:
-            trained_betas = np.asarray(trained_betas, dtype=np.float64).ravel().tolist()
         self._register_config(
             num_train_timesteps=num_train_timesteps,
             beta_start=beta_start,
@@ -138,27 +129,10 @@ class PNDMScheduler(ConfigMixin):
             v_prediction_compat=v_prediction_compat,
             alpha_index_offset=int(alpha_index_offset),
         )
-        self.schedule = NoiseSchedule.from_config(self.config)  # float64 ᾱ used for stepping
-        self._init_attributes()
-
-    def _init_attributes(self) -> None:
-        """diffusers' float32 attributes (``betas``, ``alphas_cumprod``, ...) and an empty plan."""
-        self._state = _State()
-        self._planned: tuple[torch.Tensor, Any] | None = None  # (grid, device) of the plan
-        self.num_inference_steps: int | None = None
-        self.timesteps: torch.Tensor | None = None
+        self._init_schedule()
+        self._run_state = _State()
         self.prk_timesteps: np.ndarray | None = None
         self.plms_timesteps: np.ndarray | None = None
-        c = self.config
-        betas = make_betas(
-            c.num_train_timesteps, c.beta_start, c.beta_end, c.beta_schedule, c.trained_betas
-        )
-        self.betas = betas.float()
-        self.alphas = 1.0 - self.betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        final = torch.tensor(1.0) if c.set_alpha_to_one else self.alphas_cumprod[0]
-        self.final_alpha_cumprod = final
-        self.init_noise_sigma = 1.0
         self.pndm_order = 4
 
     # ----------------------------------------------------------------------------------------
@@ -185,11 +159,19 @@ class PNDMScheduler(ConfigMixin):
         assert len(kinds) == stepper.planned  # the plan's calls are the method's tables'
         times, n_prk = stepper.times, kinds.count("prk")
         self.num_inference_steps = grid.numel() - 1
-        self.prk_timesteps = _as_array(times[:n_prk])
-        self.plms_timesteps = _as_array(times[n_prk:])
-        self.timesteps = _as_tensor(_as_array(times), device)
-        self._state = _State(stepper, tuple(kinds), tuple(first), history_size=method.order)
+        self.prk_timesteps = timestep_array(times[:n_prk])
+        self.plms_timesteps = timestep_array(times[n_prk:])
+        self.timesteps = timestep_tensor(timestep_array(times), device)
+        self._run_state = _State(stepper, tuple(kinds), tuple(first), history_size=method.order)
         self._planned = (grid, device)
+
+    def _replan(self, *planned: Any) -> None:
+        """Plan the run of ``set_timesteps(timesteps=grid, device=device)`` again (copies)."""
+        if planned:
+            grid, device = planned
+            self.set_timesteps(timesteps=grid, device=device)
+        else:
+            self._run_state = _State()
 
     def grid(
         self, num_inference_steps: int | None = None, timesteps: Sequence[float] | None = None
@@ -262,7 +244,7 @@ class PNDMScheduler(ConfigMixin):
     ) -> SchedulerOutput | tuple[torch.Tensor]:
         """The one body of step, step_prk and step_plms: one planned call, checked against
         ``kind``, answered by the stepper; then diffusers' running values are updated."""
-        state = self._state
+        state = self._run_state
         stepper = self._check_call(kind)
         k = stepper.counter
         prev_sample = stepper.step(model_output, sample)
@@ -275,7 +257,7 @@ class PNDMScheduler(ConfigMixin):
         return SchedulerOutput(prev_sample) if return_dict else (prev_sample,)
 
     def _check_call(self, kind: str | None) -> Stepper:
-        state = self._state
+        state = self._run_state
         if state.stepper is None:
             raise ValueError(
                 "Number of inference steps is 'None', you need to run 'set_timesteps' after "
@@ -297,22 +279,6 @@ class PNDMScheduler(ConfigMixin):
         """PNDM needs no input scaling; returns ``sample``."""
         return sample
 
-    def add_noise(
-        self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
-        """√ᾱ_t·x₀ + √(1-ᾱ_t)·noise, one t per sample (integer times read ``alphas_cumprod``)."""
-        x = original_samples
-        t = torch.as_tensor(timesteps, device=x.device)
-        if t.is_floating_point():  # half-integer mid times: the schedule's interpolated ᾱ
-            alpha_bar = self.schedule.alpha_bar(t).to(x.dtype)
-        else:
-            alpha_bar = self.alphas_cumprod.to(device=x.device, dtype=x.dtype)[t]
-        alpha_bar = alpha_bar.flatten().reshape(-1, *([1] * (x.ndim - 1)))
-        return alpha_bar.sqrt() * x + (1 - alpha_bar).sqrt() * noise
-
-    def __len__(self) -> int:
-        return self.config.num_train_timesteps
-
     # Read-compatible views of diffusers' running values.
 
     @property
@@ -320,55 +286,29 @@ class PNDMScheduler(ConfigMixin):
         """The stored noise estimates e_n, oldest first (diffusers' ``ets``); assignable. The
         Adams weights come from the step index, not from how many are stored, so preset values
         are only kept (trimmed to four), as diffusers' upstream test presets them."""
-        return [e.to(self._state.dtype) for e in self._state.history]
+        return [e.to(self._run_state.dtype) for e in self._run_state.history]
 
     @ets.setter
     def ets(self, values: Sequence[torch.Tensor]) -> None:
-        self._state.history = list(values)
+        self._run_state.history = list(values)
 
     @property
     def counter(self) -> int:
         """Model calls stepped since ``set_timesteps``."""
-        stepper = self._state.stepper
+        stepper = self._run_state.stepper
         return 0 if stepper is None else stepper.counter
 
     @property
     def cur_sample(self) -> torch.Tensor | None:
         """The sample the current step transfers from (x_n)."""
-        return self._state.base
+        return self._run_state.base
 
     @property
     def cur_model_output(self) -> torch.Tensor | int:
         """diffusers' running Runge-Kutta sum e1/6 + e2/3 + e3/3 inside a step, else 0."""
-        state, k = self._state, self.counter
+        state, k = self._run_state, self.counter
         inside = 0 < k < len(state.kinds) and not state.first[k]
         if not inside or state.kinds[k - 1] != "prk":
             return 0
         total = sum(w * e for w, e in zip(core.F_PNDM.warmup.b, state.stage, strict=False))
         return total.to(state.dtype)  # type: ignore[union-attr]
-
-    def __getstate__(self) -> dict[str, Any]:
-        """Copies and pickles leave out the run in progress (a generator): a copy plans the same
-        grid afresh, as after ``set_timesteps``."""
-        return {**self.__dict__, "_state": _State()}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if self._planned is not None:
-            grid, device = self._planned
-            self.set_timesteps(timesteps=grid, device=device)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict(self.config)})"
-
-
-def _as_array(times: list[float]) -> np.ndarray:
-    """Integer times as int64 (diffusers' dtype); half-integer mid times keep float64."""
-    array = np.asarray(times, dtype=np.float64)
-    return array.astype(np.int64) if np.all(array == np.round(array)) else array
-
-
-def _as_tensor(times: np.ndarray, device: str | torch.device | None) -> torch.Tensor:
-    """int64 as diffusers; half-integer mid times as float32 (exact, and valid on any device)."""
-    dtype = torch.int64 if times.dtype == np.int64 else torch.float32
-    return torch.as_tensor(times, dtype=dtype, device=device)

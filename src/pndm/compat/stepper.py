@@ -16,7 +16,7 @@ from it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -133,3 +133,30 @@ class Stepper:
             return output
         p, q = conversion
         return output * p if q == 0 else torch.add(output * p, x, alpha=q)
+
+
+def restart_grid(times: list[float], target: float) -> list[float]:
+    """The grid a run started at ``times[0]`` steps on: the distinct ``times`` (the remaining
+    model-call times, in order), then the target unless they end there."""
+    grid = [t for i, t in enumerate(times) if i == 0 or t != times[i - 1]]  # non-increasing
+    return grid if grid[-1] == target else [*grid, target]
+
+
+def answering(stepper: Stepper, times: list[float]) -> Stepper:
+    """``stepper`` answering a pipeline's calls at ``times``: its own calls, in order, are among
+    them; every other entry (a time listed twice inside a Runge-Kutta or improved-Euler warm-up,
+    or a last call at the target) is a call whose output is not needed (`Stepper.skip`)."""
+    own = iter(enumerate(stepper.times))
+    expected = next(own, None)
+    conversions: list[Conversion] = []
+    skip = set()
+    for k, t in enumerate(times):
+        if expected is not None and t == expected[1]:
+            conversions.append(stepper.conversions[expected[0]])
+            expected = next(own, None)
+        else:
+            conversions.append(None)
+            skip.add(k)
+    if expected is not None:
+        raise ValueError(f"the run needs a model call at t = {expected[1]:g} that is not listed")
+    return replace(stepper, times=list(times), conversions=conversions, skip=frozenset(skip))
