@@ -8,7 +8,8 @@
 ``set_timesteps`` plans ``SAMPLERS[method]`` on its grid (`pndm.samplers.calls`) and lists the
 model-call times in ``timesteps``, so its length is the NFE: diffusers' pipelines loop over it,
 call the UNet at each entry and pass the guided output to ``step``, which answers one call of the
-plan (`pndm.compat.stepper`). The images are then the pure sampler's on the pipeline's guided ε.
+plan (`pndm.compat.stepper`). The images are then the pure sampler's on the pipeline's guided ε,
+computed in float32 (float64 for float64 latents; half-precision latents keep a float32 state).
 
 What diffusers' pipelines rely on (diffusers 0.42: ``retrieve_timesteps`` checks that
 ``set_timesteps`` takes ``timesteps``/``sigmas``; ``StableDiffusionPipeline.__call__`` multiplies
@@ -52,7 +53,7 @@ from pndm.compat.scheduler_base import (
     timestep_array,
     timestep_tensor,
 )
-from pndm.compat.stepper import Stepper, answering, restart_grid
+from pndm.compat.stepper import Stepper, answering, float32_or_64_state, restart_grid
 from pndm.grids import FINAL_TIME, scheduler_grid
 from pndm.samplers import SAMPLERS, Method, get_sampler
 from pndm.schedule import NoiseSchedule
@@ -252,7 +253,7 @@ class SamplerScheduler(PlannedScheduler):
         def build(like: torch.Tensor) -> Any:
             return self.sampler.plan(like, grid, self.schedule, restart, **self.options)
 
-        return Stepper.start(build, device, self._conversions)
+        return Stepper.start(build, device, self._conversions, float32_or_64_state)
 
     def _calibrated(self, times: list[float]) -> tuple[list[float], list[float]]:
         """(the model time t + δ(t), the ε scale κ(t)) of each solver time (no calibration:

@@ -7,10 +7,11 @@ next call (the pipeline's next model input), or x_N after the last. The plan, th
 the ε conversions are made before the run (where reading tensors on the host is allowed), so a
 step does tensor arithmetic only: no host-device synchronisation (diffusers #9485).
 
-Precision: the run's state and arithmetic are float64 whatever the pipeline's dtype. A pipeline
-that passes back the sample it was given keeps that state unrounded; one that edits its latents
-between calls (inpainting blends the known region in) passes a new tensor, and the run continues
-from it.
+Precision: the run's state and arithmetic have the dtype ``state_dtype(sample dtype)`` decides
+(the plan is made in the likely one and made again at the first step if the sample's differs).
+A pipeline that passes back the sample it was given keeps that state unrounded (half-precision
+latents then do not round a float32 state); one that edits its latents between calls (inpainting
+blends the known region in) passes a new tensor, and the run continues from it.
 """
 
 from __future__ import annotations
@@ -23,27 +24,41 @@ import torch
 from pndm.compat.calls import Conversion
 from pndm.samplers.calls import Calls, Run, dry_run
 
-STATE_DTYPE = torch.float64
+DtypeRule = Callable[[torch.dtype], torch.dtype]
+"""The state's dtype for a sample of a dtype."""
 
 
-def plan_like(device: torch.device | str | None) -> torch.Tensor:
+def float64_state(sample_dtype: torch.dtype) -> torch.dtype:
+    """Always float64."""
+    return torch.float64
+
+
+def float32_or_64_state(sample_dtype: torch.dtype) -> torch.dtype:
+    """The pure samplers' rule for a pipeline: float64 for float64 samples, else float32 (half
+    precision computes in float32, as diffusers' DPM-Solver upcasts)."""
+    return torch.float64 if sample_dtype == torch.float64 else torch.float32
+
+
+def plan_like(device: torch.device | str | None, dtype: torch.dtype) -> torch.Tensor:
     """The tensor a plan is built on: the state's dtype on ``device`` (CPU if None)."""
-    return torch.empty(0, dtype=STATE_DTYPE, device=device)
+    return torch.empty(0, dtype=dtype, device=device)
 
 
 @dataclass
 class Stepper:
-    """A plan stepped one model call at a time. ``build(like)`` makes the plan on a device (the
-    run is ``run``, on ``device``); ``times``: the solver time of each call (host floats, from a
-    dry run); ``conversions``: how each call's output becomes ε; ``skip``: calls whose output is
-    not needed (a pipeline's extra calls after a mid-schedule start: the sample passes unchanged);
-    ``first_scale``: the first call's input is this times x_0 (iPNDM's analytic first step)."""
+    """A plan stepped one model call at a time. ``build(like)`` makes the plan on like's device
+    and dtype (``run``, on ``like``, in the state dtype ``rule`` gives); ``times``: the solver
+    time of each call (host floats, from a dry run); ``conversions``: how each call's output
+    becomes ε; ``skip``: calls whose output is not needed (a pipeline's extra calls after a
+    mid-schedule start: the sample passes unchanged); ``first_scale``: the first call's input is
+    this times x_0 (iPNDM's analytic first step)."""
 
     build: Callable[[torch.Tensor], Run]
     run: Run
     times: list[float]
     conversions: list[Conversion]
-    device: torch.device
+    like: torch.Tensor  # the plan's device and dtype
+    rule: DtypeRule
     skip: frozenset[int] = frozenset()
     first_scale: float | None = None
     counter: int = 0
@@ -58,16 +73,18 @@ class Stepper:
         build: Callable[[torch.Tensor], Run],
         device: torch.device | str | None,
         convert: Callable[[list[float]], list[Conversion]] | None = None,
+        rule: DtypeRule = float64_state,
     ) -> Stepper:
-        """A stepper of the plan ``build`` makes on ``device``, its calls listed by a dry run and
-        converted by ``convert(times)`` (default: the outputs are ε)."""
-        like = plan_like(device)
-        run = build(like)
-        times, scale = dry_run(run, like)
+        """A stepper of the plan ``build`` makes on ``device`` in ``rule``'s dtype for float32
+        samples, its calls listed by a dry run and converted by ``convert(times)`` (default: the
+        outputs are ε)."""
+        like = plan_like(device, rule(torch.float32))
+        host = plan_like("cpu", torch.float64)  # the dry run: exact times and scale, no sync
+        times, scale = dry_run(build(host), host)
         if not times:
             raise ValueError("this method makes no model call on this grid; use more steps")
         conversions = [None] * len(times) if convert is None else convert(times)
-        return cls(build, run, times, conversions, like.device, first_scale=scale)
+        return cls(build, build(like), times, conversions, like, rule, first_scale=scale)
 
     @property
     def planned(self) -> int:
@@ -102,13 +119,15 @@ class Stepper:
         pipeline passed back what it was given (same object: no rounding to the pipeline's
         dtype), else the pipeline's sample (it edited it, e.g. inpainting: the run follows)."""
         if self.calls is None:  # the run starts from the first sample the pipeline passes
-            if sample.device != self.device:  # planned elsewhere: plan again here, once
-                self.device, self.run = sample.device, self.build(plan_like(sample.device))
-            self.calls = self.run(sample.to(STATE_DTYPE))
+            dtype = self.rule(sample.dtype)
+            if (sample.device, dtype) != (self.like.device, self.like.dtype):
+                self.like = plan_like(sample.device, dtype)  # planned for another: plan again
+                self.run = self.build(self.like)
+            self.calls = self.run(sample.to(dtype))
             return next(self.calls)[0]  # the first call's point: x_0 (or φ(x_0, x_0) with afs)
         if sample is self.returned and self.pending is not None:
             return self.pending
-        return sample.to(STATE_DTYPE)
+        return sample.to(self.like.dtype)
 
     def _next(self, output: torch.Tensor, sample: torch.Tensor) -> int:
         """The index of the call being answered, after checking the step is one (host-only)."""
@@ -127,12 +146,12 @@ class Stepper:
 
     def eps(self, output: torch.Tensor, x: torch.Tensor, k: int) -> torch.Tensor:
         """ε of call k from the model's output at x (the call's own point), in the state dtype."""
-        output = output.to(STATE_DTYPE)
+        output = output.to(self.like.dtype)
         conversion = self.conversions[k]
         if conversion is None:
             return output
         p, q = conversion
-        return output * p if q == 0 else torch.add(output * p, x, alpha=q)
+        return output * p if q == 0 else output * p + x * q  # the wrapper's order of operations
 
 
 def restart_grid(times: list[float], target: float) -> list[float]:
