@@ -141,9 +141,11 @@ def linear_combination(
 ) -> torch.Tensor:
     """Σ_j w_j e_{n-j} for the newest-first history (stops at the shorter of the two).
 
-    ``weights`` may be a row of a device tensor: its entries stay 0-d tensors, no host sync.
+    ``weights`` may be a row of a device tensor: its entries stay 0-d tensors, no host sync. The
+    sum accumulates in place (the same roundings as out + w e, without a new tensor per term).
     """
     out = weights[0] * history[0]
+    term = torch.empty_like(out) if len(history) > 1 and len(weights) > 1 else out
     for w, e in zip(weights[1:], history[1:], strict=False):
-        out = out + w * e
+        out.add_(torch.mul(w, e, out=term))
     return out

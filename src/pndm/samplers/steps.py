@@ -96,12 +96,12 @@ class Grid:
 
     def transfer(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_{n+1}) (paper eq. 9): `core.transfer` with coefficients made once."""
-        out = self.c_x[n] * x + self.c_eps[n] * eps
+        out = (self.c_x[n] * x).add_(self.c_eps[n] * eps)  # c_x x + c_ε ε, one new tensor
         return out if self.clip is None else out + self._clipped(x, eps, n, self.root_a[n + 1])
 
     def transfer_mid(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_mid) with coefficients made once (grids built with midpoints)."""
-        out = self.mid_c_x[n] * x + self.mid_c_eps[n] * eps  # type: ignore[index]
+        out = (self.mid_c_x[n] * x).add_(self.mid_c_eps[n] * eps)  # type: ignore[index]
         if self.clip is None:
             return out
         return out + self._clipped(x, eps, n, self.mid_root_a[n])  # type: ignore[index]
