@@ -88,11 +88,11 @@ class Grid:
 
     def data_estimate(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """x̂_0 = (x - sqrt(1-ᾱ_n) ε)/sqrt(ᾱ_n) at grid time n (at ᾱ = 1, x itself)."""
-        return (x - self.root_1ma[n] * eps) / self.root_a[n]
+        return (x - self.root_1ma[n] * eps).div_(self.root_a[n])
 
     def noise_for(self, x: torch.Tensor, x0: torch.Tensor, n: int) -> torch.Tensor:
         """The ε whose data estimate at (x, t_n) is ``x0``: (x - sqrt(ᾱ_n) x̂_0)/sqrt(1-ᾱ_n)."""
-        return (x - self.root_a[n] * x0) / self.root_1ma[n]
+        return (x - self.root_a[n] * x0).div_(self.root_1ma[n])
 
     def transfer(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_{n+1}) (paper eq. 9): `core.transfer` with coefficients made once."""
