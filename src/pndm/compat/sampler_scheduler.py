@@ -53,7 +53,7 @@ from pndm.compat.scheduler_base import (
     timestep_array,
     timestep_tensor,
 )
-from pndm.compat.stepper import Stepper, answering, float32_or_64_state, restart_grid
+from pndm.compat.stepper import Stepper, answering, restart_grid
 from pndm.grids import FINAL_TIME, scheduler_grid
 from pndm.samplers import SAMPLERS, Method, get_sampler
 from pndm.schedule import NoiseSchedule
@@ -253,7 +253,7 @@ class SamplerScheduler(PlannedScheduler):
         def build(like: torch.Tensor) -> Any:
             return self.sampler.plan(like, grid, self.schedule, restart, **self.options)
 
-        return Stepper.start(build, device, self._conversions, float32_or_64_state)
+        return Stepper.start(build, device, self._conversions)
 
     def _calibrated(self, times: list[float]) -> tuple[list[float], list[float]]:
         """(the model time t + δ(t), the ε scale κ(t)) of each solver time (no calibration:

@@ -7,7 +7,7 @@ next call (the pipeline's next model input), or x_N after the last. The plan, th
 the ε conversions are made before the run (where reading tensors on the host is allowed), so a
 step does tensor arithmetic only: no host-device synchronisation (diffusers #9485).
 
-Precision: the run's state and arithmetic have the dtype ``state_dtype(sample dtype)`` decides
+Precision: the run's state and arithmetic have the dtype `state_dtype` gives the sample's dtype
 (the plan is made in the likely one and made again at the first step if the sample's differs).
 A pipeline that passes back the sample it was given keeps that state unrounded (half-precision
 latents then do not round a float32 state); one that edits its latents between calls (inpainting
@@ -24,18 +24,10 @@ import torch
 from pndm.compat.calls import Conversion
 from pndm.samplers.calls import Calls, Run, dry_run
 
-DtypeRule = Callable[[torch.dtype], torch.dtype]
-"""The state's dtype for a sample of a dtype."""
 
-
-def float64_state(sample_dtype: torch.dtype) -> torch.dtype:
-    """Always float64."""
-    return torch.float64
-
-
-def float32_or_64_state(sample_dtype: torch.dtype) -> torch.dtype:
-    """The pure samplers' rule for a pipeline: float64 for float64 samples, else float32 (half
-    precision computes in float32, as diffusers' DPM-Solver upcasts)."""
+def state_dtype(sample_dtype: torch.dtype) -> torch.dtype:
+    """The pure samplers' rule: float64 for float64 samples, else float32 (half-precision latents
+    keep a float32 state)."""
     return torch.float64 if sample_dtype == torch.float64 else torch.float32
 
 
@@ -47,7 +39,7 @@ def plan_like(device: torch.device | str | None, dtype: torch.dtype) -> torch.Te
 @dataclass
 class Stepper:
     """A plan stepped one model call at a time. ``build(like)`` makes the plan on like's device
-    and dtype (``run``, on ``like``, in the state dtype ``rule`` gives); ``times``: the solver
+    and dtype (``run``, on ``like``, in the state dtype `state_dtype` gives); ``times``: the solver
     time of each call (host floats, from a dry run); ``conversions``: how each call's output
     becomes ε; ``skip``: calls whose output is not needed (a pipeline's extra calls after a
     mid-schedule start: the sample passes unchanged); ``first_scale``: the first call's input is
@@ -58,7 +50,6 @@ class Stepper:
     times: list[float]
     conversions: list[Conversion]
     like: torch.Tensor  # the plan's device and dtype
-    rule: DtypeRule
     skip: frozenset[int] = frozenset()
     first_scale: float | None = None
     counter: int = 0
@@ -73,18 +64,17 @@ class Stepper:
         build: Callable[[torch.Tensor], Run],
         device: torch.device | str | None,
         convert: Callable[[list[float]], list[Conversion]] | None = None,
-        rule: DtypeRule = float64_state,
     ) -> Stepper:
-        """A stepper of the plan ``build`` makes on ``device`` in ``rule``'s dtype for float32
-        samples, its calls listed by a dry run and converted by ``convert(times)`` (default: the
-        outputs are ε)."""
-        like = plan_like(device, rule(torch.float32))
+        """A stepper of the plan ``build`` makes on ``device`` in `state_dtype`'s dtype for
+        float32 samples, its calls listed by a dry run and converted by ``convert(times)``
+        (default: the outputs are ε)."""
+        like = plan_like(device, state_dtype(torch.float32))
         host = plan_like("cpu", torch.float64)  # the dry run: exact times and scale, no sync
         times, scale = dry_run(build(host), host)
         if not times:
             raise ValueError("this method makes no model call on this grid; use more steps")
         conversions = [None] * len(times) if convert is None else convert(times)
-        return cls(build, build(like), times, conversions, like, rule, first_scale=scale)
+        return cls(build, build(like), times, conversions, like, first_scale=scale)
 
     @property
     def planned(self) -> int:
@@ -119,7 +109,7 @@ class Stepper:
         pipeline passed back what it was given (same object: no rounding to the pipeline's
         dtype), else the pipeline's sample (it edited it, e.g. inpainting: the run follows)."""
         if self.calls is None:  # the run starts from the first sample the pipeline passes
-            dtype = self.rule(sample.dtype)
+            dtype = state_dtype(sample.dtype)
             if (sample.device, dtype) != (self.like.device, self.like.dtype):
                 self.like = plan_like(sample.device, dtype)  # planned for another: plan again
                 self.run = self.build(self.like)
