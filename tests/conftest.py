@@ -8,6 +8,10 @@
 - ``assert_one_line_error``: the CLI's contract for a user error: exit 2, one stderr line.
 - ``rel``: relative error in float64.
 - ``SMALL_UNET``: a small two-level UNet2DModel config with attention (16x16, 3 channels).
+- ``TINY_UNET``, ``tiny_unet``, ``tiny_pipeline_folder``: an 8x8 RGB UNet (any field overridden)
+  that runs in milliseconds, seeded, and a pipeline folder holding one.
+- ``cli_sample``: ``pndm sample`` in this process, fast (``FAST_SAMPLE``: later flags win).
+- ``GRID``, ``tuned``: a full grid and a `Tuned` result as the tuner returns it.
 - ``TINY_TRAIN``: TrainConfig fields of a trainer run that takes milliseconds per step.
 - ``assert_rounding_close``: float32 tolerances that follow the machine's own rounding.
 """
@@ -33,6 +37,19 @@ SMALL_UNET = {  # two levels, attention at the coarse one
     "sample_size": 16,
 }
 
+TINY_UNET = {  # 8x8 RGB, attention at the coarse level
+    "sample_size": 8,
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+    "attention_head_dim": None,
+}
+GREY = {"in_channels": 1, "out_channels": 1}  # overrides: one channel
+PLAIN = {"down_block_types": ("DownBlock2D",) * 2, "up_block_types": ("UpBlock2D",) * 2}
+FAST_SAMPLE = ["--steps", "4", "--no-progress", "--threads", "1"]
+
 # A UNet small enough that a training step takes milliseconds (pndm.train.TrainConfig fields).
 TINY_TRAIN = {
     "resolution": 8,
@@ -46,12 +63,73 @@ TINY_TRAIN = {
 }
 
 
+def tiny_unet(seed: int = 0, **overrides: Any) -> Any:
+    """A randomly initialised ``TINY_UNET`` (``overrides`` change any field), seeded."""
+    from pndm.models.unet_2d import UNet2DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return UNet2DModel(**{**TINY_UNET, **overrides}).eval()
+
+
+def tiny_pipeline_folder(folder: Path, seed: int = 0, **overrides: Any) -> Path:
+    """A pipeline folder of a `tiny_unet` and a default PNDMScheduler; returns ``folder``."""
+    from pndm.compat.pipeline import PNDMPipeline
+    from pndm.compat.scheduler import PNDMScheduler
+
+    unet = tiny_unet(seed, **overrides)
+    PNDMPipeline(unet=unet, scheduler=PNDMScheduler()).save_pretrained(folder)
+    return folder
+
+
+GRID = [999.0, 700.25, 400.5, 120.0, 10.0, -1.0]  # a full grid: model times, then the target
+
+
+def tuned(timesteps: tuple[float, ...] = tuple(GRID), method: str = "ipndm", **options: Any):
+    """A `pndm.tuning.Tuned` as the tuner returns it (by default 4 calls: ipndm with afs on 5
+    steps); its NFE is the method's on that grid with those options, as a grid file requires."""
+    from pndm.samplers import get_sampler
+    from pndm.tuning import Tuned
+
+    if not options and "afs" in get_sampler(method).options:
+        options = {"afs": True}
+    calls = get_sampler(method).nfe(len(timesteps) - 1, **options)
+    return Tuned(torch.tensor(timesteps, dtype=torch.float64), method, calls, options,
+                 error=0.1, start_error=0.2, model_calls=300, seconds=1.5)  # fmt: skip
+
+
+def cli_sample(*args: str, model: Path | None = None) -> int:
+    """``pndm sample`` in this process with ``FAST_SAMPLE`` (flags in ``args`` win), on the
+    pipeline folder ``model`` (default: the shipped one)."""
+    from pndm.cli import main
+
+    chosen = [] if model is None else ["--model", str(model)]
+    return main(["sample", *FAST_SAMPLE, *chosen, *args])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow", action="store_true", help="also run the tests marked slow (as CI does)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (torchrun, subprocess kills, an inductor compile) run only with
+    ``--slow`` or PNDM_SLOW=1; a plain ``pytest`` stays quick and reports them as skipped."""
+    if config.getoption("--slow") or os.environ.get("PNDM_SLOW"):
+        return
+    gate = pytest.mark.skip(reason="slow: run with --slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(gate)
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    from pndm.runtime.devices import torch_threads
+
+    with torch_threads(1):
+        yield
 
 
 def assert_one_line_error(capsys: pytest.CaptureFixture[str], code: int, *needles: str) -> str:

@@ -233,7 +233,9 @@ def test_bad_calls(gmm):
         PointMass([0.0, 0.0]).eps(torch.zeros(2, 2), 1.0)
     with pytest.raises(ValueError, match="std must be a positive scalar"):
         gaussian_flow(torch.zeros(2, 2), 1.0, 0.5, VP, [0.0, 0.0], -1.0)
-    with pytest.raises(TypeError, match="timestep_from_sigma"):
+    with pytest.raises(
+        ValueError, match="reference_flow needs a full Schedule .* lacks .*timestep_from_sigma"
+    ):
         reference_flow(gmm.eps_fn(VP), torch.zeros(2, 2), 1.0, 0.5, object())
     with pytest.raises(ValueError, match="one time for the whole batch"):
         reference_flow(gmm.eps_fn(VP), torch.zeros(2, 2), torch.tensor([1.0, 0.9]), 0.5, VP)

@@ -11,6 +11,7 @@ import torch
 from diffusers import DDIMScheduler, PNDMScheduler
 
 from pndm import PNDMScheduler as OurPNDMScheduler
+from pndm.checks import MAX_STEPS
 from pndm.grids import (
     FINAL_TIME,
     GRIDS,
@@ -187,7 +188,9 @@ def test_every_grid_strictly_decreasing_with_n_plus_1_entries(name, n):
 
 
 def test_unknown_grid_lists_choices():
-    with pytest.raises(ValueError, match="unknown timestep spacing 'leadin'") as info:
+    with pytest.raises(
+        ValueError, match="timestep spacing must be one of .*, got 'leadin'"
+    ) as info:
         make_grid("leadin", DDPM, 10)
     assert all(name in str(info.value) for name in GRIDS)
 
@@ -210,7 +213,7 @@ def test_integer_grids_reject_too_many_steps_and_continuous_schedules(name):
 def test_other_bad_options():
     with pytest.raises(ValueError, match="steps_offset"):
         make_grid("leading", DDPM, 1000, steps_offset=1)  # would need ᾱ[1000]
-    with pytest.raises(ValueError, match="rho must be positive"):
+    with pytest.raises(ValueError, match="rho must be a positive finite number"):
         make_grid("edm", VP, 10, rho=0.0)
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
         make_grid("logsnr", VP, 10, sigma_min=2.0, sigma_max=1.0)
@@ -238,7 +241,9 @@ def test_one_step_count_rule_everywhere(n):
 
 def test_step_count_upper_bound_is_num_train_timesteps():
     assert check_num_steps(np.int64(1000), 1000) == 1000
-    assert check_num_steps(5000) == 5000  # no schedule, no upper bound
+    assert check_num_steps(MAX_STEPS) == MAX_STEPS  # no schedule: pndm's own bound (issue 22)
+    with pytest.raises(ValueError, match=r"in \[1, 1000\], got 5000: more than pndm's limit"):
+        check_num_steps(5000, 10_000)  # a longer schedule does not lift it
     message = (
         r"num_inference_steps must be an integer in \[1, 1000\], got 1001: more than num_train"
     )
@@ -281,7 +286,10 @@ def test_scheduler_grid_explicit_timesteps_and_errors():
             scheduler_grid({}, DDPM, timesteps=bad)
     with pytest.raises(ValueError, match="num_train_timesteps=10; they must agree"):
         scheduler_grid({"num_train_timesteps": 10}, DDPM, 5)
-    with pytest.raises(ValueError, match="unknown timestep_spacing 'uniform'"):
+    with pytest.raises(
+        ValueError,
+        match="timestep_spacing must be one of linspace, leading, trailing, got 'uniform'",
+    ):
         scheduler_grid({"timestep_spacing": "uniform"}, DDPM, 5)
     with pytest.raises(ValueError, match="steps_offset"):
         scheduler_grid({"steps_offset": 1}, DDPM, 1000)

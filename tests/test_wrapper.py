@@ -40,9 +40,11 @@ def test_eps_from_output_recovers_eps(prediction_type):
 
 def test_unknown_prediction_type_lists_choices():
     x = torch.zeros(1, 2)
-    with pytest.raises(ValueError, match="choose one of epsilon, v_prediction, sample"):
+    with pytest.raises(
+        ValueError, match="prediction_type must be one of epsilon, v_prediction, sample"
+    ):
         eps_from_output(x, x, 0.5, "v")
-    with pytest.raises(ValueError, match="unknown prediction_type 'x0'"):
+    with pytest.raises(ValueError, match="prediction_type must be one of .*, got 'x0'"):
         make_eps_fn(lambda x, t: x, VP, prediction_type="x0")
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from pndm.schedule import require_schedule
 from pndm.wrapper import EpsFn
 
 ArrayLike = torch.Tensor | Sequence[Any] | float
@@ -223,13 +224,7 @@ def _solve_ivp() -> Any:
 
 
 def _check_sigma_schedule(schedule: Any) -> None:
-    needed = ("alpha_bar", "sigma_tilde", "timestep_from_sigma")
-    missing = [name for name in needed if not hasattr(schedule, name)]
-    if missing:
-        raise TypeError(
-            f"reference_flow needs a schedule with {', '.join(needed)}; "
-            f"{type(schedule).__name__} lacks {', '.join(missing)}"
-        )
+    require_schedule(schedule, "reference_flow")
 
 
 def reference_flow(

@@ -19,6 +19,11 @@ Between the calibrated times δ and κ are interpolated linearly in t, and held 
 them, so every time has one well-defined correction; a calibration is meant for the grid and
 method it was tuned with (those call exactly the calibrated times). Importing this module does
 not import torch (grid files are read before the model is loaded).
+
+Bounds: every κ_k lies in [e^-5, e^5] (`LOG_SCALE_LIMIT`: the tuner searches no further, and
+past it the correction, not the network, decides the step: ε has unit scale); every shifted time
+t_k + δ_k lies in the schedule's range [target, t_max] (`check_calibration` with a schedule: a
+calibration alone has none), so no call is made at a time the model was never trained on.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ if TYPE_CHECKING:
     import torch
 
     from pndm.wrapper import EpsFn
+
+LOG_SCALE_LIMIT = 5.0  # |log κ| at most this: a factor of 148 either way (module docstring)
 
 
 def _floats(name: str, values: Any) -> tuple[float, ...]:
@@ -66,6 +73,11 @@ class Calibration:
             raise ValueError(f"calibration times must be strictly decreasing, got {times}")
         if not all(s > 0 for s in scales):
             raise ValueError(f"eps_scales must be positive, got {scales}")
+        if not all(abs(math.log(s)) <= LOG_SCALE_LIMIT * (1 + 1e-12) for s in scales):
+            raise ValueError(
+                f"eps_scales must lie in [e^-{LOG_SCALE_LIMIT:g}, e^{LOG_SCALE_LIMIT:g}] = "
+                f"[{math.exp(-LOG_SCALE_LIMIT):.4g}, {math.exp(LOG_SCALE_LIMIT):.4g}], got {scales}"
+            )
         object.__setattr__(self, "times", times)
         object.__setattr__(self, "time_shifts", shifts)
         object.__setattr__(self, "eps_scales", scales)
@@ -135,10 +147,23 @@ class Calibration:
         return calibrated
 
 
-def check_calibration(calibration: Any) -> None:
-    """Refuse anything but a `Calibration` or None (e.g. its JSON: `Calibration.from_json`)."""
+def check_calibration(calibration: Any, schedule: Any = None) -> None:
+    """Refuse anything but a `Calibration` or None (e.g. its JSON: `Calibration.from_json`); with
+    a ``schedule``, also a shifted time t_k + δ_k outside its range [target, t_max]."""
     if calibration is not None and not isinstance(calibration, Calibration):
         raise ValueError(
             "calibration must be a pndm.calibration.Calibration (a grid file's .calibration, or "
             f"Calibration.from_json(...)) or None, got {type(calibration).__name__}"
         )
+    if calibration is None or schedule is None:
+        return
+    from pndm.grids import final_target
+
+    low, high = final_target(schedule), float(schedule.t_max)
+    slack = 1e-9 * max(1.0, high - low)  # δ was stored as (shifted time - t): round-off
+    for t, shift in zip(calibration.times, calibration.time_shifts, strict=True):
+        if not low - slack <= t + shift <= high + slack:
+            raise ValueError(
+                f"calibration time_shifts must keep each shifted time t + δ in the schedule's "
+                f"range [{low:g}, {high:g}], got t = {t:g}, δ = {shift:g}"
+            )

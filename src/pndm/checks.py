@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds in [0, 2**64)
+# Steps, model calls, grid length (`pndm.grids.check_num_steps`): DDPM's own sampler takes 1000.
+MAX_STEPS = 1000
 
 
 def check_seed(seed: Any) -> int:
@@ -25,11 +27,12 @@ def check_seed(seed: Any) -> int:
     return int(seed)
 
 
-def check_count(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int if it is an integer (not a bool) >= ``minimum``; else a ValueError."""
+def check_count(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int if it is an integer (not a bool, not a float) in [minimum, maximum]."""
     integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
-    if not integer or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if not integer or value < minimum or (maximum is not None and value > maximum):
+        valid = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be an integer {valid}, got {value!r}")
     return int(value)
 
 
@@ -48,8 +51,34 @@ def check_positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """``value`` if it is one of ``choices`` and of the same type (True is not 1, 2.0 is not 2)."""
+def check_number(name: str, value: Any, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a float if it is a finite real number (not a bool) in [low, high]."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not low <= value <= high:
+        span = "" if (low, high) == (-math.inf, math.inf) else f" in [{low:g}, {high:g}]"
+        raise ValueError(f"{name} must be a finite number{span}, got {value!r}")
+    return float(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any], why: str = "") -> Any:
+    """``value`` if it is one of ``choices`` and of the same type (True is not 1, 2.0 is not 2);
+    ``why`` follows the message in parentheses."""
     if not any(type(value) is type(choice) and value == choice for choice in choices):
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        note = f" ({why})" if why else ""
+        listed = ", ".join(map(str, choices))
+        raise ValueError(f"{name} must be one of {listed}, got {value!r}{note}")
     return value
+
+
+def one_line(err: BaseException | str) -> str:
+    """An error's text on one line (white space collapsed): how pndm reports what failed."""
+    return " ".join(str(err).split())
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters: a hostile value
+    (a 100 MB string in a file) must not become a 100 MB error line."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -5,8 +5,10 @@ at ``FINAL_TIME`` (-1), where `NoiseSchedule.alpha_bar` gives the final ᾱ (dif
 ``final_alpha_cumprod``, or ᾱ_0 under the original code's index offset). Grids in σ̃ (EDM, log-SNR)
 work on any schedule with ``sigma_tilde`` and ``timestep_from_sigma``.
 
-Two rules live here and nowhere else: `check_num_steps` (what a valid step count is) and
-`scheduler_grid` with `default_method` (a diffusers scheduler config -> its grid and its method).
+Three rules live here and nowhere else: `check_num_steps` (what a valid step count is: the one
+bound of steps, model calls and grid length, `pndm.checks.MAX_STEPS`), `as_grid` with
+`final_target` and `lowest_model_time` (what a grid may hold), and `scheduler_grid` with
+`default_method` (a diffusers scheduler config -> its grid and its method).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pndm.checks import check_count
+from pndm.checks import MAX_STEPS, check_choice, check_count, check_positive
 
 FINAL_TIME = -1.0
 # The timestep_spacing values of a diffusers scheduler config.
@@ -27,29 +29,84 @@ SCHEDULER_SPACINGS = ("linspace", "leading", "trailing")
 def check_num_steps(
     n: Any, num_train_timesteps: int | None = None, name: str = "num_inference_steps"
 ) -> int:
-    """n as an int, after checking 1 <= n (<= num_train_timesteps when given): the one rule.
+    """n as an int, after checking 1 <= n <= MAX_STEPS (and <= num_train_timesteps when given):
+    the one bound of steps, model calls (``name="nfe"``) and grid lengths (`check_grid_steps`).
 
     Integers only (Python or numpy; not bool, not float), as diffusers' ``set_timesteps``.
     """
     n = check_count(name, n)
     T = num_train_timesteps
-    if T is not None and n > T:
-        raise ValueError(
-            f"{name} must be an integer in [1, {T}], got {n}: more than num_train_timesteps={T}"
-        )
+    limit = MAX_STEPS if T is None else min(T, MAX_STEPS)
+    if n > limit:
+        why = f"num_train_timesteps={T}" if limit == T else f"pndm's limit MAX_STEPS={MAX_STEPS}"
+        raise ValueError(f"{name} must be an integer in [1, {limit}], got {n}: more than {why}")
     return int(n)
+
+
+def check_grid_steps(
+    steps: int, num_train_timesteps: int | None = None, name: str = "timesteps"
+) -> None:
+    """A grid of ``steps`` steps (steps + 1 entries, target included) within `check_num_steps`."""
+    check_num_steps(steps, num_train_timesteps, name=f"the steps of {name}")
+
+
+def as_grid(timesteps: Any, name: str = "timesteps") -> torch.Tensor:
+    """``timesteps`` as a 1-D float64 tensor (a tensor keeps its device), refusing anything but
+    real numbers: bools, strings, complex values and nested lists are errors, never converted."""
+    if isinstance(timesteps, torch.Tensor):
+        real = timesteps.dtype != torch.bool and not timesteps.is_complex()
+        t = timesteps.detach() if real else None
+    else:
+        t = _real_tensor(timesteps)
+    if t is None:
+        raise ValueError(f"{name} must hold real numbers only, got {_shown(timesteps)}")
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (t_0 > ... > t_N), got shape {tuple(t.shape)}")
+    return t.to(torch.float64)
+
+
+def _real_tensor(values: Any) -> torch.Tensor | None:
+    """``values`` (not a tensor) as a float64 tensor; None unless they are real numbers."""
+    try:
+        array = np.asarray(values)
+    except ValueError:  # ragged nesting
+        return None
+    if array.dtype.kind not in "iuf":  # bool, complex, str, object
+        return None
+    if array.ndim == 1 and any(isinstance(v, bool | np.bool_) for v in values):  # [9, True]
+        return None
+    return torch.from_numpy(array.astype(np.float64))
+
+
+def _shown(values: Any) -> str:
+    if isinstance(values, torch.Tensor):
+        return f"a tensor of dtype {values.dtype}"
+    text = repr(values)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def final_target(schedule: Any) -> float:
+    """A grid's last entry on ``schedule``: FINAL_TIME (-1) on a discrete schedule, else t_min."""
+    return FINAL_TIME if schedule.discrete else float(schedule.t_min)
+
+
+def lowest_model_time(schedule: Any) -> float:
+    """The lowest time a model is meant to be called at: t_min, but not below 0 on a discrete
+    schedule (its trained times are 0 .. T-1; a converted checkpoint with alpha_index_offset = 1
+    has t_min = -1, the pipeline's target)."""
+    t_min = float(schedule.t_min)
+    return max(t_min, 0.0) if schedule.discrete else t_min
 
 
 def _integer_steps(schedule: Any, n: int) -> tuple[int, int]:
     """(n, T) for an integer grid of n steps on a discrete schedule of T training steps."""
-    T = getattr(schedule, "num_train_timesteps", None)
-    n = check_num_steps(n, T)
-    if T is None:
+    if not getattr(schedule, "discrete", False):
         raise ValueError(
             "integer grids need a discrete schedule (NoiseSchedule); for a continuous schedule use "
             "one of: edm, logsnr, time_uniform, time_quadratic"
         )
-    return n, T
+    T = schedule.num_train_timesteps
+    return check_num_steps(n, T), T
 
 
 def _integer_grid(ascending: torch.Tensor) -> torch.Tensor:
@@ -60,14 +117,13 @@ def _integer_grid(ascending: torch.Tensor) -> torch.Tensor:
 def leading(schedule: Any, n: int, steps_offset: int = 0) -> torch.Tensor:
     """diffusers 'leading': t_i = i*floor(T/n) + steps_offset, i = 0..n-1."""
     n, T = _integer_steps(schedule, n)
-    if isinstance(steps_offset, bool) or int(steps_offset) != steps_offset:
-        raise ValueError(f"steps_offset must be an integer, got {steps_offset!r}")
-    top = (n - 1) * (T // n) + int(steps_offset)
-    if int(steps_offset) < 0 or top > T - 1:
+    steps_offset = check_count("steps_offset", steps_offset, minimum=0)
+    top = (n - 1) * (T // n) + steps_offset
+    if top > T - 1:
         raise ValueError(
             f"steps_offset={steps_offset} puts the grid outside 0..{T - 1} (largest time {top})"
         )
-    return _integer_grid(torch.arange(n) * (T // n) + int(steps_offset))
+    return _integer_grid(torch.arange(n) * (T // n) + steps_offset)
 
 
 # trailing and linspace copy diffusers' numpy expressions: a mathematically equal torch formula
@@ -139,8 +195,7 @@ def edm(
     """Karras et al. (EDM) grid in σ̃: (σ_max^(1/ρ) + i/n (σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ, i ≤ n."""
     n = check_num_steps(n)
     lo, hi = _sigma_range(schedule, sigma_min, sigma_max)
-    if rho <= 0:
-        raise ValueError(f"rho must be positive, got {rho}")
+    rho = check_positive("rho", rho)
     ramp = torch.linspace(0, 1, n + 1, dtype=torch.float64)
     sigmas = (hi ** (1 / rho) + ramp * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
     return _sigma_grid(schedule, sigmas, sigma_min, sigma_max)
@@ -159,8 +214,7 @@ def logsnr(
 def time_uniform(schedule: Any, n: int, rho: float = 1.0) -> torch.Tensor:
     """Uniform in t^(1/ρ) between t_max and t_min (DEIS 'ts_order'); ρ = 1 is uniform in t."""
     n = check_num_steps(n)
-    if rho <= 0:
-        raise ValueError(f"rho must be positive, got {rho}")
+    rho = check_positive("rho", rho)
     hi, lo = float(schedule.t_max), float(schedule.t_min)
     if lo < 0:
         raise ValueError("time_uniform needs t_min >= 0")
@@ -192,7 +246,7 @@ GRIDS: dict[str, Callable[..., torch.Tensor]] = {
 def make_grid(name: str, schedule: Any, n: int, **options: Any) -> torch.Tensor:
     """The grid called ``name`` with n steps on ``schedule``; lists the valid names on a typo."""
     if name not in GRIDS:
-        raise ValueError(f"unknown timestep spacing {name!r}; choose one of {', '.join(GRIDS)}")
+        check_choice("timestep spacing", name, tuple(GRIDS))
     return GRIDS[name](schedule, n, **options)
 
 
@@ -221,28 +275,27 @@ def scheduler_grid(
             f"num_train_timesteps={T}; they must agree"
         )
     if timesteps is not None:
-        return _explicit_grid(timesteps, T)
+        return explicit_grid(timesteps, T)
     n = check_num_steps(num_inference_steps, T)
-    spacing = config.get("timestep_spacing", "leading")
-    if spacing not in SCHEDULER_SPACINGS:
-        choices = ", ".join(map(repr, SCHEDULER_SPACINGS))
-        raise ValueError(f"unknown timestep_spacing {spacing!r}; choose one of {choices}")
+    spacing = check_choice("timestep_spacing", config.get("timestep_spacing", "leading"),
+                           SCHEDULER_SPACINGS)  # fmt: skip
     if spacing == "leading":
         return leading(schedule, n, config.get("steps_offset", 0))
     return GRIDS[spacing](schedule, n)
 
 
-def _explicit_grid(timesteps: Sequence[float] | torch.Tensor, T: int) -> torch.Tensor:
-    """A user grid: model times strictly descending within [0, T - 1], then the final -1.
+def explicit_grid(timesteps: Sequence[float] | torch.Tensor, T: int) -> torch.Tensor:
+    """A user grid: model times strictly descending within [0, T - 1], then the final -1; at
+    most `check_num_steps` steps.
 
     The final -1 is appended unless the grid already ends with it (a full grid, as
     `pndm.tuning` returns and a grid file stores).
     """
-    if isinstance(timesteps, torch.Tensor):
-        timesteps = timesteps.detach().to("cpu", torch.float64)
-    times = torch.as_tensor(np.asarray(timesteps, dtype=np.float64).ravel())
+    times = as_grid(timesteps).to("cpu")
     if times.numel() > 1 and float(times[-1]) == FINAL_TIME:
         times = times[:-1]  # a full grid: its target is the one we append
+    if times.numel():
+        check_grid_steps(times.numel(), T)
     descending = bool((times[1:] < times[:-1]).all())
     finite = bool(times.isfinite().all())
     if not times.numel() or not (descending and finite) or times[-1] < 0 or times[0] > T - 1:

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import PIL.Image
 
+from pndm.checks import check_choice
 from pndm.files.atomic import atomic_write
+from pndm.files.imagefile import read_png
 
 if TYPE_CHECKING:  # torch-free at import: `pndm --help` builds the sample parser from here
     import torch
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+CHANNELS = (1, 3)  # grey or RGB: the image channels pndm writes
 SHEET_PADDING = 2
 
 
@@ -33,10 +36,7 @@ def image_shape(unet_config: Mapping[str, Any]) -> tuple[int, int, int]:
 
 
 def check_output_type(output_type: str) -> None:
-    if output_type not in OUTPUT_TYPES:
-        raise ValueError(
-            f"unknown output_type {output_type!r}; choose one of {', '.join(OUTPUT_TYPES)}"
-        )
+    check_choice("output_type", output_type, OUTPUT_TYPES)
 
 
 def postprocess(
@@ -96,19 +96,23 @@ def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int], *, replace: b
 
 
 def is_complete_png(path: Path, width: int, height: int, mode: str) -> bool:
-    """True if ``path`` is a whole PNG of this size and mode (every row decodes)."""
+    """True if ``path`` is a whole PNG of this size and mode, every chunk to IEND intact and
+    every row decoded (`pndm.files.imagefile.read_png`); a folder, FIFO, device, symlink loop or
+    oversized header is not one, and is never opened for decoding."""
     try:
-        with PIL.Image.open(path) as image:
-            if image.format != "PNG" or image.size != (width, height) or image.mode != mode:
-                return False
-            image.load()  # a truncated or corrupt file raises here
-        return True
-    except (OSError, ValueError, SyntaxError):  # PIL's errors for unreadable images
+        read_png(path, width, height, mode)
+    except (ValueError, FileNotFoundError):
         return False
+    return True
+
+
+def png_channels(mode: str) -> int:
+    """The channels of a PNG of PIL mode "L" (1) or "RGB" (3): `png_mode`'s inverse."""
+    return CHANNELS[("L", "RGB").index(mode)]
 
 
 def png_mode(channels: int) -> str:
     """The PIL mode of a PNG with this many channels: "L" or "RGB"."""
-    if channels not in (1, 3):
+    if channels not in CHANNELS:
         raise ValueError(f"PNG outputs need 1 or 3 channels; this model makes {channels}")
     return "L" if channels == 1 else "RGB"

@@ -120,6 +120,11 @@ def randn_tensor(
 
 def _as_generator_list(generator: Generator) -> list[torch.Generator]:
     generators = list(generator) if isinstance(generator, list | tuple) else [generator]
+    if not generators:  # would otherwise fail deep inside as a KeyError
+        raise ValueError(
+            "generator must be a torch.Generator or a list of them, one per image, got "
+            f"an empty {type(generator).__name__}"
+        )
     for g in generators:
         if not isinstance(g, torch.Generator):
             raise ValueError(

@@ -16,6 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from pndm.checks import check_count
+
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 TimeLike = torch.Tensor | float | int | Sequence[float]
 
@@ -57,6 +59,18 @@ def missing_members(schedule: object) -> list[str]:
     return [name for name in protocol if not hasattr(schedule, name)]
 
 
+def require_schedule(schedule: object, who: str) -> Schedule:
+    """``schedule`` if it is a full `Schedule`; else one error: ``who`` needs one, and what
+    this one lacks."""
+    if not isinstance(schedule, Schedule):
+        raise ValueError(
+            f"{who} needs a full Schedule (NoiseSchedule or VPSchedule: alpha_bar, sigma_tilde, "
+            f"timestep_from_sigma, t_max, t_min, discrete); {type(schedule).__name__} lacks "
+            f"{', '.join(missing_members(schedule))}"
+        )
+    return schedule
+
+
 def _cosine_betas(num_train_timesteps: int) -> torch.Tensor:
     """Nichol & Dhariwal's cosine schedule, beta capped at 0.999 (diffusers 'squaredcos_cap_v2')."""
     s = torch.arange(num_train_timesteps + 1, dtype=torch.float64) / num_train_timesteps
@@ -77,11 +91,7 @@ def make_betas(
         if betas.numel() == 0 or not bool(((betas >= 0) & (betas < 1)).all()):
             raise ValueError("trained_betas must be a non-empty list of values in [0, 1)")
         return betas
-    if isinstance(num_train_timesteps, bool) or int(num_train_timesteps) != num_train_timesteps:
-        raise ValueError(f"num_train_timesteps must be an integer, got {num_train_timesteps!r}")
-    if num_train_timesteps < 2:
-        raise ValueError(f"num_train_timesteps must be at least 2, got {num_train_timesteps}")
-    n = int(num_train_timesteps)
+    n = check_count("num_train_timesteps", num_train_timesteps, minimum=2)
     if beta_schedule == "linear":
         return torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
     if beta_schedule == "scaled_linear":
@@ -89,7 +99,7 @@ def make_betas(
     if beta_schedule == "squaredcos_cap_v2":
         return _cosine_betas(n)
     raise ValueError(
-        f"unknown beta_schedule {beta_schedule!r}; choose one of {', '.join(BETA_SCHEDULES)}"
+        f"beta_schedule must be one of {', '.join(BETA_SCHEDULES)}, got {beta_schedule!r}"
         " (or pass trained_betas)"
     )
 

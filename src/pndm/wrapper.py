@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from pndm.checks import check_choice
+
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``eps_fn(x, t) -> ε``: the noise prediction, t a float64 (batch,) tensor on x's device."""
 
@@ -21,11 +23,7 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 def _check_prediction_type(prediction_type: str) -> None:
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(
-            f"unknown prediction_type {prediction_type!r}; choose one of "
-            f"{', '.join(PREDICTION_TYPES)}"
-        )
+    check_choice("prediction_type", prediction_type, PREDICTION_TYPES)
 
 
 def eps_from_output(

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
+from pndm.checks import one_line
 from pndm.cli import convert, fid, info, pack, sample, train, tune
 from pndm.cli.args import PROG, Parser, Subparsers, UsageError
 from pndm.cli.signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, signals_interrupt
@@ -75,7 +76,7 @@ def _main(argv: Sequence[str] | None, process: bool) -> int:
 
 def _one_line(err: BaseException) -> str:
     """The error as one line, in the CLI's words (flags instead of argument names)."""
-    text = " ".join(str(err).split()) or type(err).__name__
+    text = one_line(err) or type(err).__name__
     return _ARGUMENT_NAMES.sub(lambda m: FLAGS[m[1]], text)
 
 

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 import argparse
 
-from pndm.cli.args import HelpFormatter, Subparsers, UsageError, add_device, count, path
+from pndm.cli.args import (
+    HelpFormatter,
+    Subparsers,
+    UsageError,
+    add_device,
+    add_no_progress,
+    count,
+    path,
+)
 
 
 def add(subparsers: Subparsers) -> None:
+    from pndm.files.imagefile import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
+    from pndm.files.reading import show_bytes
+    from pndm.metrics.frechet import MAX_FEATURE_DIMS
     from pndm.metrics.names import DEFAULT_BATCH_SIZE, FEATURES, SHIPPED
+    from pndm.metrics.samples import MAX_SAMPLE_BYTES
 
     p = subparsers.add_parser(
         "fid",
@@ -17,13 +29,20 @@ def add(subparsers: Subparsers) -> None:
         description="Print the Fréchet distance between SAMPLES and REF alone on the last line "
         "of stdout. Inception features come from pytorch-fid (pip install 'pndm[fid]'); the "
         "'digits' features ship with pndm and work offline. With --save-stats, write the "
-        "statistics of SAMPLES instead.",
+        "statistics of SAMPLES instead. Two statistics files are compared without any feature "
+        "network.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("samples", type=path, help="a folder of images or an .npz (arr_0: uint8 NHWC)")
     p.add_argument(
-        "ref", nargs="?", help="a statistics .npz (mu, sigma), another sample set, or a shipped "
-        f"name: {', '.join(SHIPPED)}",
+        "samples", type=path, help="a folder of images or an .npz (arr_0: uint8 NHWC), or a "
+        f"statistics .npz; at most {MAX_IMAGE_PIXELS} pixels and {show_bytes(MAX_IMAGE_BYTES)} "
+        f"per image file, {show_bytes(MAX_SAMPLE_BYTES)} of pixels in all (and what fits in the "
+        "free memory)",
+    )  # fmt: skip
+    p.add_argument(
+        "ref", nargs="?", help="a statistics .npz (mu, sigma; at most "
+        f"{MAX_FEATURE_DIMS} features), another sample set, or a shipped name: "
+        f"{', '.join(SHIPPED)}",
     )  # fmt: skip
     p.add_argument("--save-stats", type=path, metavar="OUT.npz", help="write SAMPLES' statistics")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --save-stats file")
@@ -36,6 +55,7 @@ def add(subparsers: Subparsers) -> None:
                    "hub cache)")  # fmt: skip
     p.add_argument("--batch-size", type=count, default=DEFAULT_BATCH_SIZE, help="images per batch")
     add_device(p)
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -50,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         "inception_weights": args.inception_weights,
         "batch_size": args.batch_size,
         "device": args.device,
-        "progress": True,
+        "progress": args.progress,
     }
     if args.save_stats is not None:
         check_new_file(args.save_stats, overwrite=args.overwrite, suffixes=(".npz",),

@@ -30,14 +30,16 @@ def add(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from pndm.assets import shipped_model_path
     from pndm.compat.scheduler import PNDMScheduler
+    from pndm.files.jsonfile import read_json
+    from pndm.files.layout import MODEL_INDEX_NAME
     from pndm.models.unet_2d import UNet2DModel
 
     folder = args.folder if args.folder is not None else shipped_model_path()
     if not folder.is_dir():
         raise FileNotFoundError(f"model folder not found: {folder}")
-    index = folder / "model_index.json"
+    index = folder / MODEL_INDEX_NAME
     if index.is_file():
-        print(f"model_index.json: {json.dumps(json.loads(index.read_text()), sort_keys=True)}")
+        print(f"{MODEL_INDEX_NAME}: {json.dumps(read_json(index), sort_keys=True)}")
     unet = UNet2DModel.from_pretrained(folder, subfolder="unet")
     scheduler = PNDMScheduler.from_pretrained(folder, subfolder="scheduler")
     _print_config("unet", unet.config)

@@ -4,11 +4,14 @@ on --steps or a grid file from ``pndm tune``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from pndm.checks import MAX_STEPS, one_line
 from pndm.cli.args import (
     HelpFormatter,
     Subparsers,
@@ -35,20 +38,25 @@ def _add_sample_grid_args(p: argparse.ArgumentParser) -> None:
     )
     grid = p.add_argument_group("time grid (one of)")
     grid.add_argument(
-        "--steps", type=int, default=None, help=f"number of steps (default: {DEFAULT_STEPS})"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"number of steps, at most {MAX_STEPS} and the model's num_train_timesteps "
+        f"(default: {DEFAULT_STEPS})",
     )
     grid.add_argument(
         "--timesteps",
         type=path,
         default=None,
         metavar="GRID.json",
-        help="a grid file from 'pndm tune': its grid, and its method and options unless "
-        "--method is given",
+        help="a grid file from 'pndm tune': its grid (at most as many steps as --steps), and "
+        "its method and options unless --method is given",
     )
 
 
 def add(subparsers: Subparsers) -> None:
     from pndm.jobs.job import DEFAULT_BATCH_SIZE
+    from pndm.jobs.seeds import MAX_IMAGES
     from pndm.runtime.devices import DTYPES
 
     p = subparsers.add_parser(
@@ -65,7 +73,11 @@ def add(subparsers: Subparsers) -> None:
     add_model(p)
     _add_sample_grid_args(p)
     seeds = p.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", default=None, help="seeds, e.g. 0-63, 1,5,9 or 0-3,10")
+    seeds.add_argument(
+        "--seeds",
+        default=None,
+        help=f"seeds, e.g. 0-63, 1,5,9 or 0-3,10; at most {MAX_IMAGES} per run and per folder",
+    )
     seeds.add_argument(
         "--num-images", type=count, default=None, metavar="N", help="seeds 0..N-1 (default 16)"
     )
@@ -87,7 +99,8 @@ def add(subparsers: Subparsers) -> None:
         "--channels-last",
         action="store_true",
         default=None,
-        help="channels-last UNet and inputs (default: channels-last inputs on the CPU only)",
+        help="channels-last inputs (default: NCHW; on one CPU thread channels-last runs the "
+        "3x3 convolutions as Winograd)",
     )
     fast.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (slow first batch)"
@@ -132,10 +145,32 @@ def run(args: argparse.Namespace) -> int:
         progress=args.progress,
         threads=args.threads,
     )
-    summary = run_job(job)
-    if Ranks.from_env().lead:
+    from pndm.jobs.manifest import VersionsWarning
+
+    lead = Ranks.from_env().lead
+    with warning_lines(VersionsWarning, lead):
+        summary = run_job(job)
+    if lead:
         print(summary.line(), file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def warning_lines(category: type[Warning], lead: bool) -> Iterator[None]:
+    """Each ``category`` warning as one stderr line, ``warning: ...`` (rank 0's only), as it is
+    raised; other warnings as Python shows them."""
+    show = warnings.showwarning
+
+    def line(message: Warning | str, kind: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if not issubclass(kind, category):
+            show(message, kind, *args, **kwargs)
+        elif lead:
+            print(f"warning: {one_line(message)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", category)
+        warnings.showwarning = line
+        yield
 
 
 class GridChoice(NamedTuple):
@@ -160,7 +195,7 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
         raise UsageError("give --steps or --timesteps, not both: a grid file fixes the steps")
     from pndm.tuning.grid_file import load_grid
 
-    grid = load_grid(args.timesteps)
+    grid = load_grid(args.timesteps, _model_schedule(args.model))  # before the model is loaded
     method = args.method or grid.method
     same = method == grid.method
     options = dict(grid.options) if same else {}
@@ -172,6 +207,16 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
     return GridChoice(grid.steps, list(grid.timesteps), method, options, calibration)
 
 
+def _model_schedule(model: Path | None) -> Any:
+    """The noise schedule of the model folder's scheduler config (its weights are not read)."""
+    from pndm.assets import model_folder
+    from pndm.compat import folders
+    from pndm.files.jsonfile import read_json
+
+    files = folders.model_files(model_folder(model))
+    return folders.scheduler_from_config(read_json(files.scheduler_config)).schedule
+
+
 def _warn_grid(grid: Any, model: Path, method: str) -> None:
     """`pndm.tuning.grid_file.check_grid`'s warnings as one stderr line each, ``warning: ...``."""
     from pndm.compat.folders import model_hash
@@ -181,4 +226,4 @@ def _warn_grid(grid: Any, model: Path, method: str) -> None:
         warnings.simplefilter("always")
         check_grid(grid, model_hash=model_hash(model), method=method)
     for warning in caught:
-        print(f"warning: {' '.join(str(warning.message).split())}", file=sys.stderr)
+        print(f"warning: {one_line(warning.message)}", file=sys.stderr)

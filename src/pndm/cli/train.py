@@ -161,19 +161,13 @@ def _add_train_run_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pndm.runtime.devices import torch_threads
     from pndm.train import TrainConfig, train
 
-    if args.threads is not None:
-        _set_threads(args.threads)
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     start = time.perf_counter()
-    out = train(config)
+    with torch_threads(args.threads):
+        out = train(config)
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
-
-
-def _set_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)

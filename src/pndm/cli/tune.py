@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,26 @@ from pndm.cli.args import (
 )
 
 
+def _count_at_most(limit: int) -> Callable[[str], int]:
+    """argparse type of a count in [1, limit]."""
+
+    def parse(text: str) -> int:
+        value = count(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"must be an integer in [1, {limit}], got {text!r}")
+        return value
+
+    return parse
+
+
 def add(subparsers: Subparsers) -> None:
-    from pndm.tuning.defaults import CALIBRATE_SAMPLES, TUNE_SAMPLES
+    from pndm.tuning.defaults import (
+        CALIBRATE_SAMPLES,
+        MAX_ITERATIONS,
+        MAX_NFE,
+        TEACHER_STEPS,
+        TUNE_SAMPLES,
+    )
 
     p = subparsers.add_parser(
         "tune",
@@ -34,18 +53,23 @@ def add(subparsers: Subparsers) -> None:
     )
     add_model(p)
     p.add_argument("--method", required=True, help="sampling method, e.g. ipndm, f-pndm, ddim")
-    p.add_argument("--nfe", type=count, required=True, help="model calls per image")
+    p.add_argument("--nfe", type=_count_at_most(MAX_NFE), required=True,
+                   help=f"model calls per image, at most {MAX_NFE} (fewer than the teacher's "
+                   f"{TEACHER_STEPS})")  # fmt: skip
     p.add_argument("--out", "-o", type=path, required=True, metavar="GRID.json",
                    help="the grid file to write")  # fmt: skip
     p.add_argument("--samples", type=count, default=None,
-                   help=f"tuning noises (default: {TUNE_SAMPLES}, {CALIBRATE_SAMPLES} with "
+                   help=f"tuning noises, at most what fits in the device's free memory (all are "
+                   f"held at once and evaluated in one batch; a larger count is refused with the "
+                   f"count that fits) (default: {TUNE_SAMPLES}, {CALIBRATE_SAMPLES} with "
                    "--calibrate)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="seed of the first tuning noise")
     p.add_argument("--no-search-options", dest="search_options", action="store_false",
                    help="tune the times only, keeping the method's default options")  # fmt: skip
-    p.add_argument("--iterations", type=count, default=None,
-                   help="objective evaluations per option set, and for --calibrate's search "
-                   "(default: the tuner's, by the number of parameters)")  # fmt: skip
+    p.add_argument("--iterations", type=_count_at_most(MAX_ITERATIONS), default=None,
+                   help=f"objective evaluations per option set, and for --calibrate's search, at "
+                   f"most {MAX_ITERATIONS} (default: the tuner's, by the number of "
+                   "parameters)")  # fmt: skip
     p.add_argument("--calibrate", action="store_true",
                    help="then also shift each model call's time and scale its ε (2 parameters "
                    "per call; about twice the calls, on 4x the default samples)")  # fmt: skip
@@ -60,12 +84,15 @@ def run(args: argparse.Namespace) -> int:
     from pndm.assets import model_folder
     from pndm.compat.folders import model_hash
     from pndm.files.destinations import check_new_file
+    from pndm.jobs.ranks import refuse_ranks
     from pndm.runtime.devices import torch_threads
     from pndm.samplers import get_sampler
     from pndm.tuning import check_tune_request
     from pndm.tuning.defaults import default_samples
     from pndm.tuning.grid_file import save_grid
+    from pndm.tuning.limits import check_samples_fit
 
+    refuse_ranks("pndm tune", "tune the same grid and race on --out")
     check_new_file(args.out, overwrite=args.overwrite, suffixes=(".json",), what="--out")
     if args.samples is None:
         args.samples = default_samples(args.calibrate)
@@ -75,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     folder = model_folder(args.model)
     digest = model_hash(folder)  # also fails early on a broken model folder
     with torch_threads(args.threads):
-        tuned = _tune(_tune_pipeline(folder, args.device), method, args)
+        pipe = _tune_pipeline(folder, args.device)
+        check_samples_fit(args.samples, pipe)  # before the progress bar and any model call
+        tuned = _tune(pipe, method, args)
     record = {"samples": args.samples, "seed": args.seed, "iterations": args.iterations}
     record |= {"search_options": args.search_options, "calibrate": args.calibrate}
     if tuned.grid_error is not None:
@@ -96,15 +125,14 @@ def _tune_pipeline(folder: Path, device: str) -> Any:
 
 def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
     """`pndm.tuning.tune_pipeline` under one progress bar counting model calls."""
-    from tqdm import tqdm
-
+    from pndm.runtime.progress import progress_bar
     from pndm.tuning import progress_total, tune_pipeline
 
     settings = {"search_options": args.search_options, "iterations": args.iterations,
                 "calibrate": args.calibrate}  # fmt: skip
     total = progress_total(method, args.nfe, **settings)
     settings["samples"] = args.samples
-    bar = tqdm(total=total, unit="call", file=sys.stderr, disable=not args.progress, leave=False)
+    bar = progress_bar(total, "call", args.progress)
     with bar:
         return tune_pipeline(
             pipe, method=method, nfe=args.nfe, seed=args.seed, progress=bar.update, **settings

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pndm.checks import check_flag
 from pndm.compat.pipeline import PNDMPipeline
 from pndm.compat.scheduler import PNDMScheduler
 from pndm.files import PathLike
@@ -38,7 +39,8 @@ def convert_checkpoint(
     weights. Returns the config used. Refuses a non-empty ``dst`` unless ``overwrite``; then the
     pipeline entries are replaced together and other files in ``dst`` stay.
     """
-    dst = check_new_folder(dst, overwrite=overwrite, what="DST")  # before any work
+    check_flag("ema", ema)
+    dst = check_new_folder(dst, overwrite=check_flag("overwrite", overwrite), what="DST")
     src = Path(src)
     state = find_state_dict(load_checkpoint(src), ema=ema, source=src)
     model, cfg = convert_original(state, config, sample_size, src)

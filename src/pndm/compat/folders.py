@@ -22,13 +22,18 @@ from pndm.compat.scheduler import PNDMScheduler
 from pndm.config import DIFFUSERS_VERSION
 from pndm.files import PathLike
 from pndm.files.jsonfile import read_json, write_json
-from pndm.files.layout import CONFIG_NAME, SCHEDULER_DIR, UNET_DIR, component_dir
+from pndm.files.layout import (
+    CONFIG_NAME,
+    MODEL_INDEX_NAME,
+    SCHEDULER_DIR,
+    UNET_DIR,
+    component_dir,
+)
 from pndm.files.weights import find_weights, read_weights
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.loading import read_unet_config
 from pndm.models.unet_2d import UNet2DModel
 
-MODEL_INDEX_NAME = "model_index.json"
 MODEL_INDEX = {
     "_class_name": "PNDMPipeline",
     "_diffusers_version": DIFFUSERS_VERSION,

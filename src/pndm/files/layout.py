@@ -3,6 +3,7 @@ complete), ``unet/`` and ``scheduler/``, or the flat hub layout with every file 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def component_dir(folder: PathLike, subfolder: str | None, filename: str) -> Pat
         raise FileNotFoundError(f"model folder not found: {folder}")
     candidates = [folder / subfolder, folder] if subfolder else [folder]
     for candidate in candidates:
-        if (candidate / filename).is_file():
+        if os.path.lexists(candidate / filename):  # not a regular file: its reader says what
             return candidate
     looked = " or ".join(str(c / filename) for c in candidates)
     raise FileNotFoundError(f"no {filename} in {folder}: looked for {looked}")

@@ -1,13 +1,16 @@
-"""Model weights: safetensors (preferred) or ``.bin`` read without executing pickled code, written
-atomically, and checked key by key against a model."""
+"""Model weights: found by name (safetensors preferred over ``.bin``), read bounded without
+executing pickled code (`pndm.files.tensorfile`), written atomically, and checked key by key
+against a model."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from pndm.files import PathLike
 from pndm.files.atomic import atomic_write
+from pndm.files.tensorfile import read_safetensors, read_torch
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 LEGACY_WEIGHTS_NAME = "diffusion_pytorch_model.bin"
@@ -23,34 +26,25 @@ def weights_names(variant: str | None = None) -> list[str]:
 
 
 def find_weights(folder: PathLike, variant: str | None = None) -> Path:
-    """The preferred weight file in ``folder``; the error names every file looked for."""
+    """The preferred weight file in ``folder``; the error names every file looked for. A name
+    that is there but not a regular file is returned: `read_weights` says what it is."""
     folder = Path(folder)
     for name in weights_names(variant):
-        if (folder / name).is_file():
+        if os.path.lexists(folder / name):
             return folder / name
     looked = " or ".join(weights_names(variant))
     raise FileNotFoundError(f"no weights in {folder}: looked for {looked}")
 
 
 def read_weights(path: PathLike) -> dict[str, Any]:
-    """Tensors of a ``.safetensors`` file, or of a ``.bin`` via ``torch.load(weights_only=True)``.
-
-    Truncated or corrupt files raise ``ValueError`` naming the file. Never executes pickled code.
-    """
+    """Tensors of a ``.safetensors`` file, or of a torch pickle (``.bin``, ``.pth``) read with
+    ``weights_only=True`` (`pndm.files.tensorfile`): bounded, never executing pickled code;
+    a missing, truncated or corrupt file is one line naming it."""
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            import torch
-
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # safetensors/pickle/zip errors: all mean "unreadable file"
-        raise ValueError(f"cannot read weights {path} (truncated or corrupt?): {err}") from err
+    if path.suffix == ".safetensors":
+        state = read_safetensors(path, what="weights")
+    else:
+        state = read_torch(path, what="weights")
     if not isinstance(state, dict):
         raise ValueError(f"{path} must hold a dict of tensors, got {type(state).__name__}")
     return state

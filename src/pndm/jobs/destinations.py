@@ -41,6 +41,8 @@ def resolve_output(path: str | os.PathLike, overwrite: bool = False) -> Output:
     shared policy, `pndm.files.destinations`): a folder is a path ending in "/", an existing
     folder or a name without a suffix; anything else is a .png sheet or an .npz."""
     text = os.fspath(path)
+    if not text.strip():  # Path("") is the current folder: never a silent default
+        raise ValueError(f"out must be a file or folder path, got {text!r}")
     out = Path(text)
     if out.is_dir() or text.endswith(("/", os.sep)) or (text.strip() and out.suffix == ""):
         if out.exists() and not out.is_dir():
@@ -93,11 +95,12 @@ def missing_seeds(folder: Path, seeds: Sequence[int], width: int, height: int, m
 
 
 def check_replaceable(folder: Path, seeds: Sequence[int]) -> None:
-    """Refuse, before sampling, seeds whose name is taken by something a PNG cannot replace."""
+    """Refuse, before sampling, seeds whose name is taken by something a PNG cannot replace: a
+    folder, FIFO, socket or device, or a link to none of them (dangling, or a loop)."""
     taken = [
         path.name
         for path in (folder / seed_filename(seed) for seed in seeds)
-        if path.exists() and not path.is_file()
+        if os.path.lexists(path) and not path.is_file()
     ]
     if taken:
         raise ValueError(

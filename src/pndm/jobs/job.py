@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from pndm.calibration import Calibration
-from pndm.checks import check_count
+from pndm.checks import check_count, check_flag
 from pndm.jobs import destinations
 from pndm.jobs.destinations import Output
 from pndm.jobs.ranks import Ranks
+from pndm.jobs.seeds import check_seed_list
 from pndm.runtime.devices import resolve_device, resolve_dtype
 
 DEFAULT_STEPS = 50
@@ -33,7 +34,7 @@ class SampleJob:
     batch_size: int | None = DEFAULT_BATCH_SIZE  # None: what fits in memory
     device: str = "auto"
     dtype: str = "float32"
-    channels_last: bool | None = None  # None: channels-last inputs on the CPU only
+    channels_last: bool | None = None  # None: NCHW (pndm.runtime.fast.prepare_model)
     compile: bool = False
     cuda_graphs: bool = False
     overwrite: bool = False
@@ -73,12 +74,15 @@ def check_job(job: SampleJob, ranks: Ranks | None = None) -> Output:
     from pndm.grids import check_num_steps  # imports torch: not at `pndm --help` time
 
     check_num_steps(job.steps)
+    for name in ("overwrite", "progress", "cuda_graphs"):
+        check_flag(name, getattr(job, name))
+    if job.channels_last is not None:
+        check_flag("channels_last", job.channels_last)
     if job.batch_size is not None:
         check_count("batch_size", job.batch_size)
     if job.threads is not None:
         check_count("threads", job.threads)
-    if not job.seeds:
-        raise ValueError("no seeds to sample")
+    check_seed_list(job.seeds)  # a seed twice would be written twice into one PNG, or an .npz
     if job.method is not None:
         from pndm.samplers import get_sampler
 

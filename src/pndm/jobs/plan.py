@@ -40,7 +40,8 @@ def plan(job: SampleJob) -> Plan:
     folder = model_folder(job.model)
     files = folders.model_files(folder)
     unet, scheduler = read_json(files.unet_config), read_json(files.scheduler_config)
-    grid = _grid(job, folders.scheduler_from_config(scheduler))  # bad steps or times fail here
+    sampler = folders.scheduler_from_config(scheduler)
+    grid = _grid(job, sampler)  # bad steps or times fail here
     try:
         channels, height, width = image_shape(unet)
     except ValueError as err:
@@ -51,7 +52,7 @@ def plan(job: SampleJob) -> Plan:
     steps = job.steps if job.timesteps is None else len(grid) - 1
     settings |= {"method_options": dict(job.method_options), "steps": steps}
     settings |= {"timesteps": job.timesteps, "dtype": job.dtype}
-    check_calibration(job.calibration)
+    check_calibration(job.calibration, sampler.schedule)  # shifted times in the schedule's range
     if job.calibration is not None:  # absent, not null: folders written before keep resuming
         settings["calibration"] = job.calibration.to_json()
     image = {"width": width, "height": height, "mode": png_mode(channels)}

@@ -1,4 +1,5 @@
-"""torchrun support for ``pndm sample``: ranks from the environment, one process group, sums.
+"""torchrun support for ``pndm sample``: ranks from the environment, one process group, sums;
+and the refusal of one-process commands under torchrun.
 
 Each rank takes its device from ``LOCAL_RANK`` (NCCL on CUDA, gloo on the CPU) and a strided share
 of the seeds (``seeds[rank::world]``); since an image depends on its seed alone, the set of images
@@ -50,6 +51,17 @@ class Ranks:
         return items[self.rank :: self.world]
 
 
+def refuse_ranks(command: str, would: str) -> None:
+    """Refuse to run ``command``, a one-process command, under torchrun (a world size above 1),
+    where every rank ``would`` do the same."""
+    ranks = Ranks.from_env()
+    if ranks.many:
+        raise ValueError(
+            f"{command} runs in one process, not under torchrun (WORLD_SIZE={ranks.world}): "
+            f"every rank would {would}; run it without torchrun"
+        )
+
+
 def _env_int(name: str, default: int) -> int:
     text = os.environ.get(name)
     if text is None:
@@ -71,10 +83,15 @@ def start(ranks: Ranks, device: Any) -> None:
         dist.init_process_group(backend, timeout=TIMEOUT)
 
 
-def stop() -> None:
+def stop(device: Any = None) -> None:
+    """Leave the process group; with ``device`` (a run that finished) after a barrier, so that no
+    rank tears gloo down while another still talks to it (seen once: a rank aborted at exit with
+    "terminate called without an active exception")."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if device is not None:
+            barrier(device)
         dist.destroy_process_group()
 
 

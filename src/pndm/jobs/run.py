@@ -5,14 +5,15 @@ Every image is decided by its seed alone (the pipeline draws each image's noise 
 generator), so a job splits into batches of any size and, under torchrun, into ranks
 (`pndm.jobs.ranks`). A folder resumes: a seed counts as done only if its PNG is complete and of
 the expected size and mode; `pndm.jobs.manifest` refuses a run whose settings differ from the
-folder's.
+folder's. Nothing is written into a folder before every check of every rank has passed (the
+settings, the seed names, the model loaded, the room), and its manifest records the run's seeds
+only after every rank has written its last image.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,12 +24,14 @@ import numpy as np
 from pndm.assets import model_folder
 from pndm.images import image_shape, to_uint8
 from pndm.jobs import destinations as targets
+from pndm.jobs import manifest as manifests
 from pndm.jobs import ranks as distributed
 from pndm.jobs.destinations import Output
 from pndm.jobs.job import SampleJob, SampleSummary, check_job, job_device
 from pndm.jobs.plan import Plan, plan
 from pndm.jobs.ranks import Ranks
 from pndm.runtime.devices import resolve_dtype, torch_threads
+from pndm.runtime.progress import progress_bar
 
 
 def load_pipeline(job: SampleJob, device: Any) -> Any:
@@ -49,26 +52,28 @@ def run_job(job: SampleJob, load: Loader = load_pipeline) -> SampleSummary:
     ranks = Ranks.from_env()
     output = check_job(job, ranks)
     job_plan = plan(job)
-    manifest = _folder_manifest(job, output, job_plan) if output.kind == "folder" else None
+    update = _folder_update(job, output, job_plan) if output.kind == "folder" else None
     device = job_device(job, ranks)
     distributed.start(ranks, device)
     try:
         with _threads(job, ranks, device):
-            if manifest is not None:
-                _open_folder(output.path, manifest, ranks, device)
-            return _run(job, load, ranks, device, output, job_plan)
-    finally:
-        distributed.stop()
+            summary = _run(job, load, ranks, device, output, job_plan, update)
+        if update is not None and update.end is not None and ranks.lead:
+            manifests.write(output.path, update.end)  # every rank has written its last image
+    except BaseException:
+        distributed.stop()  # no barrier: the other ranks may be in another collective
+        raise
+    distributed.stop(device)
+    return summary
 
 
-def _folder_manifest(job: SampleJob, output: Output, plan: Plan) -> Any:
-    """The folder's manifest after this run, checked against the folder's (before loading)."""
+def _folder_update(job: SampleJob, output: Output, plan: Plan) -> manifests.Update:
+    """The run's writes of the folder's manifest, checked against the folder's (before loading)."""
     from pndm import __version__
-    from pndm.jobs import manifest
 
     versions = {"pndm": __version__, "torch": _torch_version()}
-    wanted = manifest.Manifest(plan.settings, plan.image, versions, list(job.seeds))
-    return manifest.merge(output.path, wanted, job.overwrite)
+    wanted = manifests.Manifest(plan.settings, plan.image, versions, list(job.seeds))
+    return manifests.update(output.path, wanted, job.overwrite)
 
 
 def _torch_version() -> str:
@@ -86,29 +91,40 @@ def _threads(job: SampleJob, ranks: Ranks, device: Any) -> contextlib.AbstractCo
     return torch_threads(threads)
 
 
-def _open_folder(folder: Path, manifest: Any, ranks: Ranks, device: Any) -> None:
-    """Rank 0 makes the folder, removes a killed run's temporaries and writes the manifest;
-    every rank waits for it before looking at any file."""
-    from pndm.jobs import manifest as manifests
-
+def _open_folder(folder: Path, start: Any, ranks: Ranks, device: Any) -> None:
+    """Once every rank passed its checks, rank 0 makes the folder, removes a killed run's
+    temporaries and writes the manifest's ``start`` (if any); every rank waits for it before
+    writing any image."""
+    distributed.barrier(device)  # a rank that failed a check never gets here: nothing written
     if ranks.lead:
         folder.mkdir(exist_ok=True)
         targets.remove_debris(folder)
-        manifests.write(folder, manifest)
+        if start is not None:
+            manifests.write(folder, start)
     distributed.barrier(device)
 
 
 def _run(
-    job: SampleJob, load: Loader, ranks: Ranks, device: Any, output: Output, plan: Plan
+    job: SampleJob,
+    load: Loader,
+    ranks: Ranks,
+    device: Any,
+    output: Output,
+    plan: Plan,
+    update: manifests.Update | None,
 ) -> SampleSummary:
     mine = ranks.share(job.seeds)
     todo = _todo(job, output, plan, mine)
     skipped = sum(distributed.gather(len(mine) - len(todo), device))
     done = (plan.method, plan.steps, output)
     if not sum(distributed.gather(len(todo), device)):  # a finished folder: nothing to load
+        if ranks.lead and output.kind == "folder":
+            targets.remove_debris(output.path)
         return SampleSummary(0, skipped, plan.nfe, 0.0, *done)
     pipe = load(job, device)
     _check_fits(pipe, output, len(todo))
+    if update is not None:
+        _open_folder(output.path, update.start, ranks, device)
     start = time.perf_counter()
     images, counted, per_rank = _sample_all(pipe, todo, job, plan, output, ranks)
     if output.kind != "folder":
@@ -132,7 +148,8 @@ def _todo(job: SampleJob, output: Output, plan: Plan, seeds: list[int]) -> list[
 
 
 def _check_fits(pipe: Any, output: Output, n: int) -> None:
-    """One image must fit the UNet's working memory; all of them the output (`targets`)."""
+    """One image must fit the UNet's working memory; all of them the output
+    (`pndm.jobs.destinations`)."""
     import torch
 
     from pndm.runtime import fast
@@ -157,9 +174,7 @@ class _CallCounter:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", file=sys.stderr, disable=not enabled, leave=False)
+    return progress_bar(total, "img", enabled)
 
 
 def sample_batch(pipe: Any, seeds: list[int], job: SampleJob, plan: Plan, size: int) -> np.ndarray:

@@ -8,7 +8,6 @@ of published statistics.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,22 +16,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pndm.checks import check_count
+from pndm.checks import check_choice, check_count
 from pndm.files import PathLike
+from pndm.files.npz import open_npz
 from pndm.metrics import digits, inception, names
-from pndm.metrics.frechet import (
-    Statistics,
-    frechet_distance,
-    load_statistics,
-    open_npz,
-    statistics_of,
-)
+from pndm.metrics.frechet import Statistics, frechet_distance, load_statistics, statistics_of
 from pndm.metrics.names import DEFAULT_BATCH_SIZE, FEATURES
-from pndm.metrics.samples import load_samples
+from pndm.metrics.samples import MAX_SAMPLE_BYTES, load_samples
 from pndm.runtime.devices import resolve_device
 
 SHIPPED = {name: digits.asset_path(f"{name}_stats.npz") for name in names.SHIPPED}
 DIMS = {inception.NAME: inception.FEATURE_DIMS, digits.NAME: digits.FEATURE_DIMS}
+# The Fréchet distance of each feature space: pytorch-fid's for Inception (the field's numbers).
+DISTANCES = {inception.NAME: inception.distance, digits.NAME: frechet_distance}
 
 
 @dataclass(frozen=True)
@@ -52,25 +48,24 @@ def extractor(name: str, device: torch.device, inception_weights: Path | None = 
     if name == inception.NAME:
         net = inception.load_network(inception_weights).to(device)
         return Extractor(
-            name, DIMS[name], net, inception.to_input, inception.features, inception.distance
+            name, DIMS[name], net, inception.to_input, inception.features, DISTANCES[name]
         )
     if name == digits.NAME:
         net = digits.load_network().to(device)
-        return Extractor(
-            name, DIMS[name], net, digits.to_input, lambda n, x: n(x), frechet_distance
-        )
-    raise ValueError(f"unknown features {name!r}; choose one of {', '.join(FEATURES)}")
+        return Extractor(name, DIMS[name], net, digits.to_input, lambda n, x: n(x), DISTANCES[name])
+    check_choice("features", name, FEATURES)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @torch.inference_mode()
 def features(images: np.ndarray, ex: Extractor, batch_size: int, progress: bool) -> np.ndarray:
     """(N, dims) float64 features of uint8 NHWC ``images``, computed in batches on ex's device."""
-    from tqdm import tqdm
+    from pndm.runtime.progress import progress_bar
 
     device = next(ex.net.parameters()).device
     ex.to_input(images[:1])  # refuses a wrong image size before any work
     out = np.empty((len(images), ex.dims))
-    bar = tqdm(total=len(images), unit="img", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(len(images), "img", progress)
     with bar:
         for start in range(0, len(images), batch_size):
             batch = ex.to_input(images[start : start + batch_size]).to(device)
@@ -94,31 +89,39 @@ def reference(ref: PathLike) -> Statistics | Path:
                 f"./{ref} for the path", stacklevel=2,
             )  # fmt: skip
         return load_statistics(SHIPPED[str(ref)])
-    if path.is_file() and path.suffix.lower() == ".npz" and _has_statistics(path):
-        return load_statistics(path)
-    if path.exists():
+    if not (path.exists() or path.is_symlink()):
+        raise FileNotFoundError(
+            f"reference not found: {ref} (give a statistics .npz with mu and sigma, a sample "
+            f".npz or folder, or a shipped name: {', '.join(SHIPPED)})"
+        )
+    return statistics_or_samples(path)
+
+
+def statistics_or_samples(path: Path) -> Statistics | Path:
+    """The statistics in ``path`` if it is an .npz with ``mu``, else ``path`` (a sample set)."""
+    if path.is_dir() or path.suffix.lower() != ".npz":
         return path
-    raise FileNotFoundError(
-        f"reference not found: {ref} (give a statistics .npz with mu and sigma, a sample .npz or "
-        f"folder, or a shipped name: {', '.join(SHIPPED)})"
-    )
+    with open_npz(path, what="samples", limit=MAX_SAMPLE_BYTES) as archive:
+        is_statistics = "mu" in archive.members
+    return load_statistics(path) if is_statistics else path
 
 
-def _has_statistics(path: Path) -> bool:
-    with open_npz(path) as f:
-        return "mu" in f.files
-
-
-def feature_space(ref: Statistics | Path | None, features: str | None) -> str:
-    """``features`` if given (checked against the reference's), else the reference's, else
-    Inception's."""
-    named = ref.features if isinstance(ref, Statistics) else None
+def feature_space(
+    ref: Statistics | Path | None, features: str | None, samples: Statistics | Path | None = None
+) -> str:
+    """``features`` if given (checked against the statistics' own), else the statistics' own,
+    else Inception's."""
     if features is not None and features not in FEATURES:
-        raise ValueError(f"unknown features {features!r}; choose one of {', '.join(FEATURES)}")
-    if features is not None and named is not None and named != features:
-        raise ValueError(f"the reference holds {named} statistics; they cannot be compared in "
-                         f"{features} features (drop --features or choose {named})")  # fmt: skip
-    return features or named or inception.NAME
+        check_choice("features", features, FEATURES)
+    named = {s.features for s in (samples, ref) if isinstance(s, Statistics) and s.features}
+    if len(named) > 1:
+        raise ValueError(f"{' and '.join(sorted(named))} statistics cannot be compared with "
+                         "each other: give statistics of the same features")  # fmt: skip
+    own = named.pop() if named else None
+    if features is not None and own is not None and own != features:
+        raise ValueError(f"{own} statistics cannot be compared in {features} features (drop "
+                         f"--features or choose {own})")  # fmt: skip
+    return features or own or inception.NAME
 
 
 def _check_dims(ref: Statistics, name: str) -> None:
@@ -141,15 +144,18 @@ def fid(
 ) -> float:
     """The Fréchet distance between ``samples`` (a folder or .npz) and ``ref`` (see module doc)."""
     batch_size = check_count("batch_size", batch_size)
-    target = reference(ref)
-    name = feature_space(target, features)
-    if isinstance(target, Statistics):
-        _check_dims(target, name)  # before the network loads
+    target, source = reference(ref), statistics_or_samples(Path(samples))
+    name = feature_space(target, features, source)
+    given = [s for s in (source, target) if isinstance(s, Statistics)]
+    for stats in given:
+        _check_dims(stats, name)  # before the network loads
+    if len(given) == 2:  # two statistics files: no images, so no feature network
+        return DISTANCES[name](source, target)
     ex = _extractor(name, device, inception_weights)
-    images = load_samples(Path(samples))
-    ref_images = None if isinstance(target, Statistics) else load_samples(target)
-    mine = statistics(images, ex, batch_size, progress)
-    theirs = target if ref_images is None else statistics(ref_images, ex, batch_size, progress)
+    sets = [s if isinstance(s, Statistics) else load_samples(s) for s in (source, target)]
+    mine, theirs = (
+        s if isinstance(s, Statistics) else statistics(s, ex, batch_size, progress) for s in sets
+    )
     return ex.distance(mine, theirs)
 
 

@@ -9,6 +9,7 @@ from ``--inception-weights`` or from the torch hub cache where pytorch-fid keeps
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 
 from pndm.files.weights import read_weights
-from pndm.metrics.frechet import Statistics, check_same_dims
+from pndm.metrics.frechet import Statistics, check_same_dims, clamped
 
 NAME = "inception"
 FEATURE_DIMS = 2048
@@ -46,12 +47,13 @@ def cached_weights() -> Path:
 
 
 def find_weights(path: Path | None) -> Path:
-    """``path``, else the hub cache; one line naming the file to get and where to put it."""
+    """``path``, else the hub cache; one line naming the file to get and where to put it. A name
+    that is there but not a regular file is returned: `read_weights` says what it is."""
     if path is not None:
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise FileNotFoundError(f"Inception weights not found: {path} (get {WEIGHTS_URL})")
         return path
-    if cached_weights().is_file():
+    if os.path.lexists(cached_weights()):
         return cached_weights()
     raise FileNotFoundError(
         f"Inception weights not found: download {WEIGHTS_URL} and put it at {cached_weights()}, "
@@ -100,4 +102,4 @@ def distance(a: Statistics, b: Statistics) -> float:
     """pytorch-fid's ``calculate_frechet_distance`` (scipy ``sqrtm``, its own singular fallback)."""
     check_same_dims(a, b)
     fid_score = _pytorch_fid().fid_score
-    return float(fid_score.calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma))
+    return clamped(float(fid_score.calculate_frechet_distance(a.mu, a.sigma, b.mu, b.sigma)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from pndm.checks import check_choice
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "swish": nn.SiLU,
     "silu": nn.SiLU,
@@ -16,5 +18,5 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 def get_activation(name: str) -> nn.Module:
     """A fresh activation module for ``name``; unknown names list the valid ones."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown act_fn {name!r}; choose one of {sorted(ACTIVATIONS)}")
+        check_choice("act_fn", name, tuple(sorted(ACTIVATIONS)))
     return ACTIVATIONS[name]()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pndm.checks import check_choice
 from pndm.models.activations import get_activation
 from pndm.models.attention import SpatialSelfAttention
 from pndm.models.inference import conv3x3, derived, is_channels_last
@@ -325,5 +326,5 @@ def block_class(kind: str, name: str) -> type[nn.Module]:
     table = DOWN_BLOCKS if kind == "down" else UP_BLOCKS
     key = name.removeprefix("UNetRes")
     if key not in table:
-        raise ValueError(f"unknown {kind} block type {name!r}; choose one of {sorted(table)}")
+        check_choice(f"{kind} block type", name, tuple(sorted(table)))
     return table[key]

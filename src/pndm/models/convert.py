@@ -4,7 +4,8 @@ The source is a state dict of the ``Model`` of ermongroup/ddim (also used by lup
 pesser/pytorch_diffusion): keys ``conv_in``, ``temb.dense.0/1``, ``down.I.block.J``,
 ``down.I.attn.J``, ``down.I.downsample.conv``, ``mid.block_1/attn_1/block_2``, ``up.I.block.J``
 (``up.0`` is the finest level), ``norm_out``, ``conv_out``. That network is diffusers'
-``UNet2DModel`` with (checked by tests/test_convert.py against an independent implementation):
+``UNet2DModel`` with (checked by tests/models/test_convert.py against an independent
+implementation):
 
 * GroupNorm(32, eps=1e-6) and swish (SiLU) everywhere: ``norm_eps=1e-6``, ``act_fn="silu"``;
 * the time embedding [sin(t f_i), cos(t f_i)], f_i = exp(-ln(1e4) i / (ch/2 - 1)):
@@ -26,7 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pndm.checks import check_choice
 from pndm.files import PathLike
+from pndm.files.tensorfile import read_torch
 
 if TYPE_CHECKING:  # torch is imported where used: the command line builds without it
     import torch
@@ -97,16 +100,9 @@ def unet_config(cfg: OriginalConfig) -> dict[str, Any]:
 
 
 def load_checkpoint(path: PathLike) -> Any:
-    """``torch.load(weights_only=True)`` on CPU; clear errors for missing or unreadable files."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle/zip errors, or objects weights_only refuses
-        raise ValueError(f"cannot read checkpoint {path}: {' '.join(str(err).split())}") from err
+    """The checkpoint's contents, read with ``weights_only=True`` on the CPU
+    (`pndm.files.tensorfile.read_torch`): one line for missing or unreadable files."""
+    return read_torch(Path(path), what="checkpoint")
 
 
 def _is_tensor_dict(obj: Any) -> bool:
@@ -264,7 +260,7 @@ def resolve_config(
         return infer_config(state, sample_size)
     if isinstance(config, str):
         if config not in PRESETS:
-            raise ValueError(f"unknown config {config!r}; choose one of {', '.join(PRESETS)}")
+            check_choice("config", config, tuple(PRESETS))
         config = PRESETS[config]
     if sample_size is not None:
         config = replace(config, **_image_size(config.attention_levels(), sample_size))

@@ -1,8 +1,10 @@
-"""Time embeddings of the DDPM UNet: sinusoid (positional) or Gaussian Fourier features + MLP."""
+"""Embeddings of the DDPM UNet: time (sinusoids or Fourier features, then an MLP), class labels."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -73,3 +75,38 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, emb: torch.Tensor) -> torch.Tensor:
         return self.linear_2(self.act(self.linear_1(emb)))
+
+
+def class_embedding(cfg: Mapping[str, Any], width: int, time_dim: int) -> nn.Module | None:
+    """diffusers' class embedding: a label table, a time embedding of the label, or none."""
+    kind = cfg.class_embed_type
+    if kind is None:
+        return (
+            None if cfg.num_class_embeds is None else nn.Embedding(cfg.num_class_embeds, time_dim)
+        )
+    if kind == "timestep":
+        return TimestepEmbedding(
+            width * (2 if cfg.time_embedding_type == "fourier" else 1), time_dim
+        )
+    return nn.Identity()  # "identity": the labels are the embeddings
+
+
+def check_class_labels(
+    config: Mapping[str, Any], labels: torch.Tensor | None, batch: int, device: torch.device
+) -> torch.Tensor:
+    """``labels`` as a (batch,) tensor on the model's device (or (batch, time_dim) for an
+    "identity" embedding): one label for all images is broadcast; unknown classes refused."""
+    if labels is None:
+        raise ValueError("this model is class-conditional: pass class_labels, one per image")
+    labels = torch.as_tensor(labels, device=device)
+    if labels.ndim == 0 or (labels.shape[0] == 1 and batch > 1):
+        labels = labels.reshape(1, *labels.shape[1:]).expand(batch, *labels.shape[1:])
+    if labels.shape[0] != batch:
+        raise ValueError(f"class_labels has {labels.shape[0]} entries for a batch of {batch}")
+    table = config["num_class_embeds"] if config["class_embed_type"] is None else None
+    if table is not None:
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise ValueError(f"class_labels must be integers, got dtype {labels.dtype}")
+        if bool(((labels < 0) | (labels >= table)).any()):
+            raise ValueError(f"class_labels must lie in [0, {table - 1}] (num_class_embeds)")
+    return labels

@@ -32,6 +32,8 @@ from pndm.models.embeddings import (
     GaussianFourierProjection,
     SinusoidalTimeProjection,
     TimestepEmbedding,
+    check_class_labels,
+    class_embedding,
 )
 from pndm.models.inference import derived
 from pndm.models.unet_config import validate_config
@@ -72,6 +74,11 @@ class UNet2DModel(ConfigMixin, nn.Module):
     ``unet(sample, timestep).sample`` predicts the model output (eps for DDPM checkpoints) for a
     batch ``sample`` (B, C, H, W); ``timestep`` is a number, a 0-d tensor or one time per image.
     H and W must be multiples of ``2 ** (len(block_out_channels) - 1)``.
+
+    Class-conditional as diffusers: with ``num_class_embeds`` (and ``class_embed_type`` None) a
+    label table, with ``class_embed_type`` "timestep" the labels embedded as times, with
+    "identity" the labels are the embeddings; ``unet(sample, t, class_labels)`` adds the class
+    embedding to the time embedding (before the ResNets' activation).
     """
 
     def __init__(
@@ -167,6 +174,7 @@ class UNet2DModel(ConfigMixin, nn.Module):
             self.time_proj = SinusoidalTimeProjection(width, cfg.flip_sin_to_cos, cfg.freq_shift)
         self.time_embedding = TimestepEmbedding(width, time_dim)  # always SiLU, as diffusers
         self.time_act = get_activation(cfg.act_fn)  # applied once; every ResNet would repeat it
+        self.class_embedding = class_embedding(cfg, width, time_dim)
 
     @staticmethod
     def _build_down(cfg: FrozenConfig, channels: list[int], spec: BlockSpec) -> nn.ModuleList:
@@ -241,16 +249,34 @@ class UNet2DModel(ConfigMixin, nn.Module):
         emb = self.time_proj(t)
         return self.time_embedding(emb.to(self.time_embedding.linear_1.weight.dtype))
 
-    def time_condition(self, t: torch.Tensor) -> torch.Tensor | TimeProjections:
+    def class_embed(self, class_labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The class embedding (B, time_dim) of the labels, None for an unconditional model;
+        the labels are checked against the model (one per image, known classes)."""
+        if self.class_embedding is None:
+            if class_labels is not None:
+                raise ValueError("class_labels given, but this model has no class embedding")
+            return None
+        labels = check_class_labels(self.config, class_labels, batch, self.device)
+        if self.config.class_embed_type == "timestep":
+            labels = self.time_proj(labels)
+        dtype = self.time_embedding.linear_1.weight.dtype
+        return self.class_embedding(labels).to(dtype)
+
+    def time_condition(
+        self, t: torch.Tensor, class_emb: torch.Tensor | None = None
+    ) -> torch.Tensor | TimeProjections:
         """What the ResNets get: the activated embedding, or (no autograd) all their projections.
 
         Without autograd one matmul makes every ResNet's time projection (`TimeProjections`); a
-        batch whose times are one value is embedded once (see `_one_time`).
+        batch whose times are one value and that has no class embedding is embedded once (see
+        `_one_time`).
         """
         if torch.is_grad_enabled():
-            return self.time_act(self.time_embed(t))
-        shared = _one_time(t)
-        temb = activate(self.time_act, self.time_embed(t[:1] if shared else t))
+            emb = self.time_embed(t)
+            return self.time_act(emb if class_emb is None else emb + class_emb)
+        shared = class_emb is None and _one_time(t)
+        emb = self.time_embed(t[:1] if shared else t)
+        temb = activate(self.time_act, emb if class_emb is None else emb + class_emb)
         weight = derived(self, "time_weight", self._stacked_time_weight)
         bias = derived(self, "time_bias", self._stacked_time_bias)
         return TimeProjections(torch.addmm(bias, temb, weight.t()), shared)
@@ -268,14 +294,14 @@ class UNet2DModel(ConfigMixin, nn.Module):
         class_labels: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> UNet2DOutput | tuple[torch.Tensor]:
-        """Predict the model output for ``sample`` at ``timestep`` (diffusers' call convention)."""
-        if class_labels is not None:
-            raise ValueError("class_labels given, but this model has no class embedding")
+        """Predict the model output for ``sample`` at ``timestep`` (diffusers' call convention);
+        ``class_labels``: one label per image (or one for all) for a class-conditional model."""
         self._check_sample(sample)
+        class_emb = self.class_embed(class_labels, sample.shape[0])
         t = self._batch_timesteps(timestep, sample)
         if self._center_input:
             sample = 2 * sample - 1.0
-        temb = self.time_condition(t)
+        temb = self.time_condition(t, class_emb)
         h = self.conv_in(sample)
         skips = [h]
         for block in self.down_blocks:

@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
+from pndm.checks import check_count, check_flag, check_number, check_positive
 from pndm.models.activations import get_activation
 from pndm.models.blocks import TIME_SCALE_SHIFTS, block_class
 
@@ -20,11 +20,11 @@ FIXED_KEYS = {
     "downsample_type": ("conv",),
     "upsample_type": ("conv",),
     "mid_block_type": ("UNetMidBlock2D", None),
-    "class_embed_type": (None,),
-    "num_class_embeds": (None,),
 }
+CLASS_EMBED_TYPES = (None, "timestep", "identity")  # None: a label table when num_class_embeds
 POSITIVE_INTS = ("in_channels", "out_channels", "layers_per_block", "norm_num_groups")
 OPTIONAL_POSITIVE_INTS = (
+    "num_class_embeds",
     "time_embedding_dim",
     "attention_head_dim",
     "attn_norm_num_groups",
@@ -34,39 +34,29 @@ BOOLS = ("center_input_sample", "flip_sin_to_cos", "add_attention")
 NUMBERS = ("freq_shift", "mid_block_scale_factor")
 
 
-def _fail(key: str, value: Any, valid: str) -> NoReturn:
-    raise ValueError(f"UNet config {key}={value!r} is invalid; it must be {valid}")
-
-
 def _is_int(value: Any) -> bool:
+    """An integer as a JSON config holds one (not a bool)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
-    finite = isinstance(value, int | float) and math.isfinite(value)
-    return finite and not isinstance(value, bool)
+def _fail(key: str, value: Any, valid: str) -> NoReturn:
+    raise ValueError(f"UNet config {key} must be {valid}, got {value!r}")
 
 
 def _check_scalars(config: Mapping[str, Any]) -> None:
-    """Every scalar field has the right type and range."""
+    """Every scalar field has the right type and range (the shared checks, named by key)."""
     for key in POSITIVE_INTS:
-        if not _is_int(config[key]) or config[key] < 1:
-            _fail(key, config[key], "an integer >= 1")
+        check_count(f"UNet config {key}", config[key])
     for key in OPTIONAL_POSITIVE_INTS:
         if config[key] is not None and (not _is_int(config[key]) or config[key] < 1):
             _fail(key, config[key], "null or an integer >= 1")
     for key in BOOLS:
-        if not isinstance(config[key], bool):
-            _fail(key, config[key], "true or false")
+        check_flag(f"UNet config {key}", config[key])
     for key in NUMBERS:
-        if not _is_number(config[key]):
-            _fail(key, config[key], "a finite number")
-    if not _is_number(config["norm_eps"]) or config["norm_eps"] <= 0:
-        _fail("norm_eps", config["norm_eps"], "a number > 0")
-    if not _is_number(config["dropout"]) or not 0 <= config["dropout"] <= 1:
-        _fail("dropout", config["dropout"], "a number in [0, 1]")
-    if not _is_int(config["downsample_padding"]) or config["downsample_padding"] < 0:
-        _fail("downsample_padding", config["downsample_padding"], "an integer >= 0")
+        check_number(f"UNet config {key}", config[key])
+    check_positive("UNet config norm_eps", config["norm_eps"])
+    check_number("UNet config dropout", config["dropout"], 0, 1)
+    check_count("UNet config downsample_padding", config["downsample_padding"], minimum=0)
 
 
 def _check_choices(config: Mapping[str, Any]) -> None:
@@ -75,10 +65,11 @@ def _check_choices(config: Mapping[str, Any]) -> None:
         **FIXED_KEYS,
         "time_embedding_type": TIME_EMBEDDING_TYPES,
         "resnet_time_scale_shift": TIME_SCALE_SHIFTS,
+        "class_embed_type": CLASS_EMBED_TYPES,
     }
     for key, allowed in choices.items():
-        if config[key] not in allowed:
-            _fail(key, config[key], f"one of {list(allowed)}")
+        if config[key] not in allowed:  # by value: a JSON 1 may stand for True
+            _fail(key, config[key], f"one of {', '.join(map(str, allowed))}")
     if not isinstance(config["act_fn"], str):
         _fail("act_fn", config["act_fn"], "a string")
     get_activation(config["act_fn"])  # lists the valid names

@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from pndm.checks import check_choice
+
 DTYPES = ("float32", "float16", "bfloat16")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
 
@@ -30,16 +32,14 @@ def resolve_device(name: str) -> Any:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r}: only {torch.cuda.device_count()} CUDA devices")
         return device
-    raise ValueError(f"unknown device {name!r}; choose one of {DEVICE_CHOICES}")
+    raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {name!r}")
 
 
 def resolve_dtype(name: str) -> Any:
     """``float32``, ``float16`` or ``bfloat16`` -> torch.dtype."""
     import torch
 
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {name!r}; choose one of {', '.join(DTYPES)}")
-    return getattr(torch, name)
+    return getattr(torch, check_choice("dtype", name, DTYPES))
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from pndm.checks import check_flag
 from pndm.images import image_shape
 from pndm.models.inference import weight_cache
 
@@ -39,8 +40,7 @@ def compile_mode(compile: bool | str) -> str | None:
         return "default"
     if compile not in COMPILE_MODES:
         raise ValueError(
-            f"unknown compile mode {compile!r}; choose True, False or one of "
-            f"{', '.join(COMPILE_MODES)}"
+            f"compile must be True, False or one of {', '.join(COMPILE_MODES)}, got {compile!r}"
         )
     return str(compile)
 
@@ -73,7 +73,7 @@ def prepare_model(
     mode, compiled once per UNet and mode and kept in ``cache``. cuda_graphs: replay each call
     from a CUDA graph, captured once per UNet, weights' storage, layout and compile mode.
     """
-    last = bool(channels_last)
+    last = channels_last is not None and check_flag("channels_last", channels_last)
     layout = torch.channels_last if last else torch.contiguous_format
     mode = compile_mode(compile)
     net = unet if mode is None else _compiled(unet, mode, cache)
@@ -205,15 +205,25 @@ def free_memory(device: torch.device) -> int:
         return 4 << 30
 
 
+SOLVER_IMAGES = 8  # x, four ε's of F-PNDM, a stage input and the noise
+
+
 def per_image_bytes(
-    model: Any, dtype: torch.dtype, sample_shape: Sequence[int] | None = None
+    model: Any,
+    dtype: torch.dtype,
+    sample_shape: Sequence[int] | None = None,
+    held: int = 0,
+    solver_dtype: torch.dtype = torch.float32,
 ) -> int:
-    """`image_bytes` for the UNet plus the sampler's state (x, four ε's of F-PNDM, a stage input
-    and the float32 noise: 8 images in float32)."""
+    """`image_bytes` for the UNet plus the sampler's state (`SOLVER_IMAGES` images in
+    ``solver_dtype``) and ``held`` more images kept through the whole run (the tuner holds its
+    noise and the teacher's end point)."""
     config = model.config
     if sample_shape is None:
         sample_shape = image_shape(config)
-    return image_bytes(config, sample_shape, dtype) + 8 * math.prod(sample_shape) * 4
+    element = torch.empty((), dtype=solver_dtype).element_size()
+    state = (SOLVER_IMAGES + held) * math.prod(sample_shape) * element
+    return image_bytes(config, sample_shape, dtype) + state
 
 
 def check_fits(device: torch.device | str, dtype: torch.dtype, model: Any) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pndm.checks import check_choice
 from pndm.samplers.core import AB_WEIGHTS, linear_combination, transfer, transfer_coefficients
 
 # Methods under private names: ``pndm.samplers.ddim`` etc. stay the modules.
@@ -52,7 +53,7 @@ SAMPLERS: dict[str, Method] = {
 def get_sampler(name: str) -> Method:
     """The sampling method called ``name``; lists the valid names on a typo."""
     if name not in SAMPLERS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(SAMPLERS)}")
+        check_choice("method", name, tuple(SAMPLERS))
     return SAMPLERS[name]
 
 

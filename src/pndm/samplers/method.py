@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pndm.grids import check_num_steps
+from pndm.grids import as_grid, check_grid_steps, check_num_steps, lowest_model_time
 from pndm.samplers.calls import Run, drive
 from pndm.samplers.options import Kind
 from pndm.schedule import SupportsAlphaBar
@@ -36,33 +36,29 @@ def check_options(method: str, options: dict[str, Any], valid: Iterable[str]) ->
         )
 
 
-def check_x(x: Any) -> None:
-    """x must be a finite floating-point tensor with a batch dimension."""
+def check_x(x: Any, name: str = "x") -> None:
+    """``x`` must be a finite floating-point tensor with a batch dimension of at least one."""
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point() or x.ndim < 1:
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point() or x.ndim < 1 or not x.numel():
         raise ValueError(
-            f"x must be a floating-point tensor of shape (batch, ...), got dtype {x.dtype} "
-            f"and shape {tuple(x.shape)}"
+            f"{name} must be a non-empty floating-point tensor of shape (batch, ...), got dtype "
+            f"{x.dtype} and shape {tuple(x.shape)}"
         )
     if not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains NaN or inf")
+        raise ValueError(f"{name} contains NaN or inf")
 
 
 def as_timesteps(timesteps: Any, device: torch.device) -> torch.Tensor:
-    """The grid t_0 > ... > t_N as a float64 tensor on ``device``, after checking it."""
-    if not isinstance(timesteps, torch.Tensor):
-        timesteps = torch.as_tensor(timesteps, dtype=torch.float64)  # not via float32
-    t = timesteps.detach()
-    if t.ndim != 1:
-        raise ValueError(
-            f"timesteps must be a 1-D tensor t_0 > ... > t_N, got shape {tuple(t.shape)}"
-        )
+    """The grid t_0 > ... > t_N as a float64 tensor on ``device``, after checking it: real
+    numbers (`grids.as_grid`), at most `grids.check_num_steps` steps."""
+    t = as_grid(timesteps)
     if t.numel() < 2:
         raise ValueError(
             f"timesteps needs at least 2 entries (a start and a target), got {t.numel()}"
         )
-    t_host = t.to("cpu", torch.float64)
+    check_grid_steps(t.numel() - 1)
+    t_host = t.to("cpu")
     if not bool(torch.isfinite(t_host).all()):
         raise ValueError("timesteps contains NaN or inf")
     if not bool((t_host[1:] < t_host[:-1]).all()):
@@ -70,7 +66,22 @@ def as_timesteps(timesteps: Any, device: torch.device) -> torch.Tensor:
             "timesteps must be strictly decreasing (t_0 > t_1 > ... > t_N, the last entry is the "
             f"target); got {t_host.tolist()[:8]}{' ...' if t.numel() > 8 else ''}"
         )
-    return t.to(device=device, dtype=torch.float64)
+    return t.to(device=device)
+
+
+def check_denoise_target(
+    options: Mapping[str, Any], timesteps: torch.Tensor, schedule: Any
+) -> None:
+    """``denoise_to_zero`` calls the model at the target t_N: refused on a discrete schedule
+    whose target lies below its trained times (-1: the model never saw it)."""
+    if not options.get("denoise_to_zero") or not getattr(schedule, "discrete", False):
+        return
+    target, lowest = float(timesteps[-1]), lowest_model_time(schedule)
+    if target < lowest:
+        raise ValueError(
+            f"denoise_to_zero must be False on a grid whose target {target:g} lies below the "
+            f"model's lowest time {lowest:g} (its extra model call would be there), got True"
+        )
 
 
 def check_callables(eps_fn: Any, schedule: Any) -> None:
@@ -140,6 +151,7 @@ class Method:
         resolved = self.resolve(options)
         check_schedule(schedule)
         times = as_timesteps(timesteps, like.device)
+        check_denoise_target(resolved, times, schedule)
         with torch.no_grad():
             if restart:  # the restart's values win (e.g. no analytic first step mid-schedule)
                 resolved = {**resolved, **self.restart}
@@ -157,6 +169,7 @@ class Method:
         check_callables(eps_fn, schedule)
         check_x(x)
         times = as_timesteps(timesteps, x.device)
+        check_denoise_target(resolved, times, schedule)
         with torch.no_grad():  # sampling never needs the model's autograd graph
             if self.adaptive:
                 return self.fn(eps_fn, x, times, schedule, **resolved)

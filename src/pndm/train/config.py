@@ -5,12 +5,12 @@ Free of torch, so the command line can read the defaults without importing it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pndm.checks import MAX_SEED
+from pndm.checks import MAX_SEED, check_choice, check_count, check_flag, check_number
+from pndm.images import CHANNELS
 
 UPSCALE_MODES = ("bilinear", "bicubic")
 # float16 would need loss scaling, which this trainer does not do.
@@ -18,6 +18,7 @@ TRAIN_DTYPES = ("float32", "bfloat16")
 # T beyond this is no DDPM anyone trains, and its schedule alone would take gigabytes.
 MAX_TRAIN_TIMESTEPS = 10**6
 FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32: rates above 0
 # Fields that may change between a run and its resumption; all others must match the checkpoint.
 RUN_FIELDS = frozenset(
     {"output_dir", "train_steps", "checkpoint_every", "keep_checkpoint", "resume", "overwrite"}
@@ -73,7 +74,12 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+FLAGS = ("attention", "keep_checkpoint", "resume", "overwrite", "progress")
+
+
 def _validate(c: TrainConfig) -> None:
+    for name in FLAGS:
+        check_flag(name, getattr(c, name))
     _validate_numbers(c)
     _validate_model(c)
     _require(not (c.resume and c.overwrite), "resume and overwrite exclude each other")
@@ -85,43 +91,27 @@ def _validate(c: TrainConfig) -> None:
 
 def _validate_numbers(c: TrainConfig) -> None:
     """Counts are integers in range, rates finite: a NaN or inf here would train a NaN model."""
-    for name in ("train_steps", "batch_size", "layers_per_block", "num_train_timesteps"):
-        _require_int(c, name, 1)
-    for name in ("warmup_steps", "checkpoint_every", "log_every", "seed"):
-        _require_int(c, name, 0)
-    _require(c.seed <= MAX_SEED, f"seed must be at most 2**64 - 1, got {c.seed}")
-    _require(
-        c.num_train_timesteps <= MAX_TRAIN_TIMESTEPS,
-        f"num_train_timesteps must be at most {MAX_TRAIN_TIMESTEPS}, got {c.num_train_timesteps}",
-    )
-    for name in ("learning_rate", "weight_decay", "beta_start", "beta_end"):
-        value = getattr(c, name)
-        _require(_is_finite(value), f"{name} must be a finite float32 number, got {value!r}")
-    _require(c.weight_decay >= 0, f"weight_decay must be >= 0, got {c.weight_decay}")
-    _require(c.learning_rate > 0, f"learning_rate must be positive, got {c.learning_rate}")
-    _require(c.max_grad_norm > 0, f"max_grad_norm must be positive, got {c.max_grad_norm}")
-    _require(0 <= c.ema_decay < 1, f"ema_decay must lie in [0, 1), got {c.ema_decay}")
-
-
-def _is_finite(value: Any) -> bool:
-    """A real number that float32 holds (torch's optimiser converts rates to it)."""
-    real = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return real and abs(value) <= FLOAT32_MAX
-
-
-def _require_int(c: TrainConfig, name: str, minimum: int) -> None:
-    value = getattr(c, name)
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    _require(ok, f"{name} must be an integer >= {minimum}, got {value!r}")
+    for name in ("train_steps", "batch_size", "layers_per_block", "norm_num_groups"):
+        check_count(name, getattr(c, name))
+    for name in ("warmup_steps", "checkpoint_every", "log_every"):
+        check_count(name, getattr(c, name), minimum=0)
+    check_count("seed", c.seed, minimum=0, maximum=MAX_SEED)
+    check_count("num_train_timesteps", c.num_train_timesteps, 2, MAX_TRAIN_TIMESTEPS)
+    # rates in float32's range: torch's optimiser converts them (NaN or inf trains a NaN model)
+    check_number("learning_rate", c.learning_rate, FLOAT32_TINY, FLOAT32_MAX)
+    check_number("max_grad_norm", c.max_grad_norm, FLOAT32_TINY, FLOAT32_MAX)
+    check_number("weight_decay", c.weight_decay, 0, FLOAT32_MAX)
+    check_number("beta_start", c.beta_start, 0, 1)
+    check_number("beta_end", c.beta_end, 0, 1)
+    _require(c.ema_decay != 1, "ema_decay must lie in [0, 1), got 1")
+    check_number("ema_decay", c.ema_decay, 0, 1)
 
 
 def _validate_model(c: TrainConfig) -> None:
     levels = len(c.block_out_channels)
-    _require(c.channels in (1, 3), f"channels must be 1 or 3, got {c.channels}")
-    modes = ", ".join(UPSCALE_MODES)
-    _require(c.upscale in UPSCALE_MODES, f"unknown upscale {c.upscale!r}; choose one of {modes}")
+    check_choice("channels", c.channels, CHANNELS)
+    check_choice("upscale", c.upscale, UPSCALE_MODES)
     _require(levels >= 1 and min(c.block_out_channels) > 0, "block_out_channels must be positive")
-    _require_int(c, "norm_num_groups", 1)
     step = 2 ** (levels - 1)
     _require(
         isinstance(c.resolution, int) and c.resolution >= step and c.resolution % step == 0,
@@ -143,11 +133,7 @@ def _validate_device(c: TrainConfig) -> None:
 
     resolve_device(c.device)
     resolve_dtype(c.dtype)
-    _require(
-        c.dtype in TRAIN_DTYPES,
-        f"dtype {c.dtype!r} cannot be trained (float16 needs loss scaling); "
-        f"choose one of {', '.join(TRAIN_DTYPES)}",
-    )
+    check_choice("dtype", c.dtype, TRAIN_DTYPES, why="float16 needs loss scaling to train")
 
 
 # ----------------------------------------------------------------------------- configs

@@ -47,14 +47,11 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _open_image(path: Path, channels: int) -> Any:
-    """The image as PIL "L"/"RGB" (8-bit) or "F" in [0, 1] (16-bit grey); refuses other depths."""
-    from PIL import Image, UnidentifiedImageError
+    """The image as PIL "L"/"RGB" (8-bit) or "F" in [0, 1] (16-bit grey), read bounded
+    (`pndm.files.imagefile.read_image`); refuses other depths."""
+    from pndm.files.imagefile import read_image
 
-    try:
-        with Image.open(path) as img:
-            return _to_unit_range(img, path, channels)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+    return _to_unit_range(read_image(path), path, channels)
 
 
 def _to_unit_range(img: Any, path: Path, channels: int) -> Any:

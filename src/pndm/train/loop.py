@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pndm.runtime.devices import resolve_device
+from pndm.runtime.progress import progress_bar
 from pndm.schedule import NoiseSchedule
 from pndm.train.config import TrainConfig, scheduler_config, unet_config
 from pndm.train.data import dataset_size, load_dataset
@@ -38,17 +39,9 @@ def save_pipeline(unet: torch.nn.Module, config: TrainConfig, folder: Path) -> P
 
 
 def _progress(config: TrainConfig, start: int) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=config.train_steps,
-        initial=start,
-        file=sys.stderr,
-        disable=not config.progress,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-    )
+    """The bar stays when done (a run's last loss is on it)."""
+    return progress_bar(config.train_steps, "step", config.progress, initial=start,
+                        desc="train", dynamic_ncols=True, leave=True)  # fmt: skip
 
 
 def run_training(

@@ -11,7 +11,9 @@ from typing import Any
 
 import torch
 
+from pndm.checks import one_line
 from pndm.files.atomic import atomic_write
+from pndm.files.tensorfile import read_torch
 from pndm.runtime.devices import resolve_device
 from pndm.train.config import LEGACY_NAMES, RUN_FIELDS, TrainConfig, unet_config
 
@@ -94,20 +96,18 @@ def load_checkpoint(config: TrainConfig, path: Path) -> TrainState:
         state.optimizer.load_state_dict(saved["optimizer"])
         state.generator.set_state(saved["generator"])
     except (RuntimeError, ValueError, TypeError) as err:
-        raise ValueError(f"cannot resume from {path}: {' '.join(str(err).split())}") from None
+        raise ValueError(f"cannot resume from {path}: {one_line(err)}") from None
     state.step = int(saved["step"])
     return state
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's contents; a truncated, foreign or incomplete file is one clear error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint to resume from: {path} does not exist")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and torch errors all mean "not our checkpoint"
-        raise ValueError(f"cannot read checkpoint {path} (truncated or corrupt?): {err}") from None
+    """A checkpoint's contents (`pndm.files.tensorfile.read_torch`); a truncated, foreign or
+    incomplete file is one clear error."""
+    saved = read_torch(path, what="checkpoint")
     keys = {"step", "config", "model", "ema", "optimizer", "generator"}
     if not isinstance(saved, dict) or not keys <= saved.keys():
         raise ValueError(f"{path} is not a pndm train checkpoint (it lacks {sorted(keys)})")
+    if not isinstance(saved["config"], dict) or type(saved["step"]) is not int:
+        raise ValueError(f"{path} is not a pndm train checkpoint (its config or step is not one)")
     return saved

@@ -22,6 +22,8 @@ Search (direct minimisation of the endpoint error, LD3-style but derivative-free
 
 Cost in model calls (each call is one batched evaluation of all tuning noises): the teacher's
 `TEACHER_STEPS` (or none when ``reference`` is given) plus ``nfe`` per objective evaluation.
+Its bounds (NFE, iterations, tuning noises that fit in memory) are checked before any model call
+(`pndm.tuning.limits`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pndm.calibration import Calibration
-from pndm.checks import check_count, check_flag
+from pndm.checks import check_flag
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import get_sampler
 from pndm.samplers.method import check_x
 from pndm.schedule import Schedule
 from pndm.tuning.defaults import TEACHER_STEPS, default_samples
+from pndm.tuning.limits import (
+    check_iterations,
+    check_nfe,
+    check_noise_fits,
+    check_samples_fit,
+)
 from pndm.tuning.nelder_mead import default_budget
 from pndm.tuning.objective import Objective, Progress, teacher
 from pndm.tuning.search import (
@@ -76,25 +84,33 @@ class Tuned:
 
 
 def _check_inputs(
+    eps_fn: Any,
     method: str,
     nfe: Any,
-    noise: Any,
-    reference: Any,
+    tensors: tuple[Any, Any],
     schedule: Any,
     budget: Any,
-    calibrate: Any,
+    flags: dict[str, Any],
 ) -> tuple[int, int | None]:
     """The checked (nfe, budget); every other argument checked too, before any model call."""
     get_sampler(method)
-    nfe = check_count("nfe", nfe)
-    check_x(noise)
+    for name, value in flags.items():
+        check_flag(name, value)
+    nfe, budget = check_nfe(nfe), check_iterations("budget", budget)
+    if not callable(eps_fn):
+        raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")
+    noise, reference = tensors
+    check_x(noise, "noise")
     check_schedule(schedule)
-    if reference is not None and (
-        not isinstance(reference, torch.Tensor) or reference.shape != noise.shape
-    ):
-        raise ValueError(f"reference must be a tensor of the noise's shape {tuple(noise.shape)}")
-    check_flag("calibrate", calibrate)
-    return nfe, None if budget is None else check_count("budget", budget)
+    if reference is not None:
+        check_x(reference, "reference")  # a NaN here would blame the model
+        if reference.shape != noise.shape or reference.device != noise.device:
+            raise ValueError(
+                f"reference must be a tensor of the noise's shape {tuple(noise.shape)} on its "
+                f"device {noise.device}, got {tuple(reference.shape)} on {reference.device}"
+            )
+    check_noise_fits(noise)
+    return nfe, budget
 
 
 def tune(
@@ -117,7 +133,8 @@ def tune(
     lowered the error; ``Tuned.grid_error``: the error before it). ``reference``: the teacher's
     end points of ``noise`` if known; ``budget``: objective evaluations per tuned option set
     (default `default_budget`); ``progress(k)``: called after every k model calls."""
-    nfe, budget = _check_inputs(method, nfe, noise, reference, schedule, budget, calibrate)
+    flags = {"search_options": search_options, "calibrate": calibrate}  # checked with the rest
+    nfe, budget = _check_inputs(eps_fn, method, nfe, (noise, reference), schedule, budget, flags)
     combos = option_combinations(method, options, schedule) if search_options else [options]
     combos = _accepted(method, schedule, nfe, combos)
     start = time.perf_counter()
@@ -130,13 +147,23 @@ def tune(
         results = [(tune_grid(objective, method, nfe, o, budget), o) for o in kept]
         (grid, error, start_error, name), chosen = min(results, key=lambda r: r[0][1])
         _check_finite(error, method, nfe)
-        calibration, grid_error = None, None
-        if calibrate:
-            calibration, calibrated = calibrate_grid(objective, method, grid, chosen, error,
-                                                     budget)  # fmt: skip
-            grid_error, error = error, calibrated
+        calibration, grid_error, error = _calibrated(
+            objective, method, (grid, chosen, error), budget, calibrate
+        )
     return Tuned(grid, method, nfe, chosen, error, start_error, objective.calls,
                  time.perf_counter() - start, name, calibration, grid_error)  # fmt: skip
+
+
+def _calibrated(
+    objective: Objective, method: str, tuned: tuple, budget: int | None, calibrate: bool
+) -> tuple[Calibration | None, float | None, float]:
+    """(calibration, the error before it, the error) of the tuned (grid, options, error); with
+    ``calibrate`` off, (None, None, error)."""
+    grid, options, error = tuned
+    if not calibrate:
+        return None, None, error
+    calibration, calibrated = calibrate_grid(objective, method, grid, options, error, budget)
+    return calibration, error, calibrated
 
 
 def _check_finite(error: float, method: str, nfe: int) -> None:
@@ -184,8 +211,10 @@ def tune_pipeline(
     is checked first (`check_tune_request`), before any model call."""
     if samples is None:
         samples = default_samples(check_flag("calibrate", calibrate))
+    check_iterations("iterations", iterations)
     check_tune_request(method, nfe, samples=samples, seed=seed, search_options=search_options,
                        **options)  # fmt: skip
+    check_samples_fit(samples, pipe)  # before the noise is drawn: all of it is held at once
     x = initial_noise(
         noise_shape(pipe.unet.config, samples, None),
         pipe.device,

@@ -6,6 +6,8 @@ from __future__ import annotations
 TEACHER_STEPS = 200  # the teacher's model calls (`pndm.tuning.objective.teacher`)
 TUNE_SAMPLES = 64  # tuning noises of `tune_pipeline` (and ``pndm tune``) by default
 CALIBRATE_SAMPLES = 256  # ... with calibrate: 2 parameters per call need more to generalise
+MAX_NFE = TEACHER_STEPS - 1  # fewer calls than the teacher: the grid is fitted to its solution
+MAX_ITERATIONS = 10_000  # objective evaluations; the default budgets stay below 6,000
 
 
 def default_samples(calibrate: bool) -> int:

@@ -12,10 +12,14 @@ Version 2 adds ``"calibration": {"times": [...], "time_shifts": [...], "eps_scal
 as version 1, so older readers still take it, and a reader of version 1 never meets a
 calibration it would silently ignore.
 
+A file is checked whole when read: the grid (at most `pndm.checks.MAX_STEPS` steps), a
+fixed-step method whose NFE on that grid with those options is ``nfe`` (`pndm.samplers.nfe`),
+the calibration's bounds; and, read against the model's schedule (``load_grid(path,
+schedule)``), the grid's range and final target, the calibrated times, and ``denoise_to_zero``.
 A grid suits the model and method it was tuned for; `check_grid` warns (`GridMismatchWarning`)
 when either differs. The model is identified by `pndm.compat.folders.model_hash` (its weights by
 value and its configs: the same identity a sample folder's manifest records). Importing this
-module does not import torch.
+module does not import torch (reading a file does).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pndm.calibration import Calibration
+from pndm.calibration import Calibration, check_calibration
 from pndm.files import PathLike
 from pndm.files.atomic import atomic_write
 from pndm.files.jsonfile import read_json
@@ -127,15 +131,18 @@ def _as_list(values: Any) -> list[Any]:
 # ----------------------------------------------------------------------------- reading
 
 
-def load_grid(path: PathLike) -> GridFile:
-    """Read and check a grid file; every problem is one ``ValueError`` line naming the file."""
+def load_grid(path: PathLike, schedule: Any = None) -> GridFile:
+    """Read and check a grid file, against ``schedule`` (the model's) where given; every problem
+    is one ``ValueError`` line naming the file and the field."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ValueError(f"grid file must be a file (pndm tune writes one), got the folder {path}")
+    if not path.exists():
         raise FileNotFoundError(f"grid file not found: {path}")
-    data = read_json(path)  # one line for a file that is not a JSON object
+    data = read_json(path, what="grid file")  # one line for a file that is not a JSON object
     _check(data, path)
     model = data["model"]
-    return GridFile(
+    grid = GridFile(
         timesteps=tuple(float(t) for t in data["timesteps"]),
         method=data["method"],
         nfe=data["nfe"],
@@ -146,6 +153,37 @@ def load_grid(path: PathLike) -> GridFile:
         path=path,
         calibration=Calibration.from_json(data["calibration"]) if "calibration" in data else None,
     )
+    problem = None if schedule is None else _schedule_problem(grid, schedule)
+    if problem:
+        raise ValueError(f"{path} does not fit this model: {problem}")
+    return grid
+
+
+def _schedule_problem(grid: GridFile, schedule: Any) -> str | None:
+    """Why ``grid`` cannot run on ``schedule``: its target, its range (the pipeline's own rule,
+    `pndm.grids.explicit_grid`), a shifted calibrated time, ``denoise_to_zero``; or None."""
+    from pndm import grids
+    from pndm.samplers.method import check_denoise_target
+
+    times, target = grid.timesteps, grids.final_target(schedule)
+    if times[-1] != target:
+        return (
+            f"timesteps must end with the schedule's final target {target:g} (model times, then "
+            f"the target), got {times[-1]:g}"
+        )
+    try:
+        if schedule.discrete:
+            grids.explicit_grid(times, schedule.num_train_timesteps)
+        elif not grids.lowest_model_time(schedule) <= times[-2] <= times[0] <= schedule.t_max:
+            return (
+                f"timesteps must lie in [{schedule.t_min:g}, {schedule.t_max:g}], got "
+                f"[{times[-2]:g}, {times[0]:g}]"
+            )
+        check_calibration(grid.calibration, schedule)
+        check_denoise_target(grid.options, times, schedule)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _check(data: Any, path: Path) -> None:
@@ -172,7 +210,27 @@ def _problem(data: dict[str, Any]) -> str | None:
         or _fields_problem(data)
         or _model_problem(data["model"])
         or _calibration_problem(data)
+        or _method_problem(data)
     )
+
+
+def _method_problem(data: Mapping[str, Any]) -> str | None:
+    """A known fixed-step method whose options are valid and whose NFE on the grid is ``nfe``."""
+    from pndm.samplers import nfe as method_nfe  # imports torch: when read, not when imported
+
+    method, steps = data["method"], len(data["timesteps"]) - 1
+    try:
+        calls = method_nfe(method, steps, **data["options"])
+    except ValueError as err:
+        return str(err)
+    if calls is None:
+        return f"method must be a fixed-step method (a grid file holds its grid), got {method!r}"
+    if calls != data["nfe"]:
+        return (
+            f"nfe must be {calls} ({method} on these {steps} steps with options "
+            f"{data['options'] or {}}), got {data['nfe']}"
+        )
+    return None
 
 
 def _calibration_problem(data: Mapping[str, Any]) -> str | None:
@@ -197,6 +255,12 @@ def _timesteps_problem(times: Any) -> str | None:
         return "timesteps must hold finite numbers only"
     if not all(a > b for a, b in zip(times, times[1:], strict=False)):
         return "timesteps must be strictly decreasing"
+    from pndm.grids import check_grid_steps  # imports torch: when read, not when imported
+
+    try:
+        check_grid_steps(len(times) - 1)
+    except ValueError as err:
+        return str(err)
     return None
 
 

@@ -22,7 +22,7 @@ def nelder_mead(
     simplex is z0 plus ``step`` along each axis.
     """
     dim = z0.size
-    simplex = [z0.astype(np.float64)] + [z0 + step * np.eye(dim)[i] for i in range(dim)]
+    simplex = [z0.astype(np.float64)] + [z0 + step * axis for axis in np.eye(dim)]
     values = [f(p) for p in simplex]
     history = list(np.minimum.accumulate(values))
     while len(history) < budget:

@@ -34,7 +34,7 @@ def teacher(
 ) -> torch.Tensor:
     """The high-accuracy end point of each noise: pec-data (order 3, global order 4) on the log-SNR
     grid, ``steps`` model calls. On a single Gaussian 200 steps are within 1e-7 of the exact flow
-    (tests/test_tuning.py); on the shipped model, see benchmarks/results/tuned_digits.json.
+    (tests/tuning/test_tuning.py); on the shipped model, see benchmarks/results/tuned_digits.json.
     """
     check_schedule(schedule)
     grid = start_grid("logsnr", schedule, steps)
@@ -54,6 +54,8 @@ class Objective:
         reference: torch.Tensor,
         progress: Progress | None,
     ) -> None:
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress must be callable as progress(k) or None, got {progress!r}")
         self.schedule, self.noise, self.reference = schedule, noise, reference
         self.calls = 0
         self._eps_fn, self._progress = eps_fn, progress

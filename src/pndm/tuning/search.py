@@ -26,20 +26,15 @@ import numpy as np
 import torch
 
 from pndm.calibration import Calibration
-from pndm.checks import check_count
+from pndm.checks import check_count, check_flag
+from pndm.grids import check_num_steps, final_target, lowest_model_time
 from pndm.samplers import SAMPLERS, get_sampler
 from pndm.samplers import nfe as method_nfe
 from pndm.schedule import Schedule
+from pndm.tuning.limits import check_nfe
 from pndm.tuning.nelder_mead import default_budget, nelder_mead
 from pndm.tuning.objective import Objective
-from pndm.tuning.spaces import (
-    START_GRIDS,
-    CalibrationSpace,
-    LogSigmaGrid,
-    final_target,
-    lowest_time,
-    start_grids,
-)
+from pndm.tuning.spaces import START_GRIDS, CalibrationSpace, LogSigmaGrid, start_grids
 from pndm.wrapper import EpsFn
 
 SEARCHABLE = ("afs", "denoise_to_zero", "lower_order_final", "clip_sample")
@@ -49,6 +44,7 @@ CALIBRATION_STEP = 0.1  # Nelder-Mead's first step: 0.2 % of the range; ε scale
 
 def steps_for_nfe(method: str, nfe: int, options: dict[str, Any]) -> int:
     """The step count N with which ``method`` makes exactly ``nfe`` calls; lists reachable NFEs."""
+    nfe = check_num_steps(nfe, name="nfe")  # the loops below are as long as nfe
     for n in range(1, nfe + 3):
         if _calls(method, n, options) == nfe:
             return n
@@ -61,6 +57,7 @@ def steps_for_nfe(method: str, nfe: int, options: dict[str, Any]) -> int:
 
 def reachable_nfes(method: str, nfe: int, combos: list[dict[str, Any]]) -> list[int]:
     """The model calls, ascending, of ``method`` in 1 to nfe + 2 steps with any of ``combos``."""
+    nfe = check_num_steps(nfe, name="nfe")
     return sorted({_calls(method, n, o) for o in combos for n in range(1, nfe + 3)})
 
 
@@ -80,7 +77,7 @@ def option_combinations(
     time the model was not trained on, -1 on a discrete schedule)."""
     valid = get_sampler(method).options
     choices = {o: (False, True) for o in SEARCHABLE if o in valid and o not in fixed}
-    if schedule is not None and final_target(schedule) < lowest_time(schedule):
+    if schedule is not None and final_target(schedule) < lowest_model_time(schedule):
         choices.pop("denoise_to_zero", None)
     if "order" in valid and "order" not in fixed:
         choices["order"] = SEARCHED_ORDERS
@@ -204,10 +201,16 @@ TUNING_SEED_BASE = 2**62
 
 def tuning_seeds(samples: int, seed: int = 0) -> list[int]:
     """The seeds of the tuning noise: ``samples`` seeds from TUNING_SEED_BASE + seed * samples."""
+    samples, seed = check_tuning_seeds(samples, seed)
+    return list(range(TUNING_SEED_BASE + seed * samples, TUNING_SEED_BASE + (seed + 1) * samples))
+
+
+def check_tuning_seeds(samples: Any, seed: Any) -> tuple[int, int]:
+    """(samples, seed) checked as `tuning_seeds` takes them, without listing the seeds."""
     samples, seed = check_count("samples", samples), check_count("seed", seed, minimum=0)
     if TUNING_SEED_BASE + (seed + 1) * samples > 2**64:
         raise ValueError(f"seed must be below {(2**64 - TUNING_SEED_BASE) // samples - 1}")
-    return list(range(TUNING_SEED_BASE + seed * samples, TUNING_SEED_BASE + (seed + 1) * samples))
+    return samples, seed
 
 
 def check_tune_request(
@@ -220,11 +223,12 @@ def check_tune_request(
     **options: Any,
 ) -> None:
     """Refuse, with no model at hand, what `pndm.tuning.tune_pipeline` would refuse later: the
-    method, ``nfe``, the sample count and seed (`tuning_seeds`), and an NFE that no option set
-    searched reaches (the error lists the NFEs they reach)."""
+    method, ``nfe`` (`check_nfe`), the sample count and seed (`tuning_seeds`), and an NFE that
+    no option set searched reaches (the error lists the NFEs they reach)."""
     get_sampler(method)
-    nfe = check_count("nfe", nfe)
-    tuning_seeds(samples, seed)
+    check_flag("search_options", search_options)
+    nfe = check_nfe(nfe)
+    check_tuning_seeds(samples, seed)  # the memory they need: `check_samples_fit`
     combos = option_combinations(method, options) if search_options else [options]
     for combo in combos:
         with contextlib.suppress(ValueError):

@@ -3,7 +3,7 @@
 * `LogSigmaGrid`. The N - 1 interior model times live in u = log σ̃. The N gaps
   u_max - u_1, ..., u_{N-2} - u_{N-1}, u_{N-1} - u_min are softmax(0, z) (floored at GAP_FLOOR/N)
   times u_max - u_min, so every z in R^{N-1} is a strictly decreasing grid inside
-  (`lowest_time`, t_max). The last model time is free: no call is pinned at t = 0, where ᾱ ≈ 1
+  (`lowest_model_time`, t_max). The last model time is free: no call is pinned at t = 0, where ᾱ ≈ 1
   and a call barely changes the image.
 * `CalibrationSpace`. 2 parameters per called time (`pndm.calibration`): the network sees
   t_k + δ_k and its ε is scaled by κ_k; z = 0 is δ = 0, κ = 1.
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pndm.calibration import Calibration
-from pndm.grids import FINAL_TIME, edm, logsnr, time_quadratic, time_uniform
-from pndm.schedule import Schedule
+from pndm.calibration import LOG_SCALE_LIMIT, Calibration
+from pndm.grids import edm, final_target, logsnr, lowest_model_time, time_quadratic, time_uniform
+from pndm.schedule import Schedule, require_schedule
 
 START_GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {
     "edm": edm,
@@ -33,29 +33,11 @@ START_GRIDS: dict[str, Callable[[Schedule, int], torch.Tensor]] = {
 # Each gap of the grid in log σ̃ is at least GAP_FLOOR/N of the range: distinct times for any z.
 GAP_FLOOR = 1e-3
 SHIFT_UNIT = 0.02  # one unit of z moves a model time by 2 % of the schedule's time range
-SCALE_LIMIT = 5.0  # |log κ| at most this (far outside any useful correction)
 
 
 def check_schedule(schedule: Any) -> None:
     """Raise unless ``schedule`` is a `Schedule` (NoiseSchedule or VPSchedule)."""
-    if not isinstance(schedule, Schedule):
-        raise ValueError(
-            "tuning needs a schedule with alpha_bar, sigma_tilde, timestep_from_sigma, t_max, "
-            "t_min and discrete (a pndm.schedule.Schedule: NoiseSchedule or VPSchedule); got "
-            f"{type(schedule).__name__}"
-        )
-
-
-def final_target(schedule: Schedule) -> float:
-    """The default grids' last entry: FINAL_TIME (-1) on a discrete schedule, else t_min."""
-    return FINAL_TIME if schedule.discrete else float(schedule.t_min)
-
-
-def lowest_time(schedule: Schedule) -> float:
-    """The lowest model time a grid may hold: t_min, but not below 0 on a discrete schedule (a
-    converted checkpoint with alpha_index_offset = 1 has t_min = -1, the pipeline's target)."""
-    t_min = float(schedule.t_min)
-    return max(t_min, 0.0) if schedule.discrete else t_min
+    require_schedule(schedule, "tuning")
 
 
 def with_target(model_times: torch.Tensor, schedule: Schedule) -> torch.Tensor:
@@ -68,8 +50,8 @@ def with_target(model_times: torch.Tensor, schedule: Schedule) -> torch.Tensor:
 
 
 def start_grid(name: str, schedule: Schedule, steps: int) -> torch.Tensor:
-    """``name``'s grid with ``steps`` model times down to `lowest_time`, then the target."""
-    low = lowest_time(schedule)
+    """``name``'s grid with ``steps`` model times down to `lowest_model_time`, then the target."""
+    low = lowest_model_time(schedule)
     if name in ("edm", "logsnr") and low != float(schedule.t_min):
         times = START_GRIDS[name](schedule, steps, sigma_min=float(schedule.sigma_tilde(low)))
     else:
@@ -78,14 +60,15 @@ def start_grid(name: str, schedule: Schedule, steps: int) -> torch.Tensor:
 
 
 def start_grids(schedule: Schedule, steps: int) -> dict[str, torch.Tensor]:
-    """The START_GRIDS this schedule supports whose model times stay at or above `lowest_time`."""
+    """The START_GRIDS this schedule supports whose model times stay at or above
+    `lowest_model_time`."""
     grids = {}
     for name in START_GRIDS:
         try:
             grid = start_grid(name, schedule, steps)
         except ValueError:  # e.g. time_uniform on a schedule whose t_min is negative
             continue
-        if float(grid[steps - 1]) >= lowest_time(schedule):
+        if float(grid[steps - 1]) >= lowest_model_time(schedule):
             grids[name] = grid
     return grids
 
@@ -100,7 +83,7 @@ class LogSigmaGrid:
     @property
     def u_range(self) -> tuple[float, float]:
         s = self.schedule
-        return tuple(math.log(float(s.sigma_tilde(t))) for t in (s.t_max, lowest_time(s)))
+        return tuple(math.log(float(s.sigma_tilde(t))) for t in (s.t_max, lowest_model_time(s)))
 
     def times(self, z: np.ndarray) -> torch.Tensor:
         """The full grid (model times, then the target) of the parameters z."""
@@ -111,7 +94,7 @@ class LogSigmaGrid:
         u = u_max - (u_max - u_min) * np.cumsum(w)[: self.steps - 1]
         sigma = torch.from_numpy(np.exp(u))
         s = self.schedule
-        bounds = (s.sigma_tilde(lowest_time(s)), s.sigma_tilde(s.t_max))
+        bounds = (s.sigma_tilde(lowest_model_time(s)), s.sigma_tilde(s.t_max))
         inner = s.timestep_from_sigma(sigma.clamp(*bounds))
         model = torch.cat([torch.tensor([float(s.t_max)], dtype=torch.float64), inner.double()])
         return with_target(model, s)
@@ -130,15 +113,15 @@ class LogSigmaGrid:
 @dataclass(frozen=True)
 class CalibrationSpace:
     """z in R^{2K} <-> a `Calibration` of K called times: δ_k = SHIFT_UNIT (t_max - lowest) z_k,
-    the shifted time kept inside [`lowest_time`, t_max], and κ_k = exp(z_{K+k})."""
+    the shifted time kept inside [`lowest_model_time`, t_max], and κ_k = exp(z_{K+k})."""
 
     schedule: Schedule
     times: tuple[float, ...]
 
     def calibration(self, z: np.ndarray) -> Calibration:
         k, t = len(self.times), np.asarray(self.times, dtype=np.float64)
-        lo, hi = lowest_time(self.schedule), float(self.schedule.t_max)
+        lo, hi = lowest_model_time(self.schedule), float(self.schedule.t_max)
         moved = t + SHIFT_UNIT * (hi - lo) * np.asarray(z[:k], dtype=np.float64)
         shifted = np.clip(moved, np.minimum(t, lo), np.maximum(t, hi))
-        scales = np.exp(np.clip(z[k:], -SCALE_LIMIT, SCALE_LIMIT))
+        scales = np.exp(np.clip(z[k:], -LOG_SCALE_LIMIT, LOG_SCALE_LIMIT))
         return Calibration(self.times, tuple(shifted - t), tuple(scales))
