@@ -7,13 +7,12 @@ of each call's fastest time across runs (other load on a shared machine only eve
 median run is reported too. Two comparisons:
 
 * ``pndm``: pndm.PNDMScheduler against diffusers' PNDMScheduler, batch 256x3x32x32 float32,
-  F-PNDM (skip_prk_steps=False) and PLMS, 50 steps (59 and 51 calls). PNDMScheduler keeps its
-  state in float64 (its many-step precision: tests/test_scheduler.py), so its tensors are twice
-  the bytes of diffusers' float32 ones.
+  F-PNDM (skip_prk_steps=False) and PLMS, 50 steps (59 and 51 calls).
 * ``sampler``: pndm.SamplerScheduler (dpmpp-2m, ipndm, pec-data, plms) against diffusers'
   DPMSolverMultistepScheduler (DPM-Solver++(2M), the same algorithm as dpmpp-2m) on Stable
   Diffusion latents, 20 steps, Stable Diffusion's schedule: 1x4x64x64 (512 px) and 2x4x128x128
-  (SDXL, 1024 px, two images). Headline ``sampler_ratio``: dpmpp-2m / DPMSolver++ on the larger.
+  (SDXL, 1024 px, two images), and pec-data, a predictor-corrector, against UniPCMultistepScheduler
+  (also one). Headline ``sampler_ratio``: dpmpp-2m / DPMSolver++ on the larger.
 
     python benchmarks/scheduler_step.py [--device cpu] [--threads N] [--repeats 11]
                                         [--out benchmarks/results/scheduler_step.json]
@@ -103,16 +102,22 @@ def pndm_cases(steps: int, repeats: int, device: torch.device) -> dict[str, Any]
 
 def sampler_cases(repeats: int, device: torch.device) -> dict[str, Any]:
     """pndm.SamplerScheduler's methods against DPMSolverMultistepScheduler; ratio per method."""
-    from diffusers import DPMSolverMultistepScheduler
+    from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
     results = {}
     for label, shape in LATENTS.items():
-        schedulers = {"diffusers DPMSolverMultistep": DPMSolverMultistepScheduler(**SD_SCHEDULE)}
+        schedulers = {
+            "diffusers DPMSolverMultistep": DPMSolverMultistepScheduler(**SD_SCHEDULE),
+            "diffusers UniPCMultistep": UniPCMultistepScheduler(**SD_SCHEDULE),
+        }
         for method in SAMPLER_METHODS:
             schedulers[method] = pndm.SamplerScheduler(method=method, **SD_SCHEDULE)
         r = measure(schedulers, 20, repeats, shape, device)
         theirs = r["diffusers DPMSolverMultistep"]["ms_per_call"]
         r["ratio"] = {m: r[m]["ms_per_call"] / theirs for m in SAMPLER_METHODS}
+        # pec-data corrects and predicts at each call, as UniPC does: that is its like
+        unipc = r["diffusers UniPCMultistep"]["ms_per_call"]
+        r["ratio_pec_data_to_unipc"] = r["pec-data"]["ms_per_call"] / unipc
         results[label] = r
     return results
 
@@ -165,6 +170,9 @@ def print_tables(pndm_results: dict[str, Any], sampler_results: dict[str, Any]) 
             f"{r[m]['ms_per_call']:.3f} ({r['ratio'][m]:.2f}x)" for m in SAMPLER_METHODS
         )
         print(f"| {label} | {r['diffusers DPMSolverMultistep']['ms_per_call']:.3f} | {cells} |")
+    for label, r in sampler_results.items():
+        unipc = r["diffusers UniPCMultistep"]["ms_per_call"]
+        print(f"{label}: UniPC {unipc:.3f} ms/call, pec-data {r['ratio_pec_data_to_unipc']:.2f}x")
 
 
 if __name__ == "__main__":
