@@ -16,6 +16,7 @@ _EXPORTS = {
     "NoiseSchedule": "pndm.schedule",
     "VPSchedule": "pndm.schedule",
     "PNDMScheduler": "pndm.compat.scheduler",
+    "SamplerScheduler": "pndm.compat.sampler_scheduler",
     "SchedulerOutput": "pndm.compat.scheduler",
     "PNDMPipeline": "pndm.compat.pipeline",
     "ImagePipelineOutput": "pndm.compat.outputs",
@@ -29,6 +30,7 @@ __all__ = [
     "PNDMPipeline",
     "PNDMScheduler",
     "SAMPLERS",
+    "SamplerScheduler",
     "SchedulerOutput",
     "UNet2DModel",
     "VPSchedule",
@@ -38,6 +40,7 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from pndm.compat.outputs import ImagePipelineOutput
     from pndm.compat.pipeline import PNDMPipeline
+    from pndm.compat.sampler_scheduler import SamplerScheduler
     from pndm.compat.scheduler import PNDMScheduler, SchedulerOutput
     from pndm.models.unet_2d import UNet2DModel
     from pndm.samplers import SAMPLERS

@@ -52,7 +52,8 @@ def test_tune_under_real_torchrun_writes_nothing(tmp_path: Path) -> None:
     cmd = [*TORCHRUN, "-m", "pndm.cli", *TUNE, "--out", str(tmp_path / "grid.json")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert result.stderr.count("pndm: error: pndm tune runs in one process") == 2  # each rank
+    # Every rank refuses; torchrun may stop the other rank before it prints (a race): one or two
+    assert result.stderr.count("pndm: error: pndm tune runs in one process") in (1, 2)
     frames = [line for line in result.stderr.splitlines() if line.lstrip().startswith("File ")]
     assert not [line for line in frames if "/pndm/" in line]  # torchrun's own traceback only
     assert list(tmp_path.iterdir()) == []

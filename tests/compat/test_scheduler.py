@@ -82,12 +82,15 @@ def test_trajectory_equals_pure_sampler_float32(spacing: str, skip: bool, n: int
 @pytest.mark.parametrize("skip", [False, True], ids=["f-pndm", "plms"])
 @pytest.mark.parametrize("n", [500, 1000])
 def test_trajectory_equals_pure_sampler_at_many_steps(skip: bool, n: int) -> None:
-    """Exact in float64. In float32 the pure sampler's own rounding reaches 2e-6 at n = 500, so
-    there the scheduler is held to the float64 result instead (it sums as x + increment)."""
+    """Exact in float64; in float32 the pure float32 sampler bit for bit (the state is float32, as
+    diffusers' is). That sampler's own rounding, measured 1.3e-6 from the float64 run at n = 1000,
+    is held to 1e-5: float32 rounding (6e-8 a step) summed over 1000 steps as a random walk."""
     s = PNDMScheduler(skip_prk_steps=skip, timestep_spacing="trailing")
     exact = pure(s, sample_tensor(torch.float64), n)
     assert rel(run(s, sample_tensor(torch.float64), n), exact) < 1e-12
-    assert rel(run(s, sample_tensor(), n), exact) < 1e-6
+    x32 = run(s, sample_tensor(), n)
+    assert torch.equal(x32, pure(s, sample_tensor(), n))
+    assert rel(x32, exact) < 1e-5
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])

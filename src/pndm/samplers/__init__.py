@@ -4,6 +4,10 @@
 decreasing grid t_0 > ... > t_N (the model is not called at the target t_N, except where a method's
 docstring says so); ``schedule`` is any object with ``alpha_bar(t)`` (float64). Samplers do not
 mutate their inputs, keep no state and keep x in its own dtype. Each docstring gives the NFE.
+
+Each fixed-step method is written once, as a plan whose run asks for its model calls one at a time
+(`pndm.samplers.calls`): the pure loop above and the diffusers schedulers of `pndm.compat` drive
+the same code (``SAMPLERS[name].plan(...)``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Every PNDM-family step is x_{n+1} = φ(x_n, ε', t_n -> t_{n+1}); methods differ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import torch
@@ -97,6 +97,10 @@ class Multistep:
         caps = [self.order] * steps if caps is None else caps
         return [min(n + 1, self.order, cap) for n, cap in zip(range(steps), caps, strict=True)]
 
+    def without_warmup(self) -> Multistep:
+        """The Adams part alone, from a first step of order 1: a run started mid-schedule."""
+        return replace(self, warmup=EULER, warmup_steps=0)
+
 
 S_PNDM = Multistep(order=2, warmup=IMPROVED_EULER, warmup_steps=1)
 F_PNDM = Multistep(order=4, warmup=RK4, warmup_steps=3)  # also FON's, on the ODE in t
@@ -137,9 +141,11 @@ def linear_combination(
 ) -> torch.Tensor:
     """Σ_j w_j e_{n-j} for the newest-first history (stops at the shorter of the two).
 
-    ``weights`` may be a row of a device tensor: its entries stay 0-d tensors, no host sync.
+    ``weights`` may be a row of a device tensor: its entries stay 0-d tensors, no host sync. The
+    sum accumulates in place (the same roundings as out + w e, without a new tensor per term).
     """
     out = weights[0] * history[0]
+    term = torch.empty_like(out) if len(history) > 1 and len(weights) > 1 else out
     for w, e in zip(weights[1:], history[1:], strict=False):
-        out = out + w * e
+        out.add_(torch.mul(w, e, out=term))
     return out

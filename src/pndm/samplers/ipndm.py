@@ -5,22 +5,29 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers import core
+from pndm.samplers.calls import Calls, Run
 from pndm.samplers.core import transfer
-from pndm.samplers.loops import evaluate, multistep
+from pndm.samplers.loops import multistep
 from pndm.samplers.method import Method
 from pndm.samplers.options import CLIP_OPTIONS, FLAG, LOWER_ORDER_FINAL, clip_bound
 from pndm.samplers.steps import Grid
 from pndm.schedule import SupportsAlphaBar
-from pndm.wrapper import EpsFn
 
 
 def _ipndm_nfe(n: int, afs: bool = False, denoise_to_zero: bool = False, **_: object) -> int:
     return n - int(afs) + int(denoise_to_zero)
 
 
+def _check_noisy_target(grid: Grid) -> None:
+    if not bool(grid.alpha_bar[-1] < 1):
+        raise ValueError(
+            "denoise_to_zero needs ᾱ < 1 at the target t_N (at ᾱ = 1, x already is the data "
+            "estimate); end the grid earlier or drop the option"
+        )
+
+
 def _ipndm(
-    eps_fn: EpsFn,
-    x: torch.Tensor,
+    like: torch.Tensor,
     timesteps: torch.Tensor,
     schedule: SupportsAlphaBar,
     *,
@@ -29,7 +36,7 @@ def _ipndm(
     lower_order_final: bool = False,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
-) -> torch.Tensor:
+) -> Run:
     """iPNDM: ε' = e_0 (AB1), then AB2, AB3, AB4 with equal-step weights (paper eq. 9 transfer).
 
     NFE = N, minus 1 with ``afs``, plus 1 with ``denoise_to_zero``; the other options keep it.
@@ -42,19 +49,21 @@ def _ipndm(
     ``denoise_to_zero``'s last estimate.
     """
     limit = clip_bound(clip_sample, clip_sample_range)
-    grid = Grid.build(x, timesteps, schedule, clip=limit)
-    if denoise_to_zero and not bool(grid.alpha_bar[-1] < 1):
-        raise ValueError(
-            "denoise_to_zero needs ᾱ < 1 at the target t_N (at ᾱ = 1, x already is the data "
-            "estimate); end the grid earlier or drop the option"
-        )
-    first_eps = x if afs else None  # ε ≈ x when σ̃ >> data scale (x̄/sqrt(1+σ̃²) in EDM units)
-    x = multistep(core.IPNDM, eps_fn, x, grid, first_eps, lower_order_final)
-    if denoise_to_zero:  # φ to ᾱ = 1 is the data estimate x̂_0
-        e = evaluate(eps_fn, x, grid.times[-1])
-        x = transfer(x, e, grid.alpha_bar[-1], torch.ones_like(grid.alpha_bar[-1]))
-        x = x if limit is None else x.clamp(-limit, limit)  # φ with clipping, to ᾱ = 1
-    return x
+    grid = Grid.build(like, timesteps, schedule, clip=limit)
+    if denoise_to_zero:
+        _check_noisy_target(grid)
+    # afs: ε ≈ x when σ̃ >> data scale (x̄/sqrt(1+σ̃²) in EDM units)
+    steps = multistep(core.IPNDM, grid, like, afs, lower_order_final)
+
+    def run(x: torch.Tensor) -> Calls:
+        x = yield from steps(x)
+        if denoise_to_zero:  # φ to ᾱ = 1 is the data estimate x̂_0
+            x, e = yield x, grid.times[-1]
+            x = transfer(x, e, grid.alpha_bar[-1], torch.ones_like(grid.alpha_bar[-1]))
+            x = x if limit is None else x.clamp(-limit, limit)  # φ with clipping, to ᾱ = 1
+        return x
+
+    return run
 
 
 ipndm = Method(
@@ -62,4 +71,5 @@ ipndm = Method(
     _ipndm,
     calls=_ipndm_nfe,
     options={"afs": FLAG, "denoise_to_zero": FLAG, **LOWER_ORDER_FINAL, **CLIP_OPTIONS},
+    restart={"afs": False},  # mid-schedule, ε ≈ x does not hold: the first step calls the model
 )

@@ -1,10 +1,12 @@
 """A sampling method as data, and the input checks every method runs: one place, one wording.
 
-`Method` holds a method's name, pure function, NFE formula and its options with their kinds
-(`options.Kind`). Calling it resolves the options (names and values checked once) and checks
-``x``, ``timesteps``, ``eps_fn`` and ``schedule`` before the function runs (so a bad input never
-surfaces as a traceback from deep inside torch), then runs it under ``torch.no_grad()``. The checks
-sync with the device once, before the loop.
+`Method` holds a method's name, function, NFE formula and its options with their kinds
+(`options.Kind`). A fixed-step method's function is its plan (`pndm.samplers.calls`), run by the
+pure loop when the method is called and by a diffusers scheduler step by step (`Method.plan`); an
+adaptive method's is the pure sampler itself. Calling it resolves the options (names and values
+checked once) and checks ``x``, ``timesteps``, ``eps_fn`` and ``schedule`` before the function runs
+(so a bad input never surfaces as a traceback from deep inside torch), then runs it under
+``torch.no_grad()``. The checks sync with the device once, before the loop.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import torch
 
 from pndm.grids import as_grid, check_grid_steps, check_num_steps, lowest_model_time
+from pndm.samplers.calls import Run, drive
 from pndm.samplers.options import Kind
 from pndm.schedule import SupportsAlphaBar
 from pndm.wrapper import EpsFn
@@ -84,25 +87,34 @@ def check_denoise_target(
 def check_callables(eps_fn: Any, schedule: Any) -> None:
     if not callable(eps_fn):
         raise ValueError(f"eps_fn must be callable as eps_fn(x, t), got {eps_fn!r}")
+    check_schedule(schedule)
+
+
+def check_schedule(schedule: Any) -> None:
     if not isinstance(schedule, SupportsAlphaBar):
         raise ValueError(f"schedule must have alpha_bar(t), got {type(schedule).__name__}")
 
 
 @dataclass(frozen=True, eq=False)
 class Method:
-    """The sampling method ``name``: ``fn(eps_fn, x, timesteps, schedule, **options)``, its model
-    calls ``calls(n, **options)`` for n steps (None: adaptive) and its options, name -> `Kind`
-    (``options`` are exactly ``fn``'s keyword-only parameters, with their defaults there).
+    """The sampling method ``name``: its function ``fn``, its model calls ``calls(n, **options)``
+    for n steps (None: adaptive) and its options, name -> `Kind` (``options`` are exactly ``fn``'s
+    keyword-only parameters, with their defaults there).
 
-    Calling it resolves the options and validates the inputs, then runs ``fn`` under
-    ``torch.no_grad()`` with ``timesteps`` as a float64 tensor on x's device. Its docstring is
-    ``fn``'s (it states the NFE).
+    Fixed-step methods: ``fn(like, timesteps, schedule, **options)`` is the plan
+    (`pndm.samplers.calls`); ``restart`` holds the keyword arguments that turn it into the plan of
+    a run started mid-schedule (`plan`). Adaptive methods (``adaptive``): ``fn(eps_fn, x,
+    timesteps, schedule, **options)`` samples. Calling the method resolves the options and
+    validates the inputs, then samples under ``torch.no_grad()`` with ``timesteps`` as a float64
+    tensor on x's device. Its docstring is ``fn``'s (it states the NFE).
     """
 
     name: str
-    fn: Callable[..., torch.Tensor]
+    fn: Callable[..., Any]
     calls: Callable[..., int | None]
     options: Mapping[str, Kind] = field(default_factory=dict)
+    adaptive: bool = False
+    restart: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "__doc__", self.fn.__doc__)  # help() shows the method's own doc
@@ -116,6 +128,34 @@ class Method:
         """Model calls for n steps with these options (None: adaptive), after checking both."""
         n = check_num_steps(n)
         return self.calls(n, **self.resolve(options))
+
+    def plan(
+        self,
+        like: torch.Tensor,
+        timesteps: torch.Tensor | Iterable[float],
+        schedule: SupportsAlphaBar,
+        restart: bool = False,
+        **options: Any,
+    ) -> Run:
+        """The plan ``run(x)`` on ``timesteps``, its tables on ``like``'s device and dtype.
+
+        ``restart``: the plan of a run that starts mid-schedule (a diffusers pipeline's
+        ``set_begin_index``): one model call per step, from an empty history (``self.restart``:
+        no Runge-Kutta or analytic warm-up; Adams orders restart at 1).
+        """
+        if self.adaptive:
+            raise ValueError(
+                f"method {self.name!r} is adaptive: its model calls depend on the model's outputs, "
+                "so it has no plan of calls; use a fixed-step method"
+            )
+        resolved = self.resolve(options)
+        check_schedule(schedule)
+        times = as_timesteps(timesteps, like.device)
+        check_denoise_target(resolved, times, schedule)
+        with torch.no_grad():
+            if restart:  # the restart's values win (e.g. no analytic first step mid-schedule)
+                resolved = {**resolved, **self.restart}
+            return self.fn(like, times, schedule, **resolved)
 
     def __call__(
         self,
@@ -131,4 +171,6 @@ class Method:
         times = as_timesteps(timesteps, x.device)
         check_denoise_target(resolved, times, schedule)
         with torch.no_grad():  # sampling never needs the model's autograd graph
-            return self.fn(eps_fn, x, times, schedule, **resolved)
+            if self.adaptive:
+                return self.fn(eps_fn, x, times, schedule, **resolved)
+            return drive(eps_fn, x, self.fn(x, times, schedule, **resolved))

@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers.adams import adams_bashforth_table, adams_moulton_table
+from pndm.samplers.calls import Run
 from pndm.samplers.loops import predict_evaluate_correct
 from pndm.samplers.method import Method
 from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound, order_in
 from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import SupportsAlphaBar
-from pndm.wrapper import EpsFn
 
 
 def _pec(
-    eps_fn: EpsFn,
-    x: torch.Tensor,
+    like: torch.Tensor,
     timesteps: torch.Tensor,
     schedule: SupportsAlphaBar,
     *,
@@ -23,7 +22,7 @@ def _pec(
     lower_order_final: bool = False,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
-) -> torch.Tensor:
+) -> Run:
     """AB_k predictor, AM_{k+1} corrector, both variable-step in σ̃ and applied by φ. NFE = N.
 
     Predict x^p_{n+1} = φ(x_n, ε'_AB); e_{n+1} = ε(x^p_{n+1}, t_{n+1}); correct
@@ -35,13 +34,13 @@ def _pec(
     usual. ``clip_sample``/``clip_sample_range``: every φ (predictor and corrector) clips x̂_0,
     as DDIM's (see ``ddim``). Neither option changes the NFE.
     """
-    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
+    grid = Grid.build(like, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     caps = final_order_caps(grid.alpha_bar) if lower_order_final else None
-    predictor = adams_bashforth_table(grid.sigma, order, caps).to(x.device, x.dtype)
+    predictor = adams_bashforth_table(grid.sigma, order, caps).to(like.device, like.dtype)
     corrector_caps = None if caps is None else [k + 1 for k in caps]  # AM_{k+1} after AB_k
-    corrector = adams_moulton_table(grid.sigma, order + 1, corrector_caps).to(x.device, x.dtype)
-    tables = (predictor, corrector)
-    return predict_evaluate_correct(eps_fn, x, grid, tables, lambda _x, e, _n: e, grid.transfer)
+    corrector = adams_moulton_table(grid.sigma, order + 1, corrector_caps)
+    tables = (predictor, corrector.to(like.device, like.dtype))
+    return predict_evaluate_correct(grid, tables, lambda _x, e, _n: e, grid.transfer)
 
 
 pec = Method(

@@ -23,8 +23,8 @@ import torch
 
 from pndm.samplers.adams import lagrange_integrals
 from pndm.samplers.adaptive import StepLimits, error_ratio, step_factor
+from pndm.samplers.calls import evaluate
 from pndm.samplers.core import linear_combination, transfer
-from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
 from pndm.samplers.options import ADAPTIVE_OPTIONS, order_in
 from pndm.samplers.steps import Grid, alpha_bar_at
@@ -201,4 +201,5 @@ pec_adaptive = Method(
     _pec_adaptive,
     calls=lambda n, **options: None,
     options={"order": order_in(range(1, 5)), **ADAPTIVE_OPTIONS},
+    adaptive=True,
 )

@@ -15,12 +15,12 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers.adams import data_adams_tables
+from pndm.samplers.calls import Run
 from pndm.samplers.loops import predict_evaluate_correct
 from pndm.samplers.method import Method
 from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound, order_in
 from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import SupportsAlphaBar
-from pndm.wrapper import EpsFn
 
 
 def _caps(grid: Grid, order: int, lower_order_final: bool) -> list[int]:
@@ -32,8 +32,7 @@ def _caps(grid: Grid, order: int, lower_order_final: bool) -> list[int]:
 
 
 def _pec_data(
-    eps_fn: EpsFn,
-    x: torch.Tensor,
+    like: torch.Tensor,
     timesteps: torch.Tensor,
     schedule: SupportsAlphaBar,
     *,
@@ -41,7 +40,7 @@ def _pec_data(
     lower_order_final: bool = False,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
-) -> torch.Tensor:
+) -> Run:
     """AB_k predictor, AM_{k+1} corrector on x̂_0 in λ (exponential integrator), through φ. NFE = N.
 
     d_n = x̂_0(x^p_n, e_n), e_n taken at the predicted point; predict
@@ -51,16 +50,16 @@ def _pec_data(
     the predictor of step n is at most AB_{N-n}. ``clip_sample``: φ clips x̂' to the range (DDIM's
     rule). Options do not change the NFE. A target with ᾱ = 1 is reached by a first-order step.
     """
-    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
+    grid = Grid.build(like, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     log_sigma = grid.sigma.log()  # -λ; -inf at ᾱ = 1
     tables = data_adams_tables(log_sigma, order, _caps(grid, order, lower_order_final))
-    predictor, corrector = (t.to(x.device, x.dtype) for t in tables)
+    predictor, corrector = (t.to(like.device, like.dtype) for t in tables)
 
     def step(x: torch.Tensor, x0: torch.Tensor, n: int) -> torch.Tensor:
         return grid.transfer(x, grid.noise_for(x, x0, n), n)  # φ driven by the estimate x̂'
 
     tables = (predictor, corrector)
-    return predict_evaluate_correct(eps_fn, x, grid, tables, grid.data_estimate, step)
+    return predict_evaluate_correct(grid, tables, grid.data_estimate, step)
 
 
 pec_data = Method(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers.adaptive import StepLimits, error_norm, error_ratio, step_factor
+from pndm.samplers.calls import evaluate
 from pndm.samplers.drift import check_noisy, vp_drift_coefficients
-from pndm.samplers.loops import evaluate
 from pndm.samplers.method import Method
 from pndm.samplers.options import ADAPTIVE_OPTIONS
 from pndm.samplers.steps import Grid
@@ -116,4 +116,4 @@ def _pf(
     return x
 
 
-pf = Method("pf", _pf, calls=lambda n, **options: None, options=ADAPTIVE_OPTIONS)
+pf = Method("pf", _pf, calls=lambda n, **options: None, options=ADAPTIVE_OPTIONS, adaptive=True)

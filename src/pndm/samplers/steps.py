@@ -88,20 +88,20 @@ class Grid:
 
     def data_estimate(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """x̂_0 = (x - sqrt(1-ᾱ_n) ε)/sqrt(ᾱ_n) at grid time n (at ᾱ = 1, x itself)."""
-        return (x - self.root_1ma[n] * eps) / self.root_a[n]
+        return (x - self.root_1ma[n] * eps).div_(self.root_a[n])
 
     def noise_for(self, x: torch.Tensor, x0: torch.Tensor, n: int) -> torch.Tensor:
         """The ε whose data estimate at (x, t_n) is ``x0``: (x - sqrt(ᾱ_n) x̂_0)/sqrt(1-ᾱ_n)."""
-        return (x - self.root_a[n] * x0) / self.root_1ma[n]
+        return (x - self.root_a[n] * x0).div_(self.root_1ma[n])
 
     def transfer(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_{n+1}) (paper eq. 9): `core.transfer` with coefficients made once."""
-        out = self.c_x[n] * x + self.c_eps[n] * eps
+        out = (self.c_x[n] * x).add_(self.c_eps[n] * eps)  # c_x x + c_ε ε, one new tensor
         return out if self.clip is None else out + self._clipped(x, eps, n, self.root_a[n + 1])
 
     def transfer_mid(self, x: torch.Tensor, eps: torch.Tensor, n: int) -> torch.Tensor:
         """φ(x, ε, t_n -> t_mid) with coefficients made once (grids built with midpoints)."""
-        out = self.mid_c_x[n] * x + self.mid_c_eps[n] * eps  # type: ignore[index]
+        out = (self.mid_c_x[n] * x).add_(self.mid_c_eps[n] * eps)  # type: ignore[index]
         if self.clip is None:
             return out
         return out + self._clipped(x, eps, n, self.mid_root_a[n])  # type: ignore[index]

@@ -5,17 +5,16 @@ from __future__ import annotations
 import torch
 
 from pndm.samplers.adams import adams_bashforth_table
+from pndm.samplers.calls import Run
 from pndm.samplers.loops import pseudo_multistep
 from pndm.samplers.method import Method
 from pndm.samplers.options import CLIP_OPTIONS, LOWER_ORDER_FINAL, clip_bound, order_in
 from pndm.samplers.steps import Grid, final_order_caps
 from pndm.schedule import SupportsAlphaBar
-from pndm.wrapper import EpsFn
 
 
 def _vab(
-    eps_fn: EpsFn,
-    x: torch.Tensor,
+    like: torch.Tensor,
     timesteps: torch.Tensor,
     schedule: SupportsAlphaBar,
     *,
@@ -23,7 +22,7 @@ def _vab(
     lower_order_final: bool = False,
     clip_sample: bool = False,
     clip_sample_range: float = 1.0,
-) -> torch.Tensor:
+) -> Run:
     """Variable-step AB_k in σ̃ on dx̄/dσ̃ = ε, written as the transfer φ (paper eq. 9). NFE = N.
 
     ε'_n = Σ_j w_j e_{n-j}/h_n with w_j the integral of the Lagrange basis on σ̃_n, σ̃_{n-1}, ...
@@ -33,9 +32,9 @@ def _vab(
     before at most AB2 (diffusers' rule for orders <= 3). ``clip_sample``/``clip_sample_range``:
     every φ clips x̂_0, as DDIM's (see ``ddim``). Neither option changes the NFE.
     """
-    grid = Grid.build(x, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
+    grid = Grid.build(like, timesteps, schedule, clip=clip_bound(clip_sample, clip_sample_range))
     caps = final_order_caps(grid.alpha_bar) if lower_order_final else None
-    return pseudo_multistep(eps_fn, x, grid, adams_bashforth_table(grid.sigma, order, caps))
+    return pseudo_multistep(grid, adams_bashforth_table(grid.sigma, order, caps), like)
 
 
 vab = Method(

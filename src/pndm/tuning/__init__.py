@@ -14,6 +14,8 @@ _EXPORTS = {
     "tune": "pndm.tuning.api",
     "tune_timesteps": "pndm.tuning.api",
     "tune_pipeline": "pndm.tuning.api",
+    "tune_diffusers_pipeline": "pndm.tuning.diffusers",
+    "use_tuned": "pndm.tuning.diffusers",
     "progress_total": "pndm.tuning.api",
     "check_tune_request": "pndm.tuning.search",
     "GridFile": "pndm.tuning.grid_file",
@@ -30,12 +32,15 @@ __all__ = [
     "progress_total",
     "save_grid",
     "tune",
+    "tune_diffusers_pipeline",
     "tune_pipeline",
     "tune_timesteps",
+    "use_tuned",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from pndm.tuning.api import Tuned, progress_total, tune, tune_pipeline, tune_timesteps
+    from pndm.tuning.diffusers import tune_diffusers_pipeline, use_tuned
     from pndm.tuning.grid_file import GridFile, check_grid, load_grid, save_grid
     from pndm.tuning.search import check_tune_request
 
