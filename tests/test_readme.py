@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -29,9 +30,8 @@ def section(heading: str) -> str:
 
 DIFFUSERS = "Stable Diffusion and other diffusers pipelines"
 TINY_SD = """
-import sys, tempfile
+import tempfile
 from pathlib import Path
-sys.path.insert(0, {benchmarks!r})
 import diffusers
 from benchlib.tiny_diffusers import tiny_sd
 _tiny = tiny_sd(Path(tempfile.mkdtemp()))
@@ -41,8 +41,12 @@ prompt = "a red cube on a table"
 
 
 def run_python(code: str, cwd: Path) -> None:
+    """``code`` in a fresh interpreter in ``cwd``, benchlib importable (as pytest's pythonpath)."""
+    path = os.pathsep.join(filter(None, [str(README.parent / "benchmarks"),
+                                         os.environ.get("PYTHONPATH")]))  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": path}
     run = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True,
-                         text=True, timeout=900)  # fmt: skip
+                         text=True, timeout=900, env=env)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
 
 
@@ -62,8 +66,7 @@ def test_the_stable_diffusion_examples_run_on_a_tiny_pipeline(tmp_path: Path) ->
     run; tests/tuning/test_tune_diffusers.py runs the same calls at small settings."""
     swap, ays, *tuning = blocks("python", section(DIFFUSERS))
     assert "SamplerScheduler.from_config" in swap and "AysSchedules" in ays and len(tuning) == 2
-    benchmarks = str(README.parent / "benchmarks")
-    run_python(TINY_SD.format(benchmarks=benchmarks) + swap + "\n" + ays, tmp_path)
+    run_python(TINY_SD + swap + "\n" + ays, tmp_path)
     for block in tuning:
         compile(block, "README.md", "exec")
         imports = [line for line in block.splitlines() if line.startswith(("import ", "from "))]

@@ -225,15 +225,18 @@ def test_pipeline_applies_the_calibration(pipe: PNDMPipeline) -> None:
            "timesteps": GRID}  # fmt: skip
     plain = pipe(**run).images
     assert torch.equal(pipe(calibration=Calibration.identity(GRID[:-1]), **run).images, plain)
-    calibrated = pipe(calibration=C, **run).images
+    fitting = Calibration(C.times, (-1.0, *C.time_shifts[1:]), C.eps_scales)  # C's 999 + 1: no
+    calibrated = pipe(calibration=fitting, **run).images
     x = initial_noise((2, 1, 16, 16), "cpu", torch.float32, seeds=[0, 1])
-    eps_fn = C.apply(pipe.eps_fn())
+    eps_fn = fitting.apply(pipe.eps_fn())
     grid = torch.tensor(GRID, dtype=torch.float64)
     by_hand = SAMPLERS["ipndm"](eps_fn, x, grid, pipe.scheduler.schedule)
     assert torch.equal(calibrated, postprocess(by_hand, "pt"))
     assert (calibrated - plain).abs().max() > 1e-3
     with pytest.raises(ValueError, match="calibration must be a pndm.calibration.Calibration"):
         pipe(calibration=C.to_json(), **run)
+    with pytest.raises(ValueError, match=r"shifted time t \+ δ in the schedule's range"):
+        pipe(calibration=C, **run)  # 999 + 1 lies above the schedule
 
 
 def test_sample_with_a_calibrated_grid_file(pipe: PNDMPipeline, tmp_path: Path, capsys) -> None:
