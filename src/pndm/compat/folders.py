@@ -30,6 +30,7 @@ from pndm.files.layout import (
     component_dir,
 )
 from pndm.files.weights import find_weights, read_weights
+from pndm.guidance import NULL_LABEL_KEY
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.loading import read_unet_config
 from pndm.models.unet_2d import UNet2DModel
@@ -76,8 +77,26 @@ def load_scheduler(folder: Path) -> PNDMScheduler:
     return scheduler_from_config(read_json(component_dir(folder, "scheduler", name) / name))
 
 
+def model_index(null_label: int | None = None) -> dict[str, Any]:
+    """``model_index.json``'s content; a class-conditional model's "no class" label under a
+    private key (`pndm.guidance.NULL_LABEL_KEY`), which diffusers' loaders ignore."""
+    extra = {} if null_label is None else {NULL_LABEL_KEY: null_label}
+    return {**MODEL_INDEX, **extra}
+
+
+def read_null_label(folder: PathLike) -> Any:
+    """The "no class" label a pipeline folder's ``model_index.json`` records (None: none)."""
+    path = Path(folder) / MODEL_INDEX_NAME
+    return read_json(path).get(NULL_LABEL_KEY) if path.is_file() else None
+
+
 def save_components(
-    folder: PathLike, unet: Any, scheduler: Any, safe_serialization: bool = True, variant=None
+    folder: PathLike,
+    unet: Any,
+    scheduler: Any,
+    safe_serialization: bool = True,
+    variant: str | None = None,
+    null_label: int | None = None,
 ) -> None:
     """Write diffusers' layout: ``unet/``, ``scheduler/``, then ``model_index.json``.
 
@@ -89,7 +108,7 @@ def save_components(
     (folder / MODEL_INDEX_NAME).unlink(missing_ok=True)
     unet.save_pretrained(folder / "unet", safe_serialization=safe_serialization, variant=variant)
     scheduler.save_pretrained(folder / "scheduler")
-    write_json(folder / MODEL_INDEX_NAME, dict(MODEL_INDEX))
+    write_json(folder / MODEL_INDEX_NAME, model_index(null_label))
 
 
 def _scheduler_keys() -> frozenset[str]:

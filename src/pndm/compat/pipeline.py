@@ -28,6 +28,7 @@ from pndm.compat.outputs import ImagePipelineOutput
 from pndm.config import FrozenConfig
 from pndm.files import PathLike
 from pndm.grids import default_method
+from pndm.guidance import Conditioning, Labels, check_null_label
 from pndm.runtime.fast import FastCache, check_batch_fits, prepare_model
 from pndm.samplers import get_sampler, nfe
 from pndm.wrapper import EpsFn, Observed, make_eps_fn
@@ -48,16 +49,21 @@ class PNDMPipeline:
     ``generator``; ``timesteps`` (model times t_0 > ... > t_{N-1}, the target then appended, or
     a full grid ending at the target -1, e.g. ``pndm.tuning``'s or a grid file's; it replaces
     ``num_inference_steps``); ``calibration`` (a `pndm.calibration.Calibration` of the model's
-    calls, tuned with that grid: ``load_grid(path).calibration``);
+    calls, tuned with that grid: ``load_grid(path).calibration``); ``class_labels`` (a
+    class-conditional UNet's class for every image: an int, one int per image, or "random", each
+    image's label drawn from its seed) and ``guidance_scale`` w (classifier-free guidance,
+    `pndm.guidance`: 1 is the conditional model alone; other values need the model's "no class"
+    label, ``null_class_label``, which ``from_pretrained`` reads from ``model_index.json``);
     ``callback(i, t, x)`` before model call i; ``channels_last``, ``compile``, ``cuda_graphs``
     (`pndm.runtime.fast.prepare_model`; a call leaves the UNet as it was); ``**method_options``
     of the sampler (e.g. ``order=`` for "vab"; unknown names raise).
     """
 
-    def __init__(self, unet: Any, scheduler: Any) -> None:
+    def __init__(self, unet: Any, scheduler: Any, null_class_label: int | None = None) -> None:
         folders.check_unet(unet)
         self.unet = unet
         self.scheduler = folders.as_pndm_scheduler(scheduler)
+        self.null_class_label = check_null_label(unet.config, null_class_label)
         self._progress_bar_config: dict[str, Any] = {}
         self._fast_cache = FastCache()  # the compiled UNet and CUDA graphs, kept across calls
 
@@ -69,7 +75,7 @@ class PNDMPipeline:
     @property
     def config(self) -> FrozenConfig:
         """The ``model_index.json`` content this pipeline saves."""
-        return FrozenConfig(folders.MODEL_INDEX)
+        return FrozenConfig(folders.model_index(self.null_class_label))
 
     @property
     def device(self) -> torch.device:
@@ -111,15 +117,14 @@ class PNDMPipeline:
         components = folders.load_components(
             pretrained_model_name_or_path, torch_dtype, variant, unet=unet, scheduler=scheduler
         )
-        return cls(*components)
+        return cls(*components, folders.read_null_label(pretrained_model_name_or_path))
 
     def save_pretrained(
         self, save_directory: PathLike, safe_serialization: bool = True, variant: str | None = None
     ) -> None:
         """Write diffusers' layout; ``model_index.json`` last, so a folder with one is complete."""
-        folders.save_components(
-            save_directory, self.unet, self.scheduler, safe_serialization, variant
-        )
+        folders.save_components(save_directory, self.unet, self.scheduler, safe_serialization,
+                                variant, self.null_class_label)  # fmt: skip
 
     @torch.no_grad()
     def __call__(
@@ -135,6 +140,8 @@ class PNDMPipeline:
         latents: torch.Tensor | None = None,
         timesteps: Sequence[float] | None = None,
         calibration: Calibration | None = None,
+        class_labels: Labels = None,
+        guidance_scale: float = 1.0,
         callback: Callback | None = None,
         channels_last: bool | None = None,
         compile: bool | str = False,
@@ -148,13 +155,18 @@ class PNDMPipeline:
         grid = self.scheduler.grid(num_inference_steps, timesteps)
         calls = nfe(name, grid.numel() - 1, **method_options)  # also checks the option names
         shape = noise.noise_shape(self.unet.config, batch_size, latents)
-        check_batch_fits(self.device, self.dtype, self.unet, shape[0], shape[1:], self.solver_dtype)
+        cond = Conditioning.of(self.unet.config, self.null_class_label, class_labels,
+                               guidance_scale, seeds, shape[0])  # fmt: skip
+        if cuda_graphs and cond.labels is not None:
+            raise ValueError("cuda_graphs=True takes no class_labels yet; use cuda_graphs=False")
+        batch = shape[0] * cond.batch_factor
+        check_batch_fits(self.device, self.dtype, self.unet, batch, shape[1:], self.solver_dtype)
         x = noise.initial_noise(shape, self.device, self.solver_dtype, generator=generator,
                                 seeds=seeds, latents=latents)  # fmt: skip
         fast = {"channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
         model, context = prepare_model(self.unet, self._fast_cache, **fast)
         with self.progress_bar(total=calls) as bar, context:
-            eps_fn = self.eps_fn(model)
+            eps_fn = self.eps_fn(cond.apply(model, self.device))
             if calibration is not None:
                 eps_fn = calibration.apply(eps_fn)
             eps_fn = Observed(eps_fn, callback, bar.update)

@@ -78,8 +78,11 @@ def prepare_model(
     mode = compile_mode(compile)
     net = unet if mode is None else _compiled(unet, mode, cache)
 
-    def model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return net(x.contiguous(memory_format=layout), t, return_dict=False)[0]
+    def model(x: torch.Tensor, t: torch.Tensor, class_labels: Any = None) -> torch.Tensor:
+        x = x.contiguous(memory_format=layout)
+        if class_labels is None:
+            return net(x, t, return_dict=False)[0]
+        return net(x, t, class_labels=class_labels, return_dict=False)[0]
 
     if cuda_graphs:
         model = _graphed(unet, model, (last, mode), cache)

@@ -1,0 +1,165 @@
+"""Classifier-free guidance (Ho & Salimans 2022) of a class-conditional model, and the class labels
+of images.
+
+Guided output: o~ = o_u + w (o_c - o_u), with o_c the model's output for the image's class and o_u
+for the "no class" label it was trained with (label dropout), both from one batched call; w = 1 is
+the conditional model alone (one call of the batch), w = 0 the unconditional one. The output is
+guided before it is converted to ε (`pndm.wrapper`): the conversion is linear in the output at a
+fixed (x, t), so guiding ε, v or x̂_0 is the same. The solver sees only the guided ε.
+
+A class label per image is an int, the same int for every image, or ``"random"``: each image's
+label drawn from its own seed (a stream apart from its noise), so a folder resumed, extended or
+sampled by several ranks gets the same labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from pndm.checks import check_count, check_number
+
+NULL_LABEL_KEY = "_null_class_label"  # model_index.json: diffusers ignores "_" keys when loading
+
+RANDOM = "random"
+LABEL_STREAM = 0x6C61_6265  # a seed's label stream, independent of its noise stream
+MAX_GUIDANCE = 100.0  # far above any useful scale (7.5 is Stable Diffusion's default)
+Labels = int | str | Sequence[int] | None
+ModelFn = Callable[..., Any]
+
+
+def check_guidance_scale(scale: Any) -> float:
+    """A guidance scale w in [0, MAX_GUIDANCE] (1: no guidance)."""
+    return check_number("guidance_scale", scale, 0.0, MAX_GUIDANCE)
+
+
+def label_of_seed(seed: int, num_classes: int) -> int:
+    """The class label ``"random"`` gives the image of ``seed``: uniform over the classes."""
+    return int(np.random.default_rng([int(seed), LABEL_STREAM]).integers(num_classes))
+
+
+def image_labels(
+    labels: Labels, seeds: Sequence[int] | None, count: int, num_classes: int
+) -> list[int] | None:
+    """One label per image (a list), or None for an unconditional run: ``labels`` is an int
+    for every image, a list of ``count`` ints, or ``"random"`` (needs ``seeds``)."""
+    if labels is None:
+        return None
+    if isinstance(labels, str):
+        if labels != RANDOM:
+            raise ValueError(
+                f"class_labels must be an int, a list of ints or 'random', got {labels!r}"
+            )
+        if seeds is None:
+            raise ValueError(
+                "class_labels='random' draws each label from its image's seed: pass seeds"
+            )
+        return [label_of_seed(seed, num_classes) for seed in seeds]
+    if isinstance(labels, torch.Tensor | np.ndarray):
+        labels = labels.tolist()
+    chosen = [labels] * count if not isinstance(labels, Sequence) else list(labels)
+    if len(chosen) != count:
+        raise ValueError(f"class_labels has {len(chosen)} entries for {count} images")
+    return [check_count("class label", label, 0, num_classes - 1) for label in chosen]
+
+
+def guided(model: ModelFn, labels: torch.Tensor, null_label: int | None, scale: float) -> ModelFn:
+    """``model(x, t, class_labels=...)`` as a function of (x, t) under guidance scale ``scale``
+    with ``labels`` (one per image); ``null_label`` is the "no class" label (an int unless
+    ``scale`` is 1: `Conditioning.of` checks it)."""
+    if scale == 1:
+        return lambda x, t: model(x, t, class_labels=labels)
+    both = torch.cat([labels, torch.full_like(labels, null_label)])
+
+    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = _output(model(torch.cat([x, x]), _twice(t), class_labels=both))
+        conditional, unconditional = out.chunk(2)
+        return unconditional + scale * (conditional - unconditional)
+
+    return call
+
+
+def _twice(t: torch.Tensor) -> torch.Tensor:
+    """The times of the doubled batch; a stride-0 time (one for all) stays one."""
+    if t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0:
+        return t[:1].expand(2 * t.shape[0])
+    return torch.cat([t, t])
+
+
+def _output(result: Any) -> torch.Tensor:
+    return result if isinstance(result, torch.Tensor) else result[0]
+
+
+def num_classes(config: Any, null_label: int | None) -> int:
+    """The classes a model's labels may name: its embedding table's rows, less the "no class"
+    row (the last, as `pndm train --conditional` and DiT-style label dropout make it)."""
+    rows = config.get("num_class_embeds")
+    if rows is None or config.get("class_embed_type") is not None:
+        raise ValueError(
+            "class_labels needs a class-conditional model with an embedding table "
+            "(unet.config.num_class_embeds); this UNet has none"
+        )
+    return rows - (null_label is not None)
+
+
+def check_null_label(config: Any, null_label: Any) -> int | None:
+    """None, or the "no class" label of a model: the last row of its class embedding table."""
+    if null_label is None:
+        return None
+    rows = config.get("num_class_embeds")
+    if rows is None or rows < 2 or null_label != rows - 1 or isinstance(null_label, bool):
+        raise ValueError(
+            f"null_class_label must be the last class embedding, num_class_embeds - 1 "
+            f"({'none: the model has no class embedding' if rows is None else rows - 1}), "
+            f"got {null_label!r}"
+        )
+    return int(null_label)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The class labels (one per image; None: unconditional) and guidance scale of a run."""
+
+    labels: torch.Tensor | None = None
+    null_label: int | None = None
+    scale: float = 1.0
+
+    @classmethod
+    def of(
+        cls,
+        config: Any,
+        null_label: int | None,
+        class_labels: Labels,
+        guidance_scale: Any,
+        seeds: Sequence[int] | None,
+        count: int,
+    ) -> Conditioning:
+        """Checked: labels for ``count`` images of a model with ``config`` (see `image_labels`);
+        a scale other than 1 needs labels, and the model's "no class" label (`guided`)."""
+        scale = check_guidance_scale(guidance_scale)
+        if class_labels is None:
+            if scale != 1:
+                raise ValueError("guidance_scale needs class_labels (guidance is toward a class)")
+            return cls()
+        chosen = image_labels(class_labels, seeds, count, num_classes(config, null_label))
+        if scale != 1 and null_label is None:
+            raise ValueError(
+                "guidance needs the model's 'no class' label, which its folder does not record "
+                f"(model_index.json {NULL_LABEL_KEY!r}); use guidance_scale=1"
+            )
+        return cls(torch.tensor(chosen, dtype=torch.long), null_label, scale)
+
+    @property
+    def batch_factor(self) -> int:
+        """Images the model sees per image: 2 under guidance (conditional and unconditional)."""
+        return 2 if self.labels is not None and self.scale != 1 else 1
+
+    def apply(self, model: ModelFn, device: torch.device) -> ModelFn:
+        """``model(x, t)`` with these labels and guidance (``model`` itself if unconditional)."""
+        if self.labels is None:
+            return model
+        return guided(model, self.labels.to(device), self.null_label, self.scale)
