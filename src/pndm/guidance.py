@@ -163,3 +163,36 @@ class Conditioning:
         if self.labels is None:
             return model
         return guided(model, self.labels.to(device), self.null_label, self.scale)
+
+
+MAX_CLASSES = 100_000  # beyond any class-conditional model's table (ImageNet-21k: 21,841)
+
+
+def conditioning_setting(config: Any, null_label: int | None, cond: Conditioning, labels: Labels):
+    """What a sample folder's manifest records of a conditional run (None: unconditional): the
+    labels as asked for (an int or "random"), the model's class count, the guidance scale."""
+    if cond.labels is None:
+        return None
+    if not isinstance(labels, int | str):
+        raise ValueError(f"a sample job's class labels must be an int or 'random', got {labels!r}")
+    classes = num_classes(config, null_label)
+    return {"class_labels": labels, "num_classes": classes, "guidance_scale": cond.scale}
+
+
+def recorded_labels(setting: Any, seeds: Sequence[int], where: str) -> np.ndarray:
+    """The class label of each seed's image under a manifest's ``conditioning`` setting (int64),
+    every field checked (a hand-edited file is refused naming ``where``)."""
+    if not isinstance(setting, dict):
+        raise ValueError(f"{where}: settings.conditioning must be an object, got {setting!r}")
+    classes, labels = setting.get("num_classes"), setting.get("class_labels")
+    if type(classes) is not int or not 1 <= classes <= MAX_CLASSES:
+        raise ValueError(
+            f"{where}: settings.conditioning.num_classes must be an integer in [1, {MAX_CLASSES}]"
+            f", got {classes!r}"
+        )
+    if labels != RANDOM and (type(labels) is not int or not 0 <= labels < classes):
+        raise ValueError(
+            f"{where}: settings.conditioning.class_labels must be 'random' or an integer in "
+            f"[0, {classes - 1}], got {labels!r}"
+        )
+    return np.asarray(image_labels(labels, seeds, len(seeds), classes), dtype=np.int64)

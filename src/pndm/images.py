@@ -85,12 +85,23 @@ def save_png(path: Path, image: np.ndarray, *, replace: bool = True) -> None:
     atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"), replace=replace)
 
 
-def save_npz(path: Path, images: np.ndarray, seeds: Sequence[int], *, replace: bool = True) -> None:
-    """``arr_0``: uint8 NHWC (what FID tools read); ``seeds``: one per image, exact (uint64)."""
+def save_npz(
+    path: Path,
+    images: np.ndarray,
+    seeds: Sequence[int],
+    labels: np.ndarray | None = None,
+    *,
+    replace: bool = True,
+) -> None:
+    """``arr_0``: uint8 NHWC (what FID tools read); ``seeds``: one per image, exact (uint64);
+    ``labels``: each image's class (int64), for a class-conditional model's images."""
+    arrays = {"arr_0": images, "seeds": np.asarray(seeds, dtype=np.uint64)}
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels, dtype=np.int64)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
-            np.savez(f, arr_0=images, seeds=np.asarray(seeds, dtype=np.uint64))
+            np.savez(f, **arrays)
 
     atomic_write(path, write, replace=replace)
 

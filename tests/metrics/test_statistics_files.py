@@ -75,9 +75,9 @@ def test_a_bad_sample_file_is_one_line_naming_it(tmp_path: Path, capsys, name: s
 
 
 def test_unknown_arrays_beside_arr_0_are_refused(tmp_path: Path, capsys) -> None:
-    np.savez(tmp_path / "s.npz", arr_0=_digits(4, 0), labels=np.zeros(4))
+    np.savez(tmp_path / "s.npz", arr_0=_digits(4, 0), captions=np.zeros(4))
     code = main(["fid", str(tmp_path / "s.npz"), "digits", "--device", "cpu"])
-    assert_one_line_error(capsys, code, "must hold only arr_0 and seeds", "labels")
+    assert_one_line_error(capsys, code, "must hold only arr_0, seeds, labels", "captions")
 
 
 def test_a_bad_image_in_a_folder_is_one_line_naming_it(tmp_path: Path, capsys) -> None:

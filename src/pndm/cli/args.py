@@ -43,6 +43,17 @@ def count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
 
 
+def class_label(text: str) -> int | str:
+    """argparse type of ``--class``: a class label (an integer >= 0) or "random"."""
+    if text == "random":
+        return text
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(
+            f"must be a class label (an integer >= 0) or 'random', got {text!r}"
+        )
+    return int(text)
+
+
 def nonempty(text: str) -> str:
     """argparse type of a path kept as typed (``pndm sample --out``: a trailing "/" marks a
     folder), refused when empty."""

@@ -20,6 +20,7 @@ from pndm.cli.args import (
     add_model,
     add_no_progress,
     add_threads,
+    class_label,
     count,
     nonempty,
     path,
@@ -87,6 +88,11 @@ def add(subparsers: Subparsers) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="images per batch (default: what fits in half the free memory, at most 32 on CPU)",
     )
+    p.add_argument("--class", dest="class_labels", type=class_label, default=None,
+                   help="a class-conditional model's class for every image, or 'random': "
+                   "each image's from its seed (the same on resume, under torchrun)")  # fmt: skip
+    p.add_argument("--guidance", type=float, default=1.0, metavar="W",
+                   help="classifier-free guidance scale (1: none; needs --class)")  # fmt: skip
     add_device(p)
     p.add_argument(
         "--dtype",
@@ -135,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
         timesteps=timesteps,
         method_options=options,
         calibration=calibration,
+        class_labels=args.class_labels,
+        guidance_scale=args.guidance,
         batch_size=args.batch_size,
         device=args.device,
         dtype=args.dtype,

@@ -149,37 +149,49 @@ class PNDMPipeline:
         **method_options: Any,
     ) -> ImagePipelineOutput | tuple[Any]:
         """``batch_size`` images, ``num_inference_steps`` steps (see the class docstring)."""
-        seeds = self._check_call(batch_size, output_type, generator, seeds, latents)
-        check_calibration(calibration, self.scheduler.schedule)
+        seeds = self._check_call(batch_size, output_type, generator, seeds, latents, calibration)
         name = self._method(method)
         grid = self.scheduler.grid(num_inference_steps, timesteps)
         calls = nfe(name, grid.numel() - 1, **method_options)  # also checks the option names
         shape = noise.noise_shape(self.unet.config, batch_size, latents)
-        cond = Conditioning.of(self.unet.config, self.null_class_label, class_labels,
-                               guidance_scale, seeds, shape[0])  # fmt: skip
-        if cuda_graphs and cond.labels is not None:
-            raise ValueError("cuda_graphs=True takes no class_labels yet; use cuda_graphs=False")
-        batch = shape[0] * cond.batch_factor
-        check_batch_fits(self.device, self.dtype, self.unet, batch, shape[1:], self.solver_dtype)
+        cond = self._conditioning(class_labels, guidance_scale, seeds, shape, cuda_graphs)
         x = noise.initial_noise(shape, self.device, self.solver_dtype, generator=generator,
                                 seeds=seeds, latents=latents)  # fmt: skip
         fast = {"channels_last": channels_last, "compile": compile, "cuda_graphs": cuda_graphs}
         model, context = prepare_model(self.unet, self._fast_cache, **fast)
         with self.progress_bar(total=calls) as bar, context:
             eps_fn = self.eps_fn(cond.apply(model, self.device))
-            if calibration is not None:
-                eps_fn = calibration.apply(eps_fn)
+            eps_fn = eps_fn if calibration is None else calibration.apply(eps_fn)
             eps_fn = Observed(eps_fn, callback, bar.update)
             x = get_sampler(name)(eps_fn, x, grid, self.scheduler.schedule, **method_options)
         eps_fn.check_finite(x)
         result = images.postprocess(x, output_type)
         return ImagePipelineOutput(images=result) if return_dict else (result,)
 
-    @staticmethod
+    def _conditioning(
+        self, labels: Labels, scale: Any, seeds: Any, shape: tuple[int, ...], cuda_graphs: bool
+    ) -> Conditioning:
+        """The run's labels and guidance, checked, and its batch (doubled under guidance)
+        checked against the free memory."""
+        cond = Conditioning.of(self.unet.config, self.null_class_label, labels, scale, seeds,
+                               shape[0])  # fmt: skip
+        if cuda_graphs and cond.labels is not None:
+            raise ValueError("cuda_graphs=True takes no class_labels yet; use cuda_graphs=False")
+        batch = shape[0] * cond.batch_factor
+        check_batch_fits(self.device, self.dtype, self.unet, batch, shape[1:], self.solver_dtype)
+        return cond
+
     def _check_call(
-        batch_size: Any, output_type: str, generator: Any, seeds: Any, latents: Any
+        self,
+        batch_size: Any,
+        output_type: str,
+        generator: Any,
+        seeds: Any,
+        latents: Any,
+        calibration: Any,
     ) -> list[int] | None:
         """The arguments that need no model; returns the seeds as a list of ints."""
+        check_calibration(calibration, self.scheduler.schedule)
         batch_size = check_count("batch_size", batch_size)
         images.check_output_type(output_type)
         noise.check_source(generator, seeds, latents)

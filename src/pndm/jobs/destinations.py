@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,9 +122,12 @@ def folder_writer(folder: Path, seeds: Sequence[int]) -> Callable[[list[int], np
     return write
 
 
-def write_all(output: Output, images: np.ndarray, seeds: Sequence[int], replace: bool) -> None:
-    """A sheet or an .npz of every image, written at once; ``replace`` an existing file or not."""
+def write_all(
+    output: Output, images: np.ndarray, seeds: Sequence[int], labels: Any, replace: bool
+) -> None:
+    """A sheet or an .npz of every image (with its class ``labels``, if any), written at once;
+    ``replace`` an existing file or not."""
     if output.kind == "sheet":
         save_png(output.path, contact_sheet(images), replace=replace)
     else:
-        save_npz(output.path, images, seeds, replace=replace)
+        save_npz(output.path, images, seeds, labels, replace=replace)

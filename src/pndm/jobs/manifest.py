@@ -29,8 +29,9 @@ NAME = "pndm.json"
 FORMAT = "pndm-sample-folder/2"
 OLD_FORMAT = "pndm-sample-folder/1"  # recorded a hash of the files, not `model_hash`
 FIELDS = ("format", "settings", "image", "versions", "seeds")
-SETTINGS = ("model", "method", "method_options", "steps", "timesteps", "calibration", "dtype")
-OPTIONAL_SETTINGS = ("calibration",)  # absent where none was used
+SETTINGS = ("model", "method", "method_options", "steps", "timesteps", "calibration", "dtype",
+            "conditioning")  # fmt: skip
+OPTIONAL_SETTINGS = ("calibration", "conditioning")  # absent where none was used
 # The JSON type of each recorded setting (its value is compared with the run's, not checked).
 SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "model": ((str,), "a string"),
@@ -39,6 +40,7 @@ SETTING_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "steps": ((int,), "an integer"),
     "timesteps": ((list, type(None)), "a list of times or null"),
     "calibration": ((dict,), "an object"),
+    "conditioning": ((dict,), "an object"),  # `pndm.guidance.conditioning_setting`
     "dtype": ((str,), "a string"),
 }
 IMAGE = ("width", "height", "mode")

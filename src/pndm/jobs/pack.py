@@ -48,8 +48,15 @@ def pack(
             f"({_first(missing)}); sample them first (rerun the same pndm sample command)"
         )
     shape = (len(chosen), image["height"], image["width"], png_channels(image["mode"]))
+    from pndm.guidance import recorded_labels  # torch: only when packing
+
+    setting = recorded.settings.get("conditioning")
+    where = str(folder / manifests.NAME)
+    labels = None if setting is None else recorded_labels(setting, chosen, where)
     atomic_write(
-        out, lambda tmp: _write_npz(tmp, folder, chosen, shape, image["mode"]), replace=overwrite
+        out,
+        lambda tmp: _write_npz(tmp, folder, chosen, shape, image["mode"], labels),
+        replace=overwrite,
     )
     return len(chosen)
 
@@ -71,7 +78,12 @@ def _first(seeds: Sequence[int]) -> str:
 
 
 def _write_npz(
-    path: Path, folder: Path, seeds: Sequence[int], shape: tuple[int, ...], mode: str
+    path: Path,
+    folder: Path,
+    seeds: Sequence[int],
+    shape: tuple[int, ...],
+    mode: str,
+    labels: np.ndarray | None,
 ) -> None:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         header = {"descr": "|u1", "fortran_order": False, "shape": shape}
@@ -81,6 +93,9 @@ def _write_npz(
                 entry.write(_pixels(folder / seed_filename(seed), shape[1:], mode).tobytes())
         with archive.open("seeds.npy", "w") as entry:
             np.lib.format.write_array(entry, np.asarray(seeds, dtype=np.uint64))
+        if labels is not None:  # a class-conditional model's: each image's class
+            with archive.open("labels.npy", "w") as entry:
+                np.lib.format.write_array(entry, labels)
 
 
 def _pixels(path: Path, hwc: tuple[int, ...], mode: str) -> np.ndarray:

@@ -23,6 +23,13 @@ class Plan:
     settings: dict[str, Any]  # the pixel-deciding settings (`pndm.jobs.manifest.SETTINGS`)
     image: dict[str, Any]  # width, height and PNG mode of every image
 
+    def labels(self, seeds: list[int]) -> Any:
+        """The class label of each seed's image (int64), or None for an unconditional job."""
+        from pndm.guidance import recorded_labels
+
+        setting = self.settings.get("conditioning")
+        return None if setting is None else recorded_labels(setting, seeds, "the job")
+
     @property
     def steps(self) -> int:
         return len(self.grid) - 1
@@ -55,8 +62,20 @@ def plan(job: SampleJob) -> Plan:
     check_calibration(job.calibration, sampler.schedule)  # shifted times in the schedule's range
     if job.calibration is not None:  # absent, not null: folders written before keep resuming
         settings["calibration"] = job.calibration.to_json()
+    conditioning = _conditioning(job, unet, folders.read_null_label(folder))
+    if conditioning is not None:  # absent likewise for an unconditional job
+        settings["conditioning"] = conditioning
     image = {"width": width, "height": height, "mode": png_mode(channels)}
     return Plan(method, tuple(grid), nfe, settings, image)
+
+
+def _conditioning(job: SampleJob, unet: dict[str, Any], null: Any) -> dict[str, Any] | None:
+    """The job's labels and guidance checked against the model (before it is loaded)."""
+    from pndm.guidance import Conditioning, check_null_label, conditioning_setting
+
+    null = check_null_label(unet, null)
+    cond = Conditioning.of(unet, null, job.class_labels, job.guidance_scale, job.seeds[:1], 1)
+    return conditioning_setting(unet, null, cond, job.class_labels)
 
 
 def _grid(job: SampleJob, scheduler: Any) -> list[float]:

@@ -128,7 +128,8 @@ def _run(
     start = time.perf_counter()
     images, counted, per_rank = _sample_all(pipe, todo, job, plan, output, ranks)
     if output.kind != "folder":
-        targets.write_all(output, images, job.seeds, replace=job.overwrite)
+        labels = plan.labels(job.seeds)
+        targets.write_all(output, images, job.seeds, labels, replace=job.overwrite)
     seconds = time.perf_counter() - start
     nfe = counted if plan.nfe is None else plan.nfe  # adaptive methods: the calls counted
     return SampleSummary(sum(per_rank), skipped, nfe, seconds, *done, per_rank)
@@ -186,6 +187,8 @@ def sample_batch(pipe: Any, seeds: list[int], job: SampleJob, plan: Plan, size: 
         batch_size=size,
         timesteps=list(plan.grid),
         calibration=job.calibration,
+        class_labels=job.class_labels,
+        guidance_scale=job.guidance_scale,
         seeds=padded,
         method=plan.method,
         output_type="np",

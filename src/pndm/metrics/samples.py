@@ -21,7 +21,7 @@ from pndm.files.reading import GiB, show_bytes
 # pytorch-fid's IMAGE_EXTENSIONS, matched as it matches them (case-sensitive).
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 MAX_SAMPLE_BYTES = 64 * GiB  # a sample set's pixels, whatever the memory (e.g. 50k x 512² RGB)
-SAMPLE_MEMBERS = ("arr_0", "seeds")  # the images, and the seeds pndm sample and pack add
+SAMPLE_MEMBERS = ("arr_0", "seeds", "labels")  # the images; the seeds (and classes) pndm adds
 _GREY_MODES = frozenset({"1", "L", "LA"})
 
 
@@ -64,7 +64,7 @@ def _check_arr_0(path: Path, archive: Archive) -> None:
         )
     unknown = sorted(set(names) - set(SAMPLE_MEMBERS))
     if unknown:
-        raise ValueError(f"{path} must hold only {' and '.join(SAMPLE_MEMBERS)} (a sample set), "
+        raise ValueError(f"{path} must hold only {', '.join(SAMPLE_MEMBERS)} (a sample set), "
                          f"got also {', '.join(unknown)}")  # fmt: skip
     member = names["arr_0"]
     shape = (*member.shape, 1) if len(member.shape) == 3 else member.shape
