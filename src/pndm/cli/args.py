@@ -54,6 +54,16 @@ def class_label(text: str) -> int | str:
     return int(text)
 
 
+def add_conditioning(p: Arguments, what: str) -> None:
+    """``--class`` and ``--guidance`` of a class-conditional model (`pndm.guidance`); ``what``
+    names the thing each label is drawn for ("image", "tuning noise")."""
+    p.add_argument("--class", dest="class_labels", type=class_label, default=None,
+                   help=f"a class-conditional model's class for every {what}, or 'random': "
+                   f"each {what}'s from its seed (the same on resume, under torchrun)")  # fmt: skip
+    p.add_argument("--guidance", type=float, default=1.0, metavar="W",
+                   help="classifier-free guidance scale (1: none; needs --class)")  # fmt: skip
+
+
 def nonempty(text: str) -> str:
     """argparse type of a path kept as typed (``pndm sample --out``: a trailing "/" marks a
     folder), refused when empty."""

@@ -16,11 +16,11 @@ from pndm.cli.args import (
     HelpFormatter,
     Subparsers,
     UsageError,
+    add_conditioning,
     add_device,
     add_model,
     add_no_progress,
     add_threads,
-    class_label,
     count,
     nonempty,
     path,
@@ -88,11 +88,7 @@ def add(subparsers: Subparsers) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="images per batch (default: what fits in half the free memory, at most 32 on CPU)",
     )
-    p.add_argument("--class", dest="class_labels", type=class_label, default=None,
-                   help="a class-conditional model's class for every image, or 'random': "
-                   "each image's from its seed (the same on resume, under torchrun)")  # fmt: skip
-    p.add_argument("--guidance", type=float, default=1.0, metavar="W",
-                   help="classifier-free guidance scale (1: none; needs --class)")  # fmt: skip
+    add_conditioning(p, "image")
     add_device(p)
     p.add_argument(
         "--dtype",
@@ -211,7 +207,7 @@ def _sample_grid(args: argparse.Namespace, lead: bool) -> GridChoice:
     if lead:
         from pndm.assets import model_folder
 
-        _warn_grid(grid, model_folder(args.model), method)
+        _warn_grid(grid, model_folder(args.model), method, args.guidance)
     return GridChoice(grid.steps, list(grid.timesteps), method, options, calibration)
 
 
@@ -225,13 +221,13 @@ def _model_schedule(model: Path | None) -> Any:
     return folders.scheduler_from_config(read_json(files.scheduler_config)).schedule
 
 
-def _warn_grid(grid: Any, model: Path, method: str) -> None:
+def _warn_grid(grid: Any, model: Path, method: str, guidance: float) -> None:
     """`pndm.tuning.grid_file.check_grid`'s warnings as one stderr line each, ``warning: ...``."""
     from pndm.compat.folders import model_hash
     from pndm.tuning.grid_file import check_grid
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        check_grid(grid, model_hash=model_hash(model), method=method)
+        check_grid(grid, model_hash=model_hash(model), method=method, guidance_scale=guidance)
     for warning in caught:
         print(f"warning: {one_line(warning.message)}", file=sys.stderr)

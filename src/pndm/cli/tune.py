@@ -12,6 +12,7 @@ from typing import Any
 from pndm.cli.args import (
     HelpFormatter,
     Subparsers,
+    add_conditioning,
     add_device,
     add_model,
     add_no_progress,
@@ -73,6 +74,7 @@ def add(subparsers: Subparsers) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="then also shift each model call's time and scale its ε (2 parameters "
                    "per call; about twice the calls, on 4x the default samples)")  # fmt: skip
+    add_conditioning(p, "tuning noise")
     add_device(p)
     add_threads(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
@@ -107,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         tuned = _tune(pipe, method, args)
     record = {"samples": args.samples, "seed": args.seed, "iterations": args.iterations}
     record |= {"search_options": args.search_options, "calibrate": args.calibrate}
+    record |= {"guidance_scale": args.guidance}  # sample warns when used at another
+    if args.class_labels is not None:
+        record["class_labels"] = args.class_labels
     if tuned.grid_error is not None:
         record["grid_error"] = tuned.grid_error
     grid = save_grid(args.out, tuned, digest, model_path=folder, overwrite=args.overwrite, **record)
@@ -131,7 +136,8 @@ def _tune(pipe: Any, method: str, args: argparse.Namespace) -> Any:
     settings = {"search_options": args.search_options, "iterations": args.iterations,
                 "calibrate": args.calibrate}  # fmt: skip
     total = progress_total(method, args.nfe, **settings)
-    settings["samples"] = args.samples
+    settings |= {"samples": args.samples, "class_labels": args.class_labels}
+    settings["guidance_scale"] = args.guidance
     bar = progress_bar(total, "call", args.progress)
     with bar:
         return tune_pipeline(

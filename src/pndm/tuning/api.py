@@ -37,6 +37,7 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.checks import check_flag
+from pndm.guidance import Conditioning, Labels
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import get_sampler
 from pndm.samplers.method import check_x
@@ -203,26 +204,31 @@ def tune_pipeline(
     iterations: int | None = None,
     calibrate: bool = False,
     progress: Progress | None = None,
+    class_labels: Labels = None,
+    guidance_scale: float = 1.0,
     **options: Any,
 ) -> Tuned:
     """`tune` for a `PNDMPipeline`'s model and schedule, on per-seed noise (`tuning_seeds`):
     ``samples`` noises, by default TUNE_SAMPLES, or CALIBRATE_SAMPLES with ``calibrate``
-    (`pndm.tuning.defaults`). The request
-    is checked first (`check_tune_request`), before any model call."""
+    (`pndm.tuning.defaults`). A class-conditional model is tuned on its guided ε:
+    ``class_labels`` (an int, one per noise, or "random": each noise's from its seed) and
+    ``guidance_scale`` as the pipeline takes them. The request is checked first
+    (`check_tune_request`), before any model call."""
     if samples is None:
         samples = default_samples(check_flag("calibrate", calibrate))
     check_iterations("iterations", iterations)
     check_tune_request(method, nfe, samples=samples, seed=seed, search_options=search_options,
                        **options)  # fmt: skip
     check_samples_fit(samples, pipe)  # before the noise is drawn: all of it is held at once
-    x = initial_noise(
-        noise_shape(pipe.unet.config, samples, None),
-        pipe.device,
-        pipe.solver_dtype,
-        seeds=tuning_seeds(samples, seed),
-    )
+    seeds = tuning_seeds(samples, seed)
+    cond = Conditioning.of(pipe.unet.config, pipe.null_class_label, class_labels, guidance_scale,
+                           seeds, samples)  # fmt: skip
+    if cond.batch_factor > 1:  # guidance evaluates two halves of every noise at once
+        check_samples_fit(samples * cond.batch_factor, pipe)
+    shape = noise_shape(pipe.unet.config, samples, None)
+    x = initial_noise(shape, pipe.device, pipe.solver_dtype, seeds=seeds)
     pipe.unet.eval()
-    eps_fn = pipe.eps_fn()
+    eps_fn = pipe.eps_fn(cond.apply(pipe.unet, pipe.device))
     return tune(eps_fn, pipe.scheduler.schedule, x, method=method, nfe=nfe,
                 search_options=search_options, budget=iterations, calibrate=calibrate,
                 progress=progress, **options)  # fmt: skip

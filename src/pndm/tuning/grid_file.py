@@ -292,11 +292,26 @@ def _is_number(value: Any) -> bool:
 # ----------------------------------------------------------------------------- checking
 
 
-def check_grid(grid: GridFile, *, model_hash: str | None, method: str | None) -> None:
-    """Warn (`GridMismatchWarning`) where the model or method differs from the grid file's.
+def check_grid(
+    grid: GridFile,
+    *,
+    model_hash: str | None,
+    method: str | None,
+    guidance_scale: float | None = None,
+) -> None:
+    """Warn (`GridMismatchWarning`) where the model, method or guidance scale differs from the
+    grid file's (its ``tuning.guidance_scale``; absent: 1, no guidance).
 
     ``None`` skips that comparison (e.g. method None: the file's own method is used)."""
     name = grid.path or "the grid file"
+    tuned_at = grid.tuning.get("guidance_scale", 1.0)
+    if guidance_scale is not None and tuned_at != guidance_scale:
+        warnings.warn(
+            f"{name} was tuned at guidance scale {tuned_at:g}, not {guidance_scale:g}; guidance "
+            "changes the ODE, so the grid may not suit it (tune with --guidance)",
+            GridMismatchWarning,
+            stacklevel=2,
+        )
     if model_hash is not None and model_hash != grid.model_sha256:
         tuned_on = f" ({grid.model_path})" if grid.model_path else ""
         warnings.warn(
