@@ -41,6 +41,7 @@ def add(subparsers: Subparsers) -> None:
         "PNG/JPEG images",
     )
     _add_train_model_args(p, d)
+    _add_train_class_args(p, d)
     _add_train_optim_args(p, d)
     _add_train_run_args(p, d)
     p.set_defaults(func=run)
@@ -85,6 +86,25 @@ def _add_train_model_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None
         "--beta-schedule",
         default=d["beta_schedule"],
         help="linear, scaled_linear or squaredcos_cap_v2",
+    )
+
+
+def _add_train_class_args(p: argparse.ArgumentParser, d: dict[str, Any]) -> None:
+    g = p.add_argument_group("class-conditional (classifier-free guidance)")
+    g.add_argument(
+        "--conditional",
+        action="store_true",
+        help="class-conditional, for classifier-free guidance: digits' 10 classes, or one "
+        "class per subfolder of --data (sorted names: label 0 is the first); the folder "
+        "records the 'no class' label",
+    )
+    g.add_argument(
+        "--label-dropout",
+        type=float,
+        default=d["label_dropout"],
+        metavar="P",
+        help="with --conditional: the probability that a training label becomes 'no class' "
+        "(Ho & Salimans 2022's p_uncond); in [0, 1)",
     )
 
 

@@ -5,6 +5,7 @@ Free of torch, so the command line can read the defaults without importing it.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ RUN_FIELDS = frozenset(
     {"output_dir", "train_steps", "checkpoint_every", "keep_checkpoint", "resume", "overwrite"}
     | {"device", "progress", "log_every"}
 )
+DEFAULT_LABEL_DROPOUT = 0.1  # Ho & Salimans 2022 found 0.1 to 0.2 best
 # Old field names -> current ones, for training configs saved before a rename.
 LEGACY_NAMES = {"steps": "train_steps"}
 
@@ -61,6 +63,8 @@ class TrainConfig:
     dtype: str = "float32"  # autocast dtype of the forward pass; weights stay float32
     progress: bool = True
     log_every: int = 0  # 0: no loss lines on stderr
+    conditional: bool = False  # a class label per image, for classifier-free guidance
+    label_dropout: float = DEFAULT_LABEL_DROPOUT  # conditional: P(label -> "no class")
     extra: dict[str, Any] = field(default_factory=dict)  # more UNet2DModel config keys
 
     def __post_init__(self) -> None:
@@ -74,7 +78,9 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-FLAGS = ("attention", "keep_checkpoint", "resume", "overwrite", "progress")
+FLAGS = ("attention", "keep_checkpoint", "resume", "overwrite", "progress", "conditional")
+# The UNet keys --conditional sets itself (a label table of the data's classes plus "no class").
+CLASS_KEYS = ("num_class_embeds", "class_embed_type")
 
 
 def _validate(c: TrainConfig) -> None:
@@ -82,6 +88,7 @@ def _validate(c: TrainConfig) -> None:
         check_flag(name, getattr(c, name))
     _validate_numbers(c)
     _validate_model(c)
+    _validate_conditioning(c)
     _require(not (c.resume and c.overwrite), "resume and overwrite exclude each other")
     _validate_device(c)
     from pndm.schedule import NoiseSchedule
@@ -127,6 +134,23 @@ def _validate_model(c: TrainConfig) -> None:
         _require(c.channels == 1, "the digits dataset is greyscale; use channels=1")
 
 
+def _validate_conditioning(c: TrainConfig) -> None:
+    """Label dropout in [0, 1) (1 would never show a label); set without --conditional it would
+    train nothing, so it is refused rather than ignored."""
+    p = c.label_dropout
+    ok = isinstance(p, numbers.Real) and not isinstance(p, bool) and 0 <= p < 1  # NaN is not
+    _require(ok, f"label_dropout must be a number in [0, 1), got {p!r}")
+    _require(
+        c.conditional or p == DEFAULT_LABEL_DROPOUT,
+        f"label_dropout {p} needs --conditional (TrainConfig.conditional)",
+    )
+    taken = [key for key in CLASS_KEYS if key in c.extra]
+    _require(
+        not (c.conditional and taken),
+        f"conditional sets the UNet's {' and '.join(taken)} from the data; drop it from extra",
+    )
+
+
 def _validate_device(c: TrainConfig) -> None:
     """The same names and errors as pndm sample (`pndm.runtime.devices`); float16 is not trained."""
     from pndm.runtime.devices import resolve_device, resolve_dtype
@@ -149,8 +173,12 @@ def scheduler_config(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def unet_config(config: TrainConfig) -> dict[str, Any]:
-    """UNet2DModel constructor arguments: attention (if any) at the lowest resolution only."""
+def unet_config(config: TrainConfig, classes: int | None = None) -> dict[str, Any]:
+    """UNet2DModel constructor arguments: attention (if any) at the lowest resolution only; a
+    conditional run's label table has a row per class and a last, "no class" row."""
+    if config.conditional != (classes is not None):
+        raise ValueError("a conditional run's UNet needs its number of classes (and only it)")
+    table = {} if classes is None else {"num_class_embeds": classes + 1}
     levels = len(config.block_out_channels)
     attn = config.attention
     down = ["DownBlock2D"] * (levels - 1) + ["AttnDownBlock2D" if attn else "DownBlock2D"]
@@ -164,5 +192,6 @@ def unet_config(config: TrainConfig) -> dict[str, Any]:
         "down_block_types": tuple(down),
         "up_block_types": tuple(up),
         "norm_num_groups": config.norm_num_groups,
+        **table,
         **config.extra,
     }

@@ -21,21 +21,27 @@ EIGHT_BIT_MODES = frozenset(
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 
 
-def load_digits(resolution: int, upscale: str = "bicubic") -> torch.Tensor:
-    """scikit-learn's 1797 digits (8x8, 17 grey levels) upscaled to (N, 1, res, res) in [-1, 1]."""
+def sklearn_digits() -> Any:
+    """scikit-learn's digits dataset (``.images``, ``.target``), or a clear error without it."""
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError:
         raise ModuleNotFoundError(
             "the digits dataset needs scikit-learn; install it with: pip install 'pndm[train]'"
         ) from None
-    images = torch.from_numpy(sk_load_digits().images).float().unsqueeze(1) / 16.0
+    return sk_load_digits()
+
+
+def load_digits(resolution: int, upscale: str = "bicubic") -> torch.Tensor:
+    """scikit-learn's 1797 digits (8x8, 17 grey levels) upscaled to (N, 1, res, res) in [-1, 1]."""
+    images = torch.from_numpy(sklearn_digits().images).float().unsqueeze(1) / 16.0
     if resolution != 8:
         images = F.interpolate(images, size=resolution, mode=upscale, align_corners=False)
     return images.clamp(0, 1) * 2 - 1
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
+    """The PNG/JPEG files under ``folder``, recursively, sorted: the training images' order."""
     if not folder.exists():
         raise FileNotFoundError(f"image folder not found: {folder}")
     if not folder.is_dir():
@@ -89,13 +95,13 @@ def load_image(path: Path, resolution: int, channels: int) -> torch.Tensor:
 
 def load_image_folder(folder: Path, resolution: int, channels: int) -> torch.Tensor:
     """All PNG/JPEG images under ``folder`` (recursively, sorted) as (N, C, res, res) in [-1, 1]."""
-    files = _image_files(Path(folder))
+    files = image_files(Path(folder))
     return torch.stack([load_image(p, resolution, channels) for p in files])
 
 
 def dataset_size(config: TrainConfig) -> int:
     """How many training images ``config`` names, without reading them."""
-    return DIGITS_COUNT if config.data == "digits" else len(_image_files(Path(config.data)))
+    return DIGITS_COUNT if config.data == "digits" else len(image_files(Path(config.data)))
 
 
 def load_dataset(config: TrainConfig) -> torch.Tensor:

@@ -20,18 +20,22 @@ from pndm.runtime.progress import progress_bar
 from pndm.schedule import NoiseSchedule
 from pndm.train.config import TrainConfig, scheduler_config, unet_config
 from pndm.train.data import dataset_size, load_dataset
+from pndm.train.labels import ClassLabels, load_labels
 from pndm.train.output import CHECKPOINT_NAME, check_output, work_folder
 from pndm.train.state import TrainState, fresh_state, load_checkpoint, save_checkpoint
 from pndm.train.step import check_finite_weights, train_step
 
 
-def save_pipeline(unet: torch.nn.Module, config: TrainConfig, folder: Path) -> Path:
-    """Write a diffusers PNDMPipeline folder; model_index.json goes last and marks completion."""
+def save_pipeline(
+    unet: torch.nn.Module, config: TrainConfig, folder: Path, null_label: int | None = None
+) -> Path:
+    """Write a diffusers PNDMPipeline folder; model_index.json goes last and marks completion,
+    recording a conditional model's "no class" label (`pndm.compat.folders.save_components`)."""
     from pndm.compat.pipeline import PNDMPipeline
     from pndm.compat.scheduler import PNDMScheduler
 
     scheduler = PNDMScheduler(**scheduler_config(config))
-    PNDMPipeline(unet=unet, scheduler=scheduler).save_pretrained(folder)
+    PNDMPipeline(unet, scheduler, null_class_label=null_label).save_pretrained(folder)
     return Path(folder)
 
 
@@ -45,17 +49,22 @@ def _progress(config: TrainConfig, start: int) -> Any:
 
 
 def run_training(
-    state: TrainState, data: torch.Tensor, config: TrainConfig, folder: Path | None = None
+    state: TrainState,
+    data: torch.Tensor,
+    config: TrainConfig,
+    folder: Path | None = None,
+    labels: ClassLabels | None = None,
 ) -> list[float]:
-    """Train until ``config.train_steps``, checkpointing into ``folder`` (default: the output)
-    and logging on the way; returns the batch losses. Stops at the first non-finite loss."""
+    """Train until ``config.train_steps`` (on ``labels`` too if conditional), checkpointing into
+    ``folder`` (default: the output) and logging on the way; returns the batch losses. Stops at
+    the first non-finite loss."""
     schedule = NoiseSchedule.from_config(scheduler_config(config))
     alphas_cumprod = schedule.alphas_cumprod.float().to(resolve_device(config.device))
     checkpoint = (folder or config.output_dir) / CHECKPOINT_NAME
     losses: list[float] = []
     with _progress(config, state.step) as bar:
         while state.step < config.train_steps:
-            losses.append(train_step(state, data, alphas_cumprod, config))
+            losses.append(train_step(state, data, alphas_cumprod, config, labels))
             bar.update(1)
             bar.set_postfix(loss=f"{_mean(losses[-50:]):.4f}", refresh=False)
             if config.log_every and state.step % config.log_every == 0:
@@ -72,22 +81,23 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _parameter_count(config: TrainConfig) -> int:
+def _parameter_count(config: TrainConfig, classes: int | None) -> int:
     from pndm.models.unet_2d import UNet2DModel
 
     with torch.device("meta"):  # shapes only: no memory
-        return sum(p.numel() for p in UNet2DModel(**unet_config(config)).parameters())
+        return sum(p.numel() for p in UNet2DModel(**unet_config(config, classes)).parameters())
 
 
-def check_fits(config: TrainConfig, count: int) -> None:
-    """Refuse, before loading anything, a run whose data, model and one batch cannot fit."""
+def check_fits(config: TrainConfig, count: int, classes: int | None = None) -> None:
+    """Refuse, before loading anything, a run whose data, model and one batch cannot fit
+    (``classes``: a conditional run's)."""
     from pndm.runtime.fast import free_memory, image_bytes
 
     device = resolve_device(config.device)
     shape = (config.channels, config.resolution, config.resolution)
     data = count * math.prod(shape) * 4
-    model = _parameter_count(config) * 4 * 5  # weights, EMA, gradients, two AdamW moments
-    batch = config.batch_size * image_bytes(unet_config(config), shape, torch.float32)
+    model = _parameter_count(config, classes) * 4 * 5  # weights, EMA, gradients, two AdamW moments
+    batch = config.batch_size * image_bytes(unet_config(config, classes), shape, torch.float32)
     parts = {"images": data, "model, EMA and optimiser": model, "one batch": batch}
     on_cpu = data + (model + batch if device.type == "cpu" else 0)
     checks = [(torch.device("cpu"), on_cpu)]
@@ -111,16 +121,22 @@ def train(config: TrainConfig) -> Path:
     turns non-finite; a replaced model stays in place until the new one is complete.
     """
     check_output(config)
-    check_fits(config, dataset_size(config))
+    labels = load_labels(config)  # before check_fits: a folder without classes fails first
+    classes = None if labels is None else labels.classes
+    check_fits(config, dataset_size(config), classes)
     data = load_dataset(config)  # fail on bad input before touching the output folder
     with work_folder(config) as folder:
         checkpoint = folder / CHECKPOINT_NAME
-        state = load_checkpoint(config, checkpoint) if config.resume else fresh_state(config)
+        state = (
+            load_checkpoint(config, checkpoint, classes)
+            if config.resume
+            else fresh_state(config, classes)
+        )
         if state.step > config.train_steps:
             raise ValueError(
                 f"{checkpoint} is at step {state.step}, past --steps {config.train_steps}"
             )
-        run_training(state, data, config, folder)
+        run_training(state, data, config, folder, labels)
         check_finite_weights(state)
         _save_results(state, config, folder)
     return config.output_dir
@@ -129,7 +145,7 @@ def train(config: TrainConfig) -> Path:
 def _save_results(state: TrainState, config: TrainConfig, folder: Path) -> None:
     """The pipeline, and the last checkpoint when one is kept (so a later run can extend it)."""
     checkpoint = folder / CHECKPOINT_NAME
-    save_pipeline(state.ema, config, folder)
+    save_pipeline(state.ema, config, folder, null_label=state.classes)
     if config.keep_checkpoint and config.checkpoint_every and state.step % config.checkpoint_every:
         save_checkpoint(state, config, checkpoint)
     elif not config.keep_checkpoint:

@@ -18,12 +18,13 @@ from pndm.runtime.devices import resolve_device
 from pndm.train.config import LEGACY_NAMES, RUN_FIELDS, TrainConfig, unet_config
 
 
-def _fingerprint(config: TrainConfig) -> dict[str, Any]:
-    """The config fields that decide the trajectory, as plain JSON-like values."""
+def _fingerprint(config: TrainConfig, classes: int | None) -> dict[str, Any]:
+    """The config fields that decide the trajectory, as plain JSON-like values, and a
+    conditional run's number of classes (which its data decides)."""
     d = asdict(config)
     d = {k: v for k, v in d.items() if k not in RUN_FIELDS}
     d["block_out_channels"] = list(config.block_out_channels)
-    return d
+    return d if classes is None else {**d, "classes": classes}
 
 
 def _saved_fingerprint(saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,25 +43,28 @@ class TrainState:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     step: int = 0
+    classes: int | None = None  # a conditional run's; its "no class" label
 
 
-def build_unet(config: TrainConfig) -> torch.nn.Module:
-    """A freshly initialised UNet2DModel; the seed decides it without touching global RNG state."""
+def build_unet(config: TrainConfig, classes: int | None = None) -> torch.nn.Module:
+    """A freshly initialised UNet2DModel (with a label table for ``classes``); the seed decides
+    it without touching global RNG state."""
     from pndm.models.unet_2d import UNet2DModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return UNet2DModel(**unet_config(config))
+        return UNet2DModel(**unet_config(config, classes))
 
 
-def fresh_state(config: TrainConfig) -> TrainState:
-    model = build_unet(config).to(resolve_device(config.device)).train()
+def fresh_state(config: TrainConfig, classes: int | None = None) -> TrainState:
+    """Step 0 of a run; ``classes``: a conditional run's number of classes."""
+    model = build_unet(config, classes).to(resolve_device(config.device)).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     generator = torch.Generator().manual_seed(config.seed)
-    return TrainState(model, ema, optimizer, generator)
+    return TrainState(model, ema, optimizer, generator, classes=classes)
 
 
 def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
@@ -68,7 +72,7 @@ def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
     payload = {
         "format": 1,
         "step": state.step,
-        "config": _fingerprint(config),
+        "config": _fingerprint(config, state.classes),
         "model": state.model.state_dict(),
         "ema": state.ema.state_dict(),
         "optimizer": state.optimizer.state_dict(),
@@ -77,19 +81,22 @@ def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def _check_same_run(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
-    current = _fingerprint(config)
+def _check_same_run(
+    saved: Mapping[str, Any], config: TrainConfig, classes: int | None, path: Path
+) -> None:
+    current = _fingerprint(config, classes)
     differ = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
         raise ValueError(f"cannot resume from {path}: settings differ ({detail})")
 
 
-def load_checkpoint(config: TrainConfig, path: Path) -> TrainState:
-    """The state saved at ``path``; refuses a checkpoint made with different settings."""
+def load_checkpoint(config: TrainConfig, path: Path, classes: int | None = None) -> TrainState:
+    """The state saved at ``path``; refuses a checkpoint made with different settings (or, for a
+    conditional run, another number of classes)."""
     saved = _read_checkpoint(path)
-    _check_same_run(_saved_fingerprint(saved["config"]), config, path)
-    state = fresh_state(config)
+    _check_same_run(_saved_fingerprint(saved["config"]), config, classes, path)
+    state = fresh_state(config, classes)
     try:
         state.model.load_state_dict(saved["model"])
         state.ema.load_state_dict(saved["ema"])

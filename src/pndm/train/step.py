@@ -1,15 +1,18 @@
 """One optimiser step of DDPM training (Ho et al. 2020, eq. 14): a batch, the ε-prediction loss,
-AdamW with warm-up and gradient clipping, and the EMA update."""
+AdamW with warm-up and gradient clipping, and the EMA update; a conditional run's labels go to the
+model, some dropped to "no class" (`pndm.train.labels`)."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from pndm.runtime.devices import resolve_dtype
 from pndm.train.config import TrainConfig
+from pndm.train.labels import ClassLabels, drop_labels
 from pndm.train.state import TrainState
 
 
@@ -17,14 +20,32 @@ class NonFiniteLossError(ValueError):
     """The loss or the weights became NaN or inf: training stops and nothing is saved."""
 
 
+class Batch(NamedTuple):
+    x0: torch.Tensor
+    t: torch.Tensor
+    noise: torch.Tensor
+    labels: torch.Tensor | None  # None: an unconditional run
+
+
 def sample_batch(
-    data: torch.Tensor, num_train_timesteps: int, batch_size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x0, t, ε): images drawn with replacement, integer t ~ U{0..T-1}, ε ~ N(0, I)."""
+    data: torch.Tensor,
+    num_train_timesteps: int,
+    batch_size: int,
+    generator: torch.Generator,
+    labels: ClassLabels | None = None,
+    label_dropout: float = 0.0,
+) -> Batch:
+    """(x0, t, ε, y): images drawn with replacement, integer t ~ U{0..T-1}, ε ~ N(0, I), and a
+    conditional run's labels of those images, dropped to "no class" with probability
+    ``label_dropout``, drawn last: the draws before them are an unconditional run's."""
     index = torch.randint(len(data), (batch_size,), generator=generator)
     t = torch.randint(num_train_timesteps, (batch_size,), generator=generator)
     x0 = data[index]
-    return x0, t, torch.randn(x0.shape, generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    if labels is None:
+        return Batch(x0, t, noise, None)
+    y = drop_labels(labels.values[index], label_dropout, labels.null_label, generator)
+    return Batch(x0, t, noise, y)
 
 
 def diffusion_loss(
@@ -33,11 +54,14 @@ def diffusion_loss(
     t: torch.Tensor,
     noise: torch.Tensor,
     alphas_cumprod: torch.Tensor,
+    class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Ho et al. eq. 14: || ε - ε_θ(sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε, t) ||²."""
+    """Ho et al. eq. 14: || ε - ε_θ(sqrt(ᾱ_t) x0 + sqrt(1-ᾱ_t) ε, t[, y]) ||²."""
     a = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-    return F.mse_loss(model(x_t, t).sample, noise)
+    if class_labels is None:
+        return F.mse_loss(model(x_t, t).sample, noise)
+    return F.mse_loss(model(x_t, t, class_labels=class_labels).sample, noise)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
@@ -61,17 +85,21 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def train_step(
-    state: TrainState, data: torch.Tensor, alphas_cumprod: torch.Tensor, config: TrainConfig
+    state: TrainState,
+    data: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    config: TrainConfig,
+    labels: ClassLabels | None = None,
 ) -> float:
-    """One optimiser step on a fresh batch; returns the batch loss (before the step)."""
-    x0, t, noise = sample_batch(
-        data, config.num_train_timesteps, config.batch_size, state.generator
-    )
+    """One optimiser step on a fresh batch (with ``labels``: a conditional run's); returns the
+    batch loss (before the step)."""
+    batch = sample_batch(data, config.num_train_timesteps, config.batch_size, state.generator,
+                         labels, config.label_dropout)  # fmt: skip
     device, dtype = alphas_cumprod.device, resolve_dtype(config.dtype)  # the training device
+    x0, t, noise = (v.to(device) for v in batch[:3])
+    y = None if batch.labels is None else batch.labels.to(device)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        loss = diffusion_loss(
-            state.model, x0.to(device), t.to(device), noise.to(device), alphas_cumprod
-        )
+        loss = diffusion_loss(state.model, x0, t, noise, alphas_cumprod, y)
     value = loss.item()
     if not math.isfinite(value):
         raise NonFiniteLossError(
