@@ -84,7 +84,8 @@ def add_model(p: Arguments) -> None:
         "--model",
         type=path,
         default=None,
-        help="pipeline folder (default: the shipped digits model)",
+        help="pipeline folder, or a shipped model: digits (the default) or digits-cond "
+        "(class-conditional: --class, --guidance)",
     )
 
 

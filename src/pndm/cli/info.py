@@ -28,15 +28,13 @@ def add(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pndm.assets import shipped_model_path
+    from pndm.assets import model_folder
     from pndm.compat.scheduler import PNDMScheduler
     from pndm.files.jsonfile import read_json
     from pndm.files.layout import MODEL_INDEX_NAME
     from pndm.models.unet_2d import UNet2DModel
 
-    folder = args.folder if args.folder is not None else shipped_model_path()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
+    folder = model_folder(args.folder)
     index = folder / MODEL_INDEX_NAME
     if index.is_file():
         print(f"{MODEL_INDEX_NAME}: {json.dumps(read_json(index), sort_keys=True)}")
