@@ -14,6 +14,7 @@ sampled by several ranks gets the same labels.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from pndm.checks import check_count, check_number
+from pndm.wrapper import model_output
 
 NULL_LABEL_KEY = "_null_class_label"  # model_index.json: diffusers ignores "_" keys when loading
 
@@ -76,7 +78,9 @@ def guided(model: ModelFn, labels: torch.Tensor, null_label: int | None, scale: 
     both = torch.cat([labels, torch.full_like(labels, null_label)])
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = _output(model(torch.cat([x, x]), _twice(t), class_labels=both))
+        out = model_output(model(torch.cat([x, x]), _twice(t), class_labels=both))
+        # combined in at least float32: w multiplies the rounding of c - u in a half model dtype
+        out = out.to(torch.promote_types(out.dtype, torch.float32))
         conditional, unconditional = out.chunk(2)
         return unconditional + scale * (conditional - unconditional)
 
@@ -84,26 +88,32 @@ def guided(model: ModelFn, labels: torch.Tensor, null_label: int | None, scale: 
 
 
 def _twice(t: torch.Tensor) -> torch.Tensor:
-    """The times of the doubled batch; a stride-0 time (one for all) stays one."""
+    """The times of the doubled batch; a stride-0 time (one for all) stays one, a 0-d one too."""
+    if t.ndim == 0:
+        return t
     if t.ndim == 1 and t.shape[0] > 1 and t.stride(0) == 0:
         return t[:1].expand(2 * t.shape[0])
     return torch.cat([t, t])
 
 
-def _output(result: Any) -> torch.Tensor:
-    return result if isinstance(result, torch.Tensor) else result[0]
-
-
 def num_classes(config: Any, null_label: int | None) -> int:
     """The classes a model's labels may name: its embedding table's rows, less the "no class"
     row (the last, as `pndm train --conditional` and DiT-style label dropout make it)."""
-    rows = config.get("num_class_embeds")
-    if rows is None or config.get("class_embed_type") is not None:
+    if not has_class_table(config):
         raise ValueError(
             "class_labels needs a class-conditional model with an embedding table "
             "(unet.config.num_class_embeds); this UNet has none"
         )
-    return rows - (null_label is not None)
+    classes = config["num_class_embeds"] - (null_label is not None)
+    if classes < 1:
+        raise ValueError(f"unet.config.num_class_embeds leaves no class: {classes + 1} rows")
+    return classes
+
+
+def has_class_table(config: Any) -> bool:
+    """Whether a UNet config's class labels index an embedding table (diffusers' default type)."""
+    rows = config.get("num_class_embeds")
+    return rows is not None and config.get("class_embed_type") is None
 
 
 def check_null_label(config: Any, null_label: Any) -> int | None:
@@ -144,6 +154,11 @@ class Conditioning:
         if class_labels is None:
             if scale != 1:
                 raise ValueError("guidance_scale needs class_labels (guidance is toward a class)")
+            if has_class_table(config):
+                raise ValueError(
+                    "this model is class-conditional: give class_labels (an int, one per image, "
+                    "or 'random')"
+                )
             return cls()
         chosen = image_labels(class_labels, seeds, count, num_classes(config, null_label))
         if scale != 1 and null_label is None:
@@ -165,18 +180,21 @@ class Conditioning:
         return guided(model, self.labels.to(device), self.null_label, self.scale)
 
 
-MAX_CLASSES = 100_000  # beyond any class-conditional model's table (ImageNet-21k: 21,841)
+MAX_RECORDED_CLASSES = 100_000  # beyond any class-conditional model's table (ImageNet-21k: 21,841)
 
 
-def conditioning_setting(config: Any, null_label: int | None, cond: Conditioning, labels: Labels):
+def conditioning_setting(
+    config: Any, null_label: int | None, cond: Conditioning, labels: Labels
+) -> dict[str, Any] | None:
     """What a sample folder's manifest records of a conditional run (None: unconditional): the
     labels as asked for (an int or "random"), the model's class count, the guidance scale."""
     if cond.labels is None:
         return None
-    if not isinstance(labels, int | str):
+    if not isinstance(labels, numbers.Integral | str):
         raise ValueError(f"a sample job's class labels must be an int or 'random', got {labels!r}")
     classes = num_classes(config, null_label)
-    return {"class_labels": labels, "num_classes": classes, "guidance_scale": cond.scale}
+    recorded = labels if isinstance(labels, str) else int(labels)
+    return {"class_labels": recorded, "num_classes": classes, "guidance_scale": cond.scale}
 
 
 def recorded_labels(setting: Any, seeds: Sequence[int], where: str) -> np.ndarray:
@@ -185,10 +203,10 @@ def recorded_labels(setting: Any, seeds: Sequence[int], where: str) -> np.ndarra
     if not isinstance(setting, dict):
         raise ValueError(f"{where}: settings.conditioning must be an object, got {setting!r}")
     classes, labels = setting.get("num_classes"), setting.get("class_labels")
-    if type(classes) is not int or not 1 <= classes <= MAX_CLASSES:
+    if type(classes) is not int or not 1 <= classes <= MAX_RECORDED_CLASSES:
         raise ValueError(
-            f"{where}: settings.conditioning.num_classes must be an integer in [1, {MAX_CLASSES}]"
-            f", got {classes!r}"
+            f"{where}: settings.conditioning.num_classes must be an integer in "
+            f"[1, {MAX_RECORDED_CLASSES}], got {classes!r}"
         )
     if labels != RANDOM and (type(labels) is not int or not 0 <= labels < classes):
         raise ValueError(

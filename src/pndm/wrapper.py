@@ -46,7 +46,7 @@ def eps_from_output(
     return (x - root_a * output) / root_1ma  # "sample": undefined at ᾱ = 1
 
 
-def _model_output(result: Any) -> torch.Tensor:
+def model_output(result: Any) -> torch.Tensor:
     """The tensor of a model's return value: itself, its ``.sample``, or the first of a tuple."""
     if isinstance(result, torch.Tensor):
         return result
@@ -78,7 +78,7 @@ def make_eps_fn(
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         x_in = x if model_dtype is None else x.to(model_dtype)
         # no shift, no add: keeps the samplers' stride-0 time, which the UNet embeds once
-        output = _model_output(model(x_in, t + time_shift if time_shift else t))
+        output = model_output(model(x_in, t + time_shift if time_shift else t))
         alpha_bar = 1.0 if prediction_type == "epsilon" else schedule.alpha_bar(t)
         return eps_from_output(output, x, alpha_bar, prediction_type)
 

@@ -40,6 +40,10 @@ ANY_MODEL = [  # wrong whatever the model
     ({**VALID, "options": {"afs": "yes"}}, "afs must be True or False, got 'yes'"),
     ({**VALID, "timesteps": LONG, "nfe": 2000}, "the steps of timesteps must be an integer in"),
     (calibrated(eps_scales=[1.0, 1e3]), "eps_scales must lie in [e^-5, e^5]"),
+    *[
+        ({**VALID, "tuning": {"guidance_scale": bad}}, "tuning.guidance_scale must be a number in")
+        for bad in (None, [1], "2", True, -1.0, 1e9)
+    ],
 ]
 THIS_MODEL = [  # wrong on a discrete schedule of 1000 training steps (the shipped model's)
     ({**VALID, "timesteps": [999.0, 500.0, 10.0], "nfe": 2}, "must end with the schedule's"),

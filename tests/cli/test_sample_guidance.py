@@ -72,10 +72,12 @@ def test_a_folder_records_the_conditioning_and_pack_writes_the_labels(model, tmp
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--guidance", "2"], "guidance_scale needs class_labels"),
+        (["--guidance", "2"], "--guidance needs --class"),
         (["--class", "10"], r"class label must be an integer in [0, 9], got 10"),
-        (["--class", "3", "--guidance", "-1"], "guidance_scale must be"),
+        (["--class", "3", "--guidance", "-1"], "--guidance must be a finite number in [0, 100]"),
         (["--class", "cat"], "--class: must be a class label (an integer >= 0) or 'random'"),
+        (["--class", "\uff13"], "--class: must be a class label"),  # a full-width 3
+        ([], "this model is class-conditional: give --class"),
     ],
 )
 def test_bad_conditioning_is_refused_before_the_model_loads(
@@ -91,7 +93,7 @@ def test_bad_conditioning_is_refused_before_the_model_loads(
 
 def test_class_labels_on_an_unconditional_model_are_refused(tmp_path, capsys) -> None:
     code = cli_sample("--seeds", "0-1", "--class", "3", "--out", str(tmp_path / "x.npz"))
-    assert_one_line_error(capsys, code, "class_labels needs a class-conditional model")
+    assert_one_line_error(capsys, code, "--class needs a class-conditional model")
 
 
 @pytest.mark.slow
@@ -123,3 +125,12 @@ def _kill_after_first_images(proc: subprocess.Popen, folder: Path) -> None:
             break
         time.sleep(0.01)
     proc.wait(timeout=60)
+
+
+def test_a_conditional_model_without_a_class_leaves_no_folder(model, tmp_path, capsys) -> None:
+    """Refused before pndm.json is written, so the same folder then takes a --class run."""
+    out = f"{tmp_path / 'f'}/"
+    code = cli_sample("--seeds", "0-1", "--out", out, model=model)
+    assert_one_line_error(capsys, code, "this model is class-conditional")
+    assert not (tmp_path / "f").exists()
+    assert cli_sample("--seeds", "0-1", "--class", "3", "--out", out, model=model) == 0

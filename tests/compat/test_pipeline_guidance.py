@@ -137,3 +137,16 @@ def test_random_labels_need_seeds_and_labels_need_a_class_table() -> None:
 def test_a_null_label_must_be_the_last_class_embedding(null) -> None:
     with pytest.raises(ValueError, match=r"null_class_label must be the last class embedding"):
         PNDMPipeline(conditional_unet(), PNDMScheduler(), null)
+
+
+def test_the_memory_bound_counts_both_halves_and_names_the_users_batch(monkeypatch) -> None:
+    from pndm.runtime import fast
+
+    pipe = pipeline(torch.float32)
+    each = fast.per_image_bytes(pipe.unet, pipe.dtype, (3, 8, 8))
+    monkeypatch.setattr(fast, "free_memory", lambda device: 30 * each)
+    run = {"num_inference_steps": 2, "class_labels": 3, "output_type": "pt"}
+    assert len(pipe(15, guidance_scale=2.0, **run).images) == 15  # 30 model inputs
+    with pytest.raises(ValueError, match=r"batch_size 16 needs .* use batch_size <= 15$"):
+        pipe(16, guidance_scale=2.0, **run)
+    assert len(pipe(30, guidance_scale=1.0, **run).images) == 30  # no guidance: one half

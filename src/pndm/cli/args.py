@@ -47,7 +47,7 @@ def class_label(text: str) -> int | str:
     """argparse type of ``--class``: a class label (an integer >= 0) or "random"."""
     if text == "random":
         return text
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(
             f"must be a class label (an integer >= 0) or 'random', got {text!r}"
         )

@@ -21,8 +21,10 @@ EXIT_USAGE = 2
 
 USER_ERRORS = (UsageError, ValueError, FileNotFoundError, FileExistsError, ImportError)
 # Library errors name the argument; the user typed the flag that sets it.
-FLAGS = {"num_inference_steps": "--steps", "batch_size": "--batch-size"}
-_ARGUMENT_NAMES = re.compile(r"\b(" + "|".join(FLAGS) + r")\b")
+FLAGS = {"num_inference_steps": "--steps", "batch_size": "--batch-size",
+         "guidance_scale": "--guidance", "class_labels": "--class"}  # fmt: skip
+# an argument's name, not a file's field of that name ("tuning.guidance_scale" stays)
+_ARGUMENT_NAMES = re.compile(r"(?<![.\w])(" + "|".join(FLAGS) + r")\b")
 
 # Registration functions, in help order; add a command by writing its module and listing it.
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [

@@ -176,9 +176,9 @@ class PNDMPipeline:
         cond = Conditioning.of(self.unet.config, self.null_class_label, labels, scale, seeds,
                                shape[0])  # fmt: skip
         if cuda_graphs and cond.labels is not None:
-            raise ValueError("cuda_graphs=True takes no class_labels yet; use cuda_graphs=False")
-        batch = shape[0] * cond.batch_factor
-        check_batch_fits(self.device, self.dtype, self.unet, batch, shape[1:], self.solver_dtype)
+            raise ValueError("cuda_graphs takes no class labels yet; sample without CUDA graphs")
+        check_batch_fits(self.device, self.dtype, self.unet, shape[0], shape[1:],
+                         self.solver_dtype, cond.batch_factor)  # fmt: skip
         return cond
 
     def _check_call(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -48,11 +49,8 @@ def pack(
             f"({_first(missing)}); sample them first (rerun the same pndm sample command)"
         )
     shape = (len(chosen), image["height"], image["width"], png_channels(image["mode"]))
-    from pndm.guidance import recorded_labels  # torch: only when packing
-
     setting = recorded.settings.get("conditioning")
-    where = str(folder / manifests.NAME)
-    labels = None if setting is None else recorded_labels(setting, chosen, where)
+    labels = None if setting is None else _labels(setting, chosen, folder)
     atomic_write(
         out,
         lambda tmp: _write_npz(tmp, folder, chosen, shape, image["mode"], labels),
@@ -71,6 +69,13 @@ def _recorded(folder: Path, recorded: Sequence[int], seeds: Sequence[int]) -> li
             f"({_first(absent)}); pack only seeds sampled into the folder"
         )
     return list(seeds)
+
+
+def _labels(setting: Any, seeds: Sequence[int], folder: Path) -> np.ndarray:
+    """Each seed's class under the folder's recorded conditioning."""
+    from pndm.guidance import recorded_labels  # imports torch: only for conditional folders
+
+    return recorded_labels(setting, seeds, str(folder / manifests.NAME))
 
 
 def _first(seeds: Sequence[int]) -> str:

@@ -23,6 +23,12 @@ class Plan:
     settings: dict[str, Any]  # the pixel-deciding settings (`pndm.jobs.manifest.SETTINGS`)
     image: dict[str, Any]  # width, height and PNG mode of every image
 
+    @property
+    def batch_factor(self) -> int:
+        """Model inputs per image: 2 under guidance (conditional and "no class" halves)."""
+        setting = self.settings.get("conditioning")
+        return 2 if setting is not None and setting["guidance_scale"] != 1 else 1
+
     def labels(self, seeds: list[int]) -> Any:
         """The class label of each seed's image (int64), or None for an unconditional job."""
         from pndm.guidance import recorded_labels

@@ -211,7 +211,8 @@ def _sample_all(
     """(the images unless written per seed, model calls per image counted, images per rank).
     PNGs of a folder are written as batches finish; every rank runs as many rounds as the
     busiest one, so the progress bar (rank 0's) counts all ranks' images."""
-    size = min(job.batch_size or _fitting_batch_size(pipe), len(job.seeds))  # same on any rank
+    fitting = _fitting_batch_size(pipe) // plan.batch_factor  # guidance: two halves per image
+    size = min(job.batch_size or max(1, fitting), len(job.seeds))  # same on any rank
     batches = _batches(seeds, size)
     rounds = max(distributed.gather(len(batches), pipe.device))
     total = sum(distributed.gather(len(seeds), pipe.device))

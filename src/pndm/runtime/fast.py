@@ -247,11 +247,13 @@ def check_batch_fits(
     batch_size: int,
     sample_shape: Sequence[int],
     solver_dtype: torch.dtype = torch.float32,
+    factor: int = 1,
 ) -> None:
     """Refuse, before any allocation, ``batch_size`` images that need more than all the free
-    memory on ``device`` (`per_image_bytes` each), naming the largest batch that fits."""
+    memory on ``device`` (`per_image_bytes` each, ``factor`` times: 2 under guidance, whose
+    model sees two halves per image), naming the largest batch that fits."""
     device = torch.device(device)
-    each = per_image_bytes(model, dtype, sample_shape, solver_dtype=solver_dtype)
+    each = factor * per_image_bytes(model, dtype, sample_shape, solver_dtype=solver_dtype)
     free = free_memory(device)
     if batch_size * each > free:
         raise ValueError(

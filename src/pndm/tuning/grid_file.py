@@ -274,6 +274,15 @@ def _fields_problem(data: Mapping[str, Any]) -> str | None:
         return f"options must be an object, got {type(data['options']).__name__}"
     if not isinstance(data.get("tuning", {}), dict):
         return f"tuning must be an object, got {type(data['tuning']).__name__}"
+    return _guidance_problem(data.get("tuning", {}).get("guidance_scale", 1.0))
+
+
+def _guidance_problem(scale: Any) -> str | None:
+    """``tuning.guidance_scale`` (pndm sample compares it): a guidance scale, or absent."""
+    from pndm.guidance import MAX_GUIDANCE
+
+    if not _is_number(scale) or not 0 <= scale <= MAX_GUIDANCE:  # NaN fails the range
+        return f"tuning.guidance_scale must be a number in [0, {MAX_GUIDANCE:g}], got {scale!r}"
     return None
 
 
