@@ -114,6 +114,9 @@ def test_a_folder_under_a_seed_name_is_refused_before_sampling(
 _DURING_TORCH_IMPORT = """
 import os, signal, sys, types
 from importlib.machinery import ModuleSpec
+# Ctrl-C as in a terminal: a job started in the background (`cmd &`) inherits SIGINT ignored,
+# which pndm rightly leaves alone, and the signal below would then never arrive
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from pndm.cli.signals import signals_interrupt
 torch = types.ModuleType("torch")
 torch.__spec__ = ModuleSpec("torch", None)
