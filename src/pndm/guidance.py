@@ -30,6 +30,7 @@ NULL_LABEL_KEY = "_null_class_label"  # model_index.json: diffusers ignores "_" 
 RANDOM = "random"
 LABEL_STREAM = 0x6C61_6265  # a seed's label stream, independent of its noise stream
 MAX_GUIDANCE = 100.0  # far above any useful scale (7.5 is Stable Diffusion's default)
+MAX_RECORDED_CLASSES = 100_000  # beyond any class-conditional model's table (ImageNet-21k: 21,841)
 Labels = int | str | Sequence[int] | None
 ModelFn = Callable[..., Any]
 
@@ -37,6 +38,11 @@ ModelFn = Callable[..., Any]
 def check_guidance_scale(scale: Any) -> float:
     """A guidance scale w in [0, MAX_GUIDANCE] (1: no guidance)."""
     return check_number("guidance_scale", scale, 0.0, MAX_GUIDANCE)
+
+
+def batch_factor(conditional: bool, scale: float) -> int:
+    """Model inputs per image: 2 under guidance (the conditional and "no class" halves)."""
+    return 2 if conditional and scale != 1 else 1
 
 
 def label_of_seed(seed: int, num_classes: int) -> int:
@@ -137,6 +143,7 @@ class Conditioning:
     labels: torch.Tensor | None = None
     null_label: int | None = None
     scale: float = 1.0
+    classes: int = 0  # the classes a label may name (`num_classes`); 0 when unconditional
 
     @classmethod
     def of(
@@ -160,18 +167,19 @@ class Conditioning:
                     "or 'random')"
                 )
             return cls()
-        chosen = image_labels(class_labels, seeds, count, num_classes(config, null_label))
+        classes = num_classes(config, null_label)
+        chosen = image_labels(class_labels, seeds, count, classes)
         if scale != 1 and null_label is None:
             raise ValueError(
                 "guidance needs the model's 'no class' label, which its folder does not record "
                 f"(model_index.json {NULL_LABEL_KEY!r}); use guidance_scale=1"
             )
-        return cls(torch.tensor(chosen, dtype=torch.long), null_label, scale)
+        return cls(torch.tensor(chosen, dtype=torch.long), null_label, scale, classes)
 
     @property
     def batch_factor(self) -> int:
-        """Images the model sees per image: 2 under guidance (conditional and unconditional)."""
-        return 2 if self.labels is not None and self.scale != 1 else 1
+        """Model inputs per image (`batch_factor`)."""
+        return batch_factor(self.labels is not None, self.scale)
 
     def apply(self, model: ModelFn, device: torch.device) -> ModelFn:
         """``model(x, t)`` with these labels and guidance (``model`` itself if unconditional)."""
@@ -180,21 +188,15 @@ class Conditioning:
         return guided(model, self.labels.to(device), self.null_label, self.scale)
 
 
-MAX_RECORDED_CLASSES = 100_000  # beyond any class-conditional model's table (ImageNet-21k: 21,841)
-
-
-def conditioning_setting(
-    config: Any, null_label: int | None, cond: Conditioning, labels: Labels
-) -> dict[str, Any] | None:
+def conditioning_setting(cond: Conditioning, labels: Labels) -> dict[str, Any] | None:
     """What a sample folder's manifest records of a conditional run (None: unconditional): the
     labels as asked for (an int or "random"), the model's class count, the guidance scale."""
     if cond.labels is None:
         return None
     if not isinstance(labels, numbers.Integral | str):
         raise ValueError(f"a sample job's class labels must be an int or 'random', got {labels!r}")
-    classes = num_classes(config, null_label)
     recorded = labels if isinstance(labels, str) else int(labels)
-    return {"class_labels": recorded, "num_classes": classes, "guidance_scale": cond.scale}
+    return {"class_labels": recorded, "num_classes": cond.classes, "guidance_scale": cond.scale}
 
 
 def recorded_labels(setting: Any, seeds: Sequence[int], where: str) -> np.ndarray:

@@ -25,9 +25,11 @@ class Plan:
 
     @property
     def batch_factor(self) -> int:
-        """Model inputs per image: 2 under guidance (conditional and "no class" halves)."""
+        """Model inputs per image (`pndm.guidance.batch_factor`)."""
+        from pndm.guidance import batch_factor
+
         setting = self.settings.get("conditioning")
-        return 2 if setting is not None and setting["guidance_scale"] != 1 else 1
+        return 1 if setting is None else batch_factor(True, setting["guidance_scale"])
 
     def labels(self, seeds: list[int]) -> Any:
         """The class label of each seed's image (int64), or None for an unconditional job."""
@@ -81,7 +83,7 @@ def _conditioning(job: SampleJob, unet: dict[str, Any], null: Any) -> dict[str, 
 
     null = check_null_label(unet, null)
     cond = Conditioning.of(unet, null, job.class_labels, job.guidance_scale, job.seeds[:1], 1)
-    return conditioning_setting(unet, null, cond, job.class_labels)
+    return conditioning_setting(cond, job.class_labels)
 
 
 def _grid(job: SampleJob, scheduler: Any) -> list[float]:

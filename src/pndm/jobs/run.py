@@ -211,8 +211,7 @@ def _sample_all(
     """(the images unless written per seed, model calls per image counted, images per rank).
     PNGs of a folder are written as batches finish; every rank runs as many rounds as the
     busiest one, so the progress bar (rank 0's) counts all ranks' images."""
-    fitting = _fitting_batch_size(pipe) // plan.batch_factor  # guidance: two halves per image
-    size = min(job.batch_size or max(1, fitting), len(job.seeds))  # same on any rank
+    size = min(job.batch_size or _fitting_batch_size(pipe, plan), len(job.seeds))  # any rank
     batches = _batches(seeds, size)
     rounds = max(distributed.gather(len(batches), pipe.device))
     total = sum(distributed.gather(len(seeds), pipe.device))
@@ -238,8 +237,9 @@ def _sample_all(
     )
 
 
-def _fitting_batch_size(pipe: Any) -> int:
-    """The memory-aware default: the batch that fits half the free memory (capped on CPU)."""
+def _fitting_batch_size(pipe: Any, plan: Plan) -> int:
+    """The memory-aware default: the batch that fits half the free memory (capped on CPU),
+    halved under guidance (the model sees two halves per image)."""
     from pndm.runtime.fast import default_batch_size
 
-    return default_batch_size(pipe.device, pipe.dtype, pipe.unet)
+    return max(1, default_batch_size(pipe.device, pipe.dtype, pipe.unet) // plan.batch_factor)

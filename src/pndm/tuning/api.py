@@ -37,7 +37,7 @@ import torch
 
 from pndm.calibration import Calibration
 from pndm.checks import check_flag
-from pndm.guidance import Conditioning, Labels
+from pndm.guidance import Conditioning, Labels, batch_factor, check_guidance_scale
 from pndm.noise import initial_noise, noise_shape
 from pndm.samplers import get_sampler
 from pndm.samplers.method import check_x
@@ -219,12 +219,11 @@ def tune_pipeline(
     check_iterations("iterations", iterations)
     check_tune_request(method, nfe, samples=samples, seed=seed, search_options=search_options,
                        **options)  # fmt: skip
-    check_samples_fit(samples, pipe)  # before the noise is drawn: all of it is held at once
-    seeds = tuning_seeds(samples, seed)
-    cond = Conditioning.of(pipe.unet.config, pipe.null_class_label, class_labels, guidance_scale,
-                           seeds, samples)  # fmt: skip
-    if cond.batch_factor > 1:  # guidance evaluates two halves of every noise at once
-        check_samples_fit(samples * cond.batch_factor, pipe)
+    scale = check_guidance_scale(guidance_scale)  # guidance evaluates two halves of each noise
+    check_samples_fit(samples, pipe, batch_factor(class_labels is not None, scale))  # before
+    seeds = tuning_seeds(samples, seed)  # the noise is drawn: all of it is held at once
+    cond = Conditioning.of(pipe.unet.config, pipe.null_class_label, class_labels, scale, seeds,
+                           samples)  # fmt: skip
     shape = noise_shape(pipe.unet.config, samples, None)
     x = initial_noise(shape, pipe.device, pipe.solver_dtype, seeds=seeds)
     pipe.unet.eval()

@@ -41,9 +41,11 @@ def check_iterations(name: str, iterations: Any) -> int | None:
     return None if iterations is None else check_count(name, iterations, maximum=MAX_ITERATIONS)
 
 
-def check_samples_fit(samples: int, pipe: Any) -> None:
-    """Refuse more tuning noises than ``pipe``'s device holds (module docstring)."""
+def check_samples_fit(samples: int, pipe: Any, factor: int = 1) -> None:
+    """Refuse more tuning noises than ``pipe``'s device holds (module docstring); ``factor``:
+    model inputs per noise (2 under guidance)."""
     each = per_image_bytes(pipe.unet, pipe.dtype, held=HELD, solver_dtype=pipe.solver_dtype)
+    each *= factor
     why = "all are held at once, with the teacher's end point, and evaluated in one batch"
     _check_fits("samples", samples, each, pipe.device, why)
 
