@@ -26,21 +26,16 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
+from benchlib.digits_metric import class_accuracy
 from benchlib.machine import device_name
 from benchlib.methods import GRIDS, sweep_pndm
 from benchlib.peers import PEERS, Peer, peer_steps, run_peer, sweep_peers
-from benchlib.problems import BETA_KEYS, Problem, solver_reference
+from benchlib.problems import Problem, guided_digits, solver_reference
 
 import pndm
-from pndm import PNDMPipeline
-from pndm.assets import shipped_model_path
-from pndm.files.jsonfile import read_json, write_json
+from pndm.files.jsonfile import write_json
 from pndm.grids import make_grid
-from pndm.guidance import Conditioning
-from pndm.images import to_uint8
-from pndm.metrics.digits import load_network, to_input
 from pndm.samplers import SAMPLERS
-from pndm.wrapper import make_eps_fn
 
 SCALES = (1.0, 2.0, 5.0)
 NFES = (4, 6, 8, 10)
@@ -48,31 +43,14 @@ SPACINGS = ("trailing", "leading")
 ACCURACY_NFE = 6
 
 
-def problem(scale: float, samples: int, ref_steps: int) -> tuple[Problem, torch.Tensor]:
-    """(the guided problem with its reference, the labels)."""
-    folder = shipped_model_path("digits-cond")
-    pipe = PNDMPipeline.from_pretrained(folder)
-    labels = torch.arange(samples) % 10
-    cond = Conditioning.of(pipe.unet.config, pipe.null_class_label, labels.tolist(),
-                                         scale, None, samples)  # fmt: skip
-    model = cond.apply(lambda x, t, **kw: pipe.unet(x, t, **kw).sample, pipe.device)
-    eps_fn = make_eps_fn(model, pipe.scheduler.schedule, "epsilon", 0.0, torch.float32)
-    config = read_json(folder / "scheduler" / "scheduler_config.json")
-    config = {k: config[k] for k in BETA_KEYS if k in config}
-    shape = (samples, 1, 16, 16)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    found = Problem(f"digits-cond w={scale:g}", eps_fn, pipe.scheduler.schedule, config, noise)
+def problem(scale: float, samples: int, ref_steps: int) -> Problem:
+    """The guided problem (labels 0, 1, 2, ... cycling) with its reference."""
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn((samples, 1, 16, 16), generator=g, dtype=torch.float64)
+    found = guided_digits(scale, noise, torch.arange(samples) % 10)
     found.reference, check = solver_reference(found, ref_steps)
     found.notes = {"reference_vs_pec": found.error(check), "guidance_scale": scale}
-    return found, labels
-
-
-def accuracy(x: torch.Tensor, labels: torch.Tensor, net: Any) -> float:
-    """The share of images the digits classifier reads as their requested label."""
-    images = to_uint8(((x.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy())
-    with torch.no_grad():
-        predicted = net.classifier(net(to_input(images))).argmax(1)
-    return float((predicted == labels).float().mean())
+    return found
 
 
 def best(rows: list[dict], names: set[str], nfe: int) -> dict | None:
@@ -93,9 +71,9 @@ def spacings(peer: Peer, nfe: int) -> list[dict[str, Any]]:
     return [{"timestep_spacing": s} for s in SPACINGS]
 
 
-def measure_scale(scale: float, args: argparse.Namespace, net: Any) -> dict[str, Any]:
+def measure_scale(scale: float, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    found, labels = problem(scale, args.samples, args.ref_steps)
+    found = problem(scale, args.samples, args.ref_steps)
     rows = list(sweep_pndm(found, NFES, lambda m, n: [{"grid": g} for g in GRIDS]))
     rows += list(sweep_peers(found, NFES, spacings))
     ours, theirs = set(SAMPLERS), {p.name for p in PEERS}
@@ -104,10 +82,10 @@ def measure_scale(scale: float, args: argparse.Namespace, net: Any) -> dict[str,
         a, b = best(rows, ours, nfe), best(rows, theirs, nfe)
         table[nfe] = {"pndm": a, "diffusers": b,
                       "ratio": a["error"] / b["error"] if a and b else None}  # fmt: skip
-    acc = {"reference": accuracy(found.reference, labels, net)}
+    acc = {"reference": class_accuracy(found.reference, found.labels)}
     for family in ("pndm", "diffusers"):
         row = table[ACCURACY_NFE][family]
-        acc[f"{family} NFE {ACCURACY_NFE}"] = accuracy(rerun(found, row), labels, net)
+        acc[f"{family} NFE {ACCURACY_NFE}"] = class_accuracy(rerun(found, row), found.labels)
     return {"notes": found.notes, "best": table, "accuracy": acc, "runs": rows,
             "seconds": time.perf_counter() - start}  # fmt: skip
 
@@ -138,9 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref-steps", type=int, default=200)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    net = load_network()
     start = time.perf_counter()
-    scales = {f"{w:g}": measure_scale(w, args, net) for w in SCALES}
+    scales = {f"{w:g}": measure_scale(w, args) for w in SCALES}
     report = {
         "setup": {"samples": args.samples, "ref_steps": args.ref_steps, "nfes": NFES,
                   "grids": GRIDS, "peer_spacings": SPACINGS, "threads": 1,

@@ -3,9 +3,11 @@ model) with their start noise and reference end point, and a run's record on one
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -17,6 +19,7 @@ from pndm.analytic import GaussianMixture, reference_flow
 from pndm.assets import shipped_model_path
 from pndm.files.jsonfile import read_json
 from pndm.grids import make_grid
+from pndm.guidance import Conditioning
 from pndm.images import image_shape
 from pndm.samplers import SAMPLERS
 from pndm.schedule import NoiseSchedule
@@ -42,6 +45,23 @@ class Problem:
     noise: torch.Tensor
     reference: torch.Tensor | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    labels: torch.Tensor | None = None  # a guided problem's class per noise
+    relabel: Callable[[torch.Tensor], EpsFn] | None = None  # ... and its ε toward other labels
+
+    def with_noise(self, noise: torch.Tensor, labels: torch.Tensor | None = None) -> Problem:
+        """The same problem from other noise (a guided one toward ``labels``), no reference."""
+        if self.relabel is None:
+            return replace(self, noise=noise, reference=None, notes={})
+        assert labels is not None and len(labels) == len(noise)
+        eps_fn = self.relabel(labels)
+        return replace(self, eps_fn=eps_fn, noise=noise, reference=None, notes={}, labels=labels)
+
+    def head(self, n: int) -> Problem:
+        """The first ``n`` noises (labels, reference) of the problem."""
+        labels = None if self.labels is None else self.labels[:n]
+        part = self.with_noise(self.noise[:n], labels)
+        part.reference = None if self.reference is None else self.reference[:n]
+        return part
 
     def error(self, x: torch.Tensor) -> float:
         """RMS over samples and pixels of x - reference."""
@@ -67,9 +87,9 @@ def row(
     return {"method": method, "nfe": target, "steps": steps, "option": option, "error": error}
 
 
-def shipped_config() -> dict[str, Any]:
-    """The shipped model's scheduler config, β keys only (shared by every peer)."""
-    config = read_json(shipped_model_path() / "scheduler" / "scheduler_config.json")
+def shipped_config(name: str = "digits") -> dict[str, Any]:
+    """A shipped model's scheduler config, β keys only (shared by every peer)."""
+    config = read_json(shipped_model_path(name) / "scheduler" / "scheduler_config.json")
     return {k: config[k] for k in BETA_KEYS if k in config}
 
 
@@ -141,3 +161,28 @@ def digits_problem(n_samples: int, seed: int, ref_steps: int) -> Problem:
         "noise": f"torch.randn(generator=torch.Generator().manual_seed({seed})), float64",
     }
     return problem
+
+
+@functools.cache
+def _cond_pipeline() -> pndm.PNDMPipeline:
+    return pndm.PNDMPipeline.from_pretrained(shipped_model_path("digits-cond"))
+
+
+def guided_eps(scale: float, labels: torch.Tensor) -> EpsFn:
+    """ε of the shipped digits-cond under classifier-free guidance ``scale`` toward ``labels`` (one
+    per noise): ε_u + w (ε_c - ε_u) from one batched float32 UNet call of both halves (the
+    pipeline's own `Conditioning`)."""
+    pipe = _cond_pipeline()
+    cond = Conditioning.of(pipe.unet.config, pipe.null_class_label, labels.tolist(), scale,
+                           None, len(labels))  # fmt: skip
+    model = cond.apply(lambda x, t, **kw: pipe.unet(x, t, **kw).sample, pipe.device)
+    return make_eps_fn(model, pipe.scheduler.schedule, "epsilon", 0.0, model_dtype=torch.float32)
+
+
+def guided_digits(scale: float, noise: torch.Tensor, labels: torch.Tensor) -> Problem:
+    """digits-cond under guidance ``scale`` from ``noise`` toward ``labels``, no reference yet."""
+    relabel = functools.partial(guided_eps, scale)
+    schedule = _cond_pipeline().scheduler.schedule
+    config = shipped_config("digits-cond")
+    return Problem(f"digits-cond w={scale:g}", relabel(labels), schedule, config, noise,
+                   labels=labels, relabel=relabel)  # fmt: skip
