@@ -1,10 +1,18 @@
-"""lower_order_final and clip_sample measured: RMS error on the shipped digits model, NFE 5-10.
+"""lower_order_final and clip_sample measured: RMS error on the shipped digits model, NFE 5-10,
+or on digits-cond under classifier-free guidance (--guidance W): where the PNDM family breaks down
+as guidance grows, and whether a lower-order final step, clipping or data prediction fixes it.
 
 The problem is quality.py's ``digits`` (the shipped UNet, float32 network, float64 solver state,
 fixed noise from t = 999 to ᾱ_0, every run at exactly the target NFE), so the numbers line up with
 quality.json. Each of ddim, plms, ipndm, vab (order 4) and pec (order 3) runs on the edm (ρ = 7)
 and logsnr grids with every combination of its options among ``lower_order_final`` (not ddim: a
-one-step method) and ``clip_sample`` (x̂_0 clipped to [-1, 1], the digits data range).
+one-step method) and ``clip_sample`` (x̂_0 clipped to [-1, 1], the digits data range); so do
+the data-prediction methods dpmpp-2m and pec-data (order 2 and 3, multistep in x̂_0). Dynamic
+thresholding (Imagen; diffusers' ``thresholding=True``) clips x̂_0 to [-s, s] with s the
+per-sample quantile bounded to [1, ``sample_max_value``]: with diffusers' default
+``sample_max_value`` = 1, the data range of pixel models, it is exactly ``clip_sample``.
+With --guidance the problem is digits-cond, ε = ε_u + w (ε_c - ε_u), toward labels 0, 1, ..., 9,
+0, ... (benchlib.problems.guided_digits).
 
 Reference: vab (order 4) with ``--ref-steps`` steps on the edm grid; its accuracy is stated as the
 RMS difference to pec (order 3) with as many steps on the logsnr grid
@@ -13,8 +21,9 @@ Error: RMS over all samples and pixels of x - x_ref. The reference solves the un
 clipping changes the limit a method converges to, so its error here is its distance to the ODE.
 
     python benchmarks/options.py [--samples 16] [--ref-steps 250] [--out benchmarks/results]
+    python benchmarks/options.py --guidance 5 --nfes 4,6,8
 
-Writes options.json to --out and prints a markdown table.
+Writes options.json (options_digits-cond_w<W>.json) to --out and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +39,7 @@ from typing import Any
 import torch
 from benchlib.measure import CountingEps
 from benchlib.methods import pndm_grid
-from benchlib.problems import Problem, digits_problem, row
+from benchlib.problems import Problem, digits_problem, guided_digits, row, solver_reference
 from benchlib.progress import log
 
 import pndm
@@ -45,6 +55,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "ipndm": ("lower_order_final", "clip_sample"),
     "vab": ("lower_order_final", "clip_sample"),
     "pec": ("lower_order_final", "clip_sample"),
+    "dpmpp-2m": ("lower_order_final", "clip_sample"),
+    "pec-data": ("lower_order_final", "clip_sample"),
 }
 COLUMNS = ("off", "lof", "clip", "lof+clip")
 
@@ -73,9 +85,24 @@ def run(problem: Problem, method: str, grid: str, target: int, options: dict) ->
     return row(problem, method, target, counter.calls, steps, {"grid": grid, **options}, x)
 
 
-def sweep(problem: Problem) -> list[dict[str, Any]]:
+def guided_problem(scale: float, samples: int, seed: int, ref_steps: int) -> Problem:
+    """digits-cond under guidance ``scale`` with its reference (as digits_problem's)."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn((samples, 1, 16, 16), generator=g, dtype=torch.float64)
+    problem = guided_digits(scale, noise, torch.arange(samples) % 10)
+    problem.reference, check = solver_reference(problem, ref_steps)
+    problem.notes = {
+        "reference": f"vab (order 4), {ref_steps} steps, edm grid, float64 state, float32 UNet",
+        f"reference_vs_pec_{ref_steps}_logsnr": problem.error(check),
+        "samples": samples, "guidance_scale": scale, "labels": "i % 10",
+        "noise": f"torch.randn(generator=torch.Generator().manual_seed({seed})), float64",
+    }  # fmt: skip
+    return problem
+
+
+def sweep(problem: Problem, nfes: tuple[int, ...]) -> list[dict[str, Any]]:
     rows = []
-    for method, grid, target in itertools.product(METHODS, GRIDS, NFES):
+    for method, grid, target in itertools.product(METHODS, GRIDS, nfes):
         for options in option_sets(method):
             rows.append(run(problem, method, grid, target, options))
         log(f"{method} {grid} NFE {target} done")
@@ -117,14 +144,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--ref-steps", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--guidance", type=float, default=None, help="digits-cond at scale W")
+    parser.add_argument("--nfes", default=",".join(map(str, NFES)))
     args = parser.parse_args(argv)
+    nfes = tuple(int(v) for v in args.nfes.split(","))
     torch.set_num_threads(1)  # small batches; another job may share the machine
     start = time.perf_counter()
-    problem = digits_problem(args.samples, args.seed, args.ref_steps)
-    rows = sweep(problem)
+    if args.guidance is None:
+        problem, name = digits_problem(args.samples, args.seed, args.ref_steps), "options"
+    else:
+        problem = guided_problem(args.guidance, args.samples, args.seed, args.ref_steps)
+        name = f"options_digits-cond_w{args.guidance:g}"
+    rows = sweep(problem, nfes)
     report = {
-        "command": f"python benchmarks/options.py --samples {args.samples} "
-        f"--ref-steps {args.ref_steps} --seed {args.seed}",
+        "command": "python benchmarks/options.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
         "notes": problem.notes,
         "rows": rows,
         "seconds": time.perf_counter() - start,
@@ -132,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.processor() or platform.machine(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "options.json", report)
+    write_json(args.out / f"{name}.json", report)
     print(markdown(rows, problem.notes))
     return 0
 

@@ -3,7 +3,7 @@ of images.
 
 Guided output: o~ = o_u + w (o_c - o_u), with o_c the model's output for the image's class and o_u
 for the "no class" label it was trained with (label dropout), both from one batched call; w = 1 is
-the conditional model alone (one call of the batch), w = 0 the unconditional one. The output is
+the conditional model alone and w = 0 the unconditional one (each one call of the batch). The output is
 guided before it is converted to ε (`pndm.wrapper`): the conversion is linear in the output at a
 fixed (x, t), so guiding ε, v or x̂_0 is the same. The solver sees only the guided ε.
 
@@ -41,8 +41,9 @@ def check_guidance_scale(scale: Any) -> float:
 
 
 def batch_factor(conditional: bool, scale: float) -> int:
-    """Model inputs per image: 2 under guidance (the conditional and "no class" halves)."""
-    return 2 if conditional and scale != 1 else 1
+    """Model inputs per image: 2 under guidance (the conditional and "no class" halves), 1 at
+    w = 1 (conditional alone) and w = 0 (unconditional alone)."""
+    return 2 if conditional and scale not in (0, 1) else 1
 
 
 def label_of_seed(seed: int, num_classes: int) -> int:
@@ -79,8 +80,9 @@ def guided(model: ModelFn, labels: torch.Tensor, null_label: int | None, scale: 
     """``model(x, t, class_labels=...)`` as a function of (x, t) under guidance scale ``scale``
     with ``labels`` (one per image); ``null_label`` is the "no class" label (an int unless
     ``scale`` is 1: `Conditioning.of` checks it)."""
-    if scale == 1:
-        return lambda x, t: model(x, t, class_labels=labels)
+    if scale in (0, 1):  # one half alone: the conditional or the "no class" one
+        alone = labels if scale == 1 else torch.full_like(labels, null_label)
+        return lambda x, t: model(x, t, class_labels=alone)
     both = torch.cat([labels, torch.full_like(labels, null_label)])
 
     def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

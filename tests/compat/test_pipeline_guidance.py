@@ -73,6 +73,21 @@ def test_guidance_changes_the_images_and_labels_matter() -> None:
     assert (base - pipe(class_labels=1, guidance_scale=1.0, **run).images).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize(
+    ("scale", "sent"), [(0.0, [NULL] * 3), (1.0, [4] * 3), (2.0, [4] * 3 + [NULL] * 3)]
+)
+def test_the_unet_sees_both_halves_only_under_guidance(scale, sent) -> None:
+    """w = 1 is the conditional model and w = 0 the unconditional one: each one call of the
+    batch; any other scale sends the conditional and "no class" halves together."""
+    pipe = pipeline()
+    seen = []
+    pipe.unet.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(kwargs["class_labels"].tolist()), with_kwargs=True
+    )
+    pipe(3, 4, seeds=SEEDS, class_labels=4, guidance_scale=scale, output_type="pt")
+    assert seen and all(labels == sent for labels in seen)
+
+
 def test_random_labels_are_each_seeds_own() -> None:
     """An image's label and pixels depend on its seed alone, not on its batch (float32)."""
     pipe = pipeline(torch.float32)
