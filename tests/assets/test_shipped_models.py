@@ -3,6 +3,9 @@ for (the shipped digits classifier of `pndm.metrics.digits` judges, an independe
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from conftest import assert_one_line_error
 from pndm import PNDMPipeline
 from pndm.assets import SHIPPED_MODELS, model_folder, shipped_model_path
 from pndm.cli import main
+from pndm.compat.folders import model_hash
 from pndm.images import to_uint8
 from pndm.metrics.digits import load_network, to_input
 
@@ -37,7 +41,7 @@ def test_digits_cond_draws_the_requested_digit() -> None:
     bound leaves room for the fewer steps and a CPU's other roundings."""
     pipe = PNDMPipeline.from_pretrained(shipped_model_path("digits-cond"))
     pipe.set_progress_bar_config(disable=True)
-    assert pipe.null_class_label == 10
+    assert pipe.null_class_label == 10 and pipe.class_names == tuple("0123456789")
     labels = [i % 10 for i in range(40)]
     images = pipe(40, 20, seeds=list(range(40)), class_labels=labels, guidance_scale=2.0,
                   output_type="np").images  # fmt: skip
@@ -45,3 +49,14 @@ def test_digits_cond_draws_the_requested_digit() -> None:
     with torch.no_grad():
         read = net.classifier(net(to_input(to_uint8(np.asarray(images))))).argmax(1)
     assert int((read == torch.tensor(labels)).sum()) >= 36
+
+
+def test_the_class_names_of_digits_cond_leave_its_model_hash(tmp_path) -> None:
+    """model_index.json's "_class_names" (added after grid files and sample folders recorded
+    the model's hash) is not part of that identity: the hash is of weights and configs only."""
+    copy = tmp_path / "digits-cond"
+    shutil.copytree(shipped_model_path("digits-cond"), copy)
+    index = json.loads((copy / "model_index.json").read_text())
+    assert index.pop("_class_names") == [str(digit) for digit in range(10)]
+    (copy / "model_index.json").write_text(json.dumps(index))
+    assert model_hash(copy) == model_hash(shipped_model_path("digits-cond"))

@@ -9,6 +9,7 @@ commands, so that a new command or flag that forgets a check shows up here.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +24,12 @@ from pndm.cli import main
 Setup = Callable[[Path], list[str]]  # makes the hostile input in a folder; returns the argv
 
 
-def model_with(name: str, content: Callable[[Path], object]) -> Setup:
-    """A copy of the shipped model whose file ``name`` is replaced by ``content(path)``."""
+def model_with(name: str, content: Callable[[Path], object], shipped: str = "digits") -> Setup:
+    """A copy of a shipped model whose file ``name`` is replaced by ``content(path)``."""
 
     def setup(tmp: Path) -> list[str]:
         model = tmp / "model"
-        shutil.copytree(shipped_model_path(), model)
+        shutil.copytree(shipped_model_path(shipped), model)
         (model / name).unlink()
         content(model / name)
         return ["--model", str(model)]
@@ -73,6 +74,13 @@ def sample_folder(manifest: Callable[[Path], object]) -> Callable[[Path], object
     return make
 
 
+def class_names(names: object) -> Setup:
+    """A copy of digits-cond whose model_index.json records ``names`` as its class names."""
+    index = json.loads((shipped_model_path("digits-cond") / "model_index.json").read_text())
+    return model_with("model_index.json", write_text(json.dumps({**index, "_class_names": names})),
+                      "digits-cond")  # fmt: skip
+
+
 DEEP = write_text(deep_json())
 CASES: dict[str, tuple[Setup, str]] = {
     # pndm sample: flags that would allocate without bound, hostile model files
@@ -90,6 +98,11 @@ CASES: dict[str, tuple[Setup, str]] = {
     "sample weights symlink loop": (
         sample_on(model_with("unet/diffusion_pytorch_model.safetensors", symlink_loop)),
         "safetensors"),
+    "sample _class_names: 2,000,000 names": (sample_on(class_names(["x"] * 2_000_000)),
+                                              "model_index.json: _class_names must be a list"),
+    "sample _class_names: terminal escapes": (
+        sample_on(class_names([f"\x1b]0;{i}\x07" for i in range(10)])),
+        "model_index.json: _class_names[0] must be"),
     "sample weights sparse 20 GiB": (
         sample_on(model_with("unet/diffusion_pytorch_model.safetensors",
                              lambda p: sparse_file(p, 20 << 30))), "safetensors"),
@@ -126,6 +139,9 @@ CASES: dict[str, tuple[Setup, str]] = {
     # pndm info: a model folder's index
     "info model_index.json deep JSON": (
         lambda tmp: ["info", model_with("model_index.json", DEEP)(tmp)[1]], "model_index.json"),
+    "info model_index.json _class_names twice": (
+        lambda tmp: ["info", class_names(["7"] * 10)(tmp)[1]],
+        "model_index.json: _class_names must name each class once"),
 }  # fmt: skip
 
 

@@ -33,6 +33,16 @@ def model(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def named(tmp_path_factory) -> Path:
+    """The `model` with class names, not in sorted order ("cat" is label 1)."""
+    folder = tmp_path_factory.mktemp("named")
+    unet = tiny_unet(num_class_embeds=CLASSES + 1)
+    names = ["dog", "cat", "ant", "emu", "owl", "bee", "yak", "fox", "gnu", "elk"]
+    PNDMPipeline(unet, PNDMScheduler(), CLASSES, names).save_pretrained(folder)
+    return folder
+
+
 def files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.suffix == ".png"}
 
@@ -75,8 +85,12 @@ def test_a_folder_records_the_conditioning_and_pack_writes_the_labels(model, tmp
         (["--guidance", "2"], "--guidance needs --class"),
         (["--class", "10"], r"class label must be an integer in [0, 9], got 10"),
         (["--class", "3", "--guidance", "-1"], "--guidance must be a finite number in [0, 100]"),
-        (["--class", "cat"], "--class: must be a class label (an integer >= 0) or 'random'"),
-        (["--class", "\uff13"], "--class: must be a class label"),  # a full-width 3
+        (
+            ["--class", "cat"],
+            "--class must be an int in [0, 9] or 'random' (the model records no "
+            "class names), got 'cat'",
+        ),
+        (["--class", "\uff13"], "--class must be an int in [0, 9]"),  # a full-width 3: a name
         ([], "this model is class-conditional: give --class"),
     ],
 )
@@ -88,6 +102,33 @@ def test_bad_conditioning_is_refused_before_the_model_loads(
     monkeypatch.setattr(folders, "load_unet", lambda *a, **k: pytest.fail("loaded the model"))
     code = cli_sample("--seeds", "0-1", *args, "--out", str(tmp_path / "x.npz"), model=model)
     assert_one_line_error(capsys, code, needle)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_class_name_is_recorded_as_its_label(named, tmp_path, capsys) -> None:
+    """A folder sampled with --class cat records label 1, so --class 1 extends it (the same
+    settings) with the same bytes a --class 1 run writes."""
+    out = f"{tmp_path / 'f'}/"
+    assert cli_sample("--seeds", "0-1", "--class", "cat", "--guidance", "2", "--out", out,
+                      model=named) == 0  # fmt: skip
+    settings = json.loads((tmp_path / "f" / "pndm.json").read_text())["settings"]
+    assert settings["conditioning"]["class_labels"] == 1
+    assert cli_sample("--seeds", "0-3", "--class", "1", "--guidance", "2", "--out", out,
+                      model=named) == 0  # fmt: skip
+    assert cli_sample("--seeds", "0-3", "--class", "1", "--guidance", "2",
+                      "--out", f"{tmp_path / 'by_label'}/", model=named) == 0  # fmt: skip
+    assert files(tmp_path / "f") == files(tmp_path / "by_label") and len(files(tmp_path / "f")) == 4
+
+
+def test_an_unknown_class_name_lists_the_names_before_the_model_loads(
+    named, tmp_path, capsys, monkeypatch
+) -> None:
+    from pndm.compat import folders
+
+    monkeypatch.setattr(folders, "load_unet", lambda *a, **k: pytest.fail("loaded the model"))
+    code = cli_sample("--class", "cow", "--out", str(tmp_path / "x.npz"), model=named)
+    assert_one_line_error(capsys, code, "--class must be an int in [0, 9], 'random' or a class "
+                          "name of the model ('dog', 'cat', 'ant',", "got 'cow'")  # fmt: skip
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,9 +1,11 @@
 """PNDMPipeline with a class-conditional UNet: class labels and classifier-free guidance equal a
-hand-written guidance loop over the pure sampler; the "no class" label travels in the folder."""
+hand-written guidance loop over the pure sampler; the "no class" label and the class names travel
+in the folder, and a class name stands for its label."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 from conftest import tiny_unet
 
 from pndm import PNDMPipeline, PNDMScheduler
-from pndm.guidance import NULL_LABEL_KEY, label_of_seed
+from pndm.guidance import CLASS_NAMES_KEY, NULL_LABEL_KEY, label_of_seed
 from pndm.images import postprocess
 from pndm.noise import initial_noise
 from pndm.samplers import SAMPLERS
@@ -19,14 +21,18 @@ from pndm.samplers import SAMPLERS
 CLASSES = 10
 NULL = CLASSES  # the last row of the embedding table: the label dropout's "no class"
 SEEDS = [3, 17, 40]
+# not in sorted order, so a name's label is its place here, not its rank among the names
+NAMES = ("dog", "cat", "ant", "emu", "owl", "bee", "yak", "fox", "gnu", "elk")
 
 
 def conditional_unet(dtype: torch.dtype = torch.float64):
     return tiny_unet(num_class_embeds=CLASSES + 1).to(dtype)
 
 
-def pipeline(dtype: torch.dtype = torch.float64, null: int | None = NULL) -> PNDMPipeline:
-    pipe = PNDMPipeline(conditional_unet(dtype), PNDMScheduler(skip_prk_steps=True), null)
+def pipeline(
+    dtype: torch.dtype = torch.float64, null: int | None = NULL, names: tuple | None = None
+) -> PNDMPipeline:
+    pipe = PNDMPipeline(conditional_unet(dtype), PNDMScheduler(skip_prk_steps=True), null, names)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -113,11 +119,100 @@ def test_the_null_label_round_trips_through_the_folder(tmp_path: Path) -> None:
                                pipe(output_type="pt", **run).images, rtol=0, atol=0)  # fmt: skip
 
 
-def test_diffusers_loads_a_folder_with_a_null_label(tmp_path: Path) -> None:
+def test_the_class_names_round_trip_through_the_folder(tmp_path: Path) -> None:
+    pipe = pipeline(torch.float32, names=NAMES)
+    assert pipe.class_names == NAMES and pipe.config[CLASS_NAMES_KEY] == list(NAMES)
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index[CLASS_NAMES_KEY] == list(NAMES) and index[NULL_LABEL_KEY] == NULL
+    assert PNDMPipeline.from_pretrained(tmp_path).class_names == NAMES
+    pipeline(torch.float32).save_pretrained(tmp_path / "unnamed")  # no names: no key
+    assert CLASS_NAMES_KEY not in json.loads((tmp_path / "unnamed/model_index.json").read_text())
+    assert PNDMPipeline.from_pretrained(tmp_path / "unnamed").class_names is None
+
+
+def test_diffusers_loads_a_folder_with_a_null_label_and_class_names(tmp_path: Path) -> None:
     diffusers = pytest.importorskip("diffusers")
-    pipeline(torch.float32).save_pretrained(tmp_path)
+    pipeline(torch.float32, names=NAMES).save_pretrained(tmp_path)
+    assert CLASS_NAMES_KEY in json.loads((tmp_path / "model_index.json").read_text())
     theirs = diffusers.PNDMPipeline.from_pretrained(tmp_path)
     assert theirs.unet.config.num_class_embeds == CLASSES + 1
+
+
+def test_a_class_name_stands_for_its_label() -> None:
+    """The name "cat" is label 1 (its place in NAMES), in one label for all and in a list mixing
+    names and ints: the images equal those of the ints, bit for bit (the same labels reach the
+    UNet)."""
+    pipe = pipeline(names=NAMES)
+    run = {"batch_size": 3, "num_inference_steps": 3, "seeds": SEEDS, "output_type": "pt",
+           "guidance_scale": 2.0}  # fmt: skip
+    assert torch.equal(pipe(class_labels="cat", **run).images, pipe(class_labels=1, **run).images)
+    mixed = pipe(class_labels=["ant", 9, "dog"], **run).images
+    assert torch.equal(mixed, pipe(class_labels=[2, 9, 0], **run).images)
+    assert not torch.equal(mixed, pipe(class_labels=[0, 9, 0], **run).images)  # not vacuous
+
+
+def test_an_unknown_name_lists_the_models_names() -> None:
+    """At most 20 names are listed, then the count; a model without names says so."""
+    with pytest.raises(ValueError, match=r"must be an int in \[0, 9\], 'random' or a class name "
+                       r"of the model \('dog', 'cat', 'ant', .*'elk'\), got 'cow'$"):  # fmt: skip
+        pipeline(names=NAMES)(num_inference_steps=3, class_labels="cow")
+    many = tuple(f"n{i}" for i in range(30))
+    wide = PNDMPipeline(tiny_unet(num_class_embeds=31), PNDMScheduler(), 30, many)
+    with pytest.raises(ValueError, match=r"'n19', \.\.\. \(30 in all\)\), got 'cow'$"):
+        wide(num_inference_steps=3, class_labels="cow")
+
+
+BAD_NAMES = {
+    "too few": (NAMES[:9], " must be a list of 10 class names, got 9 entries"),
+    "too many": ((*NAMES, "pig"), " must be a list of 10 class names, got 11 entries"),
+    "not a list": ("dog", " must be a list of 10 class names, got 'dog'"),
+    "a number": ((*NAMES[:9], 9), r"\[9\] must be a non-empty string of at most 255 characters"),
+    "null": ((*NAMES[:9], None), r"\[9\] must be a non-empty string"),
+    "empty": (("", *NAMES[1:]), r"\[0\] must be a non-empty string"),
+    "256 characters": (("x" * 256, *NAMES[1:]), r"\[0\] must be .* at most 255 characters, got "
+                       r"'xxx.*\.\.\. \(256 characters\)"),
+    "twice": ((*NAMES[:9], "dog"), " must name each class once, got 'dog' twice"),
+    "newline": (("d\nog", *NAMES[1:]), r"\[0\] must be .* without control characters"),
+    "escape": ((*NAMES[:5], "\x1b[2Jowl", *NAMES[6:]), r"\[5\] .* without control characters"),
+    "C1 control": ((*NAMES[:9], "elk\x85"), r"\[9\] .* without control characters"),
+    "lone surrogate": ((*NAMES[:9], "\ud800"), r"\[9\] .* without control characters"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_NAMES))
+def test_bad_class_names_are_refused(case: str, tmp_path: Path) -> None:
+    """Given in Python (named by the argument), and in a folder's model_index.json (named by the
+    file and its field)."""
+    names, needle = BAD_NAMES[case]
+    with pytest.raises(ValueError, match="^class_names" + needle):
+        PNDMPipeline(conditional_unet(), PNDMScheduler(), NULL, names)
+    pipeline(torch.float32).save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    (tmp_path / "model_index.json").write_text(json.dumps({**index, CLASS_NAMES_KEY: names}))
+    field = re.escape(f"{tmp_path / 'model_index.json'}: {CLASS_NAMES_KEY}")
+    with pytest.raises(ValueError, match="^" + field + needle):
+        PNDMPipeline.from_pretrained(tmp_path)
+
+
+def test_class_names_are_counted_against_the_model() -> None:
+    """Names need a class table; a table of more than 1000 classes records none."""
+    with pytest.raises(ValueError, match="class_names needs a class-conditional model"):
+        PNDMPipeline(tiny_unet(), PNDMScheduler(), None, ["a"])
+    many = [str(i) for i in range(1001)]
+    with pytest.raises(ValueError, match="class_names must name at most 1000 classes, got 1001"):
+        PNDMPipeline(tiny_unet(num_class_embeds=1002), PNDMScheduler(), 1001, many)
+    unicode = ("chat noir", "猫", "x" * 255, *NAMES[3:])  # a space, CJK, the longest: all fine
+    assert PNDMPipeline(conditional_unet(), PNDMScheduler(), NULL, unicode).class_names == unicode
+
+
+def test_a_bad_null_label_in_a_folder_names_the_file(tmp_path: Path) -> None:
+    pipeline(torch.float32).save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    (tmp_path / "model_index.json").write_text(json.dumps({**index, NULL_LABEL_KEY: "x" * 10**6}))
+    field = re.escape(f"{tmp_path / 'model_index.json'}: {NULL_LABEL_KEY} must be the last")
+    with pytest.raises(ValueError, match=field + r".*\(1000000 characters\)$"):
+        PNDMPipeline.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +223,8 @@ def test_diffusers_loads_a_folder_with_a_null_label(tmp_path: Path) -> None:
          "guidance needs the model's 'no class' label"),
         (pipeline, {"class_labels": CLASSES}, r"class label must be an integer in \[0, 9\]"),
         (pipeline, {"class_labels": [1, 2]}, "class_labels has 2 entries for 3 images"),
-        (pipeline, {"class_labels": "cat"}, "class_labels must be an int, a list of ints or"),
+        (pipeline, {"class_labels": "cat"}, r"class_labels must be an int in \[0, 9\] or "
+         r"'random' \(the model records no class names\), got 'cat'"),
         (pipeline, {"class_labels": 1, "guidance_scale": -1.0}, "guidance_scale must be"),
         (pipeline, {"class_labels": 1, "guidance_scale": float("nan")}, "guidance_scale must be"),
     ],

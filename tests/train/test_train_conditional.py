@@ -1,5 +1,6 @@
-"""`pndm train --conditional`: class labels, label dropout, the "no class" label in the folder,
-resume, refusals, and an unconditional run's random stream as it was."""
+"""`pndm train --conditional`: class labels, label dropout, the "no class" label and the class
+names in the folder (``pndm sample --class NAME``, ``pndm info``), resume, refusals, and an
+unconditional run's random stream as it was."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_TRAIN, assert_one_line_error
+from conftest import FAST_SAMPLE, TINY_TRAIN, assert_one_line_error
 from PIL import Image
 
 from pndm.cli import main
 from pndm.train.config import TrainConfig, unet_config
 from pndm.train.data import load_dataset
-from pndm.train.labels import MAX_CLASSES, ClassLabels, drop_labels, load_labels
+from pndm.train.labels import DIGITS_NAMES, MAX_CLASSES, ClassLabels, drop_labels, load_labels
 from pndm.train.loop import train
 from pndm.train.output import CHECKPOINT_NAME
 from pndm.train.state import fresh_state
@@ -55,6 +56,7 @@ def test_digits_labels_are_scikit_learns_targets(tmp_path: Path) -> None:
 
     labels = load_labels(tiny(tmp_path / "out", "digits"))
     assert labels is not None and labels.classes == 10 and labels.null_label == 10
+    assert labels.names == ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")
     assert labels.values.dtype == torch.int64
     assert labels.values.tolist() == load_digits().target.tolist()
 
@@ -65,7 +67,7 @@ def test_folder_labels_are_the_sorted_subfolders_in_the_images_order(tmp_path: P
     Image.fromarray(np.full((8, 8), 80, np.uint8)).save(data / "dog" / "deep" / "x.png")
     config = tiny(tmp_path / "out", data)
     labels = load_labels(config)
-    assert labels is not None and labels.classes == 3
+    assert labels is not None and labels.classes == 3 and labels.names == ("ant", "cat", "dog")
     assert sorted(labels.values.tolist()) == [0, 0, 1, 1, 1, 2, 2]
     grey = (load_dataset(config).mean((1, 2, 3)) + 1) * 127.5  # the level says the class
     torch.testing.assert_close(grey, labels.values.float() * 40, rtol=0, atol=0.5)
@@ -118,7 +120,7 @@ def test_a_conditional_batch_draws_its_dropout_last() -> None:
     """The unconditional draws first (the same images, times and noise), then one uniform per
     label: the label is "no class" where it is below the dropout rate."""
     data, values = torch.randn(9, 1, 4, 4), torch.arange(9) % 3
-    labels = ClassLabels(values, 3)
+    labels = ClassLabels(values, ("a", "b", "c"))
     g = torch.Generator().manual_seed(3)
     batch = sample_batch(data, 1000, 64, g, labels, 0.4)
     h = torch.Generator().manual_seed(3)
@@ -154,8 +156,9 @@ def test_the_model_gets_the_batchs_labels(tmp_path: Path) -> None:
     hook = lambda m, a, k: seen.append(k["class_labels"])  # noqa: E731
     state.model.register_forward_pre_hook(hook, with_kwargs=True)
     g = torch.Generator().set_state(state.generator.get_state())
-    expected = sample_batch(data, 1000, 4, g, ClassLabels(values, 10), 0.5).labels
-    train_step(state, data, torch.linspace(0.99, 0.01, 1000), config, ClassLabels(values, 10))
+    labels = ClassLabels(values, DIGITS_NAMES)
+    expected = sample_batch(data, 1000, 4, g, labels, 0.5).labels
+    train_step(state, data, torch.linspace(0.99, 0.01, 1000), config, labels)
     assert len(seen) == 1 and torch.equal(seen[0], expected)
 
 
@@ -180,7 +183,7 @@ def test_conditional_run_records_the_null_label_and_samples_with_guidance(tmp_pa
 
     out = train(tiny(tmp_path / "out", "digits"))
     index = json.loads((out / "model_index.json").read_text())
-    assert index["_null_class_label"] == 10
+    assert index["_null_class_label"] == 10 and index["_class_names"] == list(DIGITS_NAMES)
     assert json.loads((out / "unet" / "config.json").read_text())["num_class_embeds"] == 11
     pipe = PNDMPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
@@ -192,8 +195,31 @@ def test_conditional_run_records_the_null_label_and_samples_with_guidance(tmp_pa
 def test_class_folder_run_has_one_label_per_class(tmp_path: Path) -> None:
     data = class_folder(tmp_path / "data", {"a": 2, "b": 1, "c": 1})
     out = train(tiny(tmp_path / "out", data))
-    assert json.loads((out / "model_index.json").read_text())["_null_class_label"] == 3
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_null_class_label"] == 3 and index["_class_names"] == ["a", "b", "c"]
     assert json.loads((out / "unet" / "config.json").read_text())["num_class_embeds"] == 4
+
+
+def test_a_class_is_sampled_by_its_folders_name_as_by_its_label(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two class folders, trained from the command line: ``--class zebra`` (label 1: "ant"
+    sorts first) writes the bytes ``--class 1`` writes; ``pndm info`` lists the labels' names."""
+    data = class_folder(tmp_path / "data", {"zebra": 2, "ant": 2})
+    model = tmp_path / "model"
+    assert main(["train", "-o", str(model), "--data", str(data), *TINY_CLI, "--conditional"]) == 0
+    sheets = {}
+    for label in ("zebra", "1", "0"):
+        sheets[label] = tmp_path / f"{label}.png"
+        assert main(["sample", "--model", str(model), *FAST_SAMPLE, "--seeds", "0-1", "--class",
+                     label, "--guidance", "2", "--out", str(sheets[label])]) == 0  # fmt: skip
+    assert sheets["zebra"].read_bytes() == sheets["1"].read_bytes()
+    assert sheets["zebra"].read_bytes() != sheets["0"].read_bytes()  # the label matters
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "classes: 2, labels 0-1 (--class takes a label or its name; 'no class' label: 2)" in out
+    assert "\n  0: ant\n  1: zebra\n" in out
 
 
 def test_conditional_resume_is_exact_and_checks_the_settings(tmp_path: Path) -> None:
@@ -243,7 +269,7 @@ def test_bad_conditional_flags_are_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], needle: str
 ) -> None:
     out = tmp_path / "out"
-    run_cli(capsys, "train", "-o", str(out), *TINY_CLI, *flags, needle)
+    assert needle in run_cli(capsys, "train", "-o", str(out), *TINY_CLI, *flags)
     assert not out.exists()
 
 
@@ -269,6 +295,23 @@ def test_an_empty_class_folder_is_refused(
     line = run_cli(capsys, "train", "-o", str(out), "--data", str(data), *TINY_CLI, "--conditional")
     assert f"class folder {data / 'b'} holds no PNG or JPEG images" in line
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["new\nline", "esc\x1b[2J", "byte\udcff"])  # b"byte\xff"
+def test_a_class_folder_name_that_cannot_name_a_class_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    """Before any work: the model's folder could not record it as a class name."""
+    data = class_folder(tmp_path / "data", {"a": 1})
+    (data / name).mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / name / "0.png")
+    out = tmp_path / "out"
+    line = run_cli(capsys, "train", "-o", str(out), "--data", str(data), *TINY_CLI, "--conditional")
+    assert (
+        "cannot name a class: a class name must be a non-empty string of at most 255 "
+        "characters without control characters" in line
+    )
+    assert "rename the folder" in line and not out.exists()
 
 
 def test_too_many_classes_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,22 +44,20 @@ def count(text: str) -> int:
 
 
 def class_label(text: str) -> int | str:
-    """argparse type of ``--class``: a class label (an integer >= 0) or "random"."""
-    if text == "random":
-        return text
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(
-            f"must be a class label (an integer >= 0) or 'random', got {text!r}"
-        )
-    return int(text)
+    """argparse type of ``--class``: a class label (digits: an int, even where a class is named
+    so), or "random", or else a class name (the model's checks it, `pndm.guidance.label_index`)."""
+    return int(text) if text.isascii() and text.isdigit() else text
 
 
 def add_conditioning(p: Arguments, what: str) -> None:
     """``--class`` and ``--guidance`` of a class-conditional model (`pndm.guidance`); ``what``
     names the thing each label is drawn for ("image", "tuning noise")."""
     p.add_argument("--class", dest="class_labels", type=class_label, default=None,
-                   help=f"a class-conditional model's class for every {what}, or 'random': "
-                   f"each {what}'s from its seed (the same on resume, under torchrun)")  # fmt: skip
+                   metavar="LABEL|NAME|random",
+                   help=f"a class-conditional model's class for every {what}: its label (an "
+                   "integer, even where a class's name is digits), a class name its folder records "
+                   f"(pndm info shows them), or 'random': each {what}'s from its seed (the same "
+                   "on resume, under torchrun)")  # fmt: skip
     p.add_argument("--guidance", type=float, default=1.0, metavar="W",
                    help="classifier-free guidance scale (1: none; needs --class)")  # fmt: skip
 

@@ -12,7 +12,7 @@ import hashlib
 import inspect
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,7 +30,7 @@ from pndm.files.layout import (
     component_dir,
 )
 from pndm.files.weights import find_weights, read_weights
-from pndm.guidance import NULL_LABEL_KEY
+from pndm.guidance import CLASS_NAMES_KEY, NULL_LABEL_KEY, check_class_names, check_null_label
 from pndm.models.legacy import convert_legacy_state_dict
 from pndm.models.loading import read_unet_config
 from pndm.models.unet_2d import UNet2DModel
@@ -77,17 +77,36 @@ def load_scheduler(folder: Path) -> PNDMScheduler:
     return scheduler_from_config(read_json(component_dir(folder, "scheduler", name) / name))
 
 
-def model_index(null_label: int | None = None) -> dict[str, Any]:
-    """``model_index.json``'s content; a class-conditional model's "no class" label under a
-    private key (`pndm.guidance.NULL_LABEL_KEY`), which diffusers' loaders ignore."""
+def model_index(
+    null_label: int | None = None, class_names: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """``model_index.json``'s content; a class-conditional model's "no class" label and class
+    names under private keys (`pndm.guidance.NULL_LABEL_KEY`, `CLASS_NAMES_KEY`), which
+    diffusers' loaders ignore."""
     extra = {} if null_label is None else {NULL_LABEL_KEY: null_label}
+    extra |= {} if class_names is None else {CLASS_NAMES_KEY: list(class_names)}
     return {**MODEL_INDEX, **extra}
 
 
-def read_null_label(folder: PathLike) -> Any:
-    """The "no class" label a pipeline folder's ``model_index.json`` records (None: none)."""
+class ModelLabels(NamedTuple):
+    """What a pipeline folder records of its model's class labels (None: nothing)."""
+
+    null_label: int | None
+    class_names: tuple[str, ...] | None
+
+
+UNLABELLED = ModelLabels(None, None)  # an unconditional model's
+
+
+def read_labels(folder: PathLike, unet_config: Mapping[str, Any]) -> ModelLabels:
+    """The "no class" label and class names a pipeline folder's ``model_index.json`` records,
+    checked against the UNet's config (`pndm.guidance`); a bad one is one line naming the file
+    and its field."""
     path = Path(folder) / MODEL_INDEX_NAME
-    return read_json(path).get(NULL_LABEL_KEY) if path.is_file() else None
+    index = read_json(path) if path.is_file() else {}
+    null = check_null_label(unet_config, index.get(NULL_LABEL_KEY), f"{path}: {NULL_LABEL_KEY}")
+    names, where = index.get(CLASS_NAMES_KEY), f"{path}: {CLASS_NAMES_KEY}"
+    return ModelLabels(null, check_class_names(unet_config, null, names, where))
 
 
 def save_components(
@@ -96,7 +115,7 @@ def save_components(
     scheduler: Any,
     safe_serialization: bool = True,
     variant: str | None = None,
-    null_label: int | None = None,
+    labels: ModelLabels = UNLABELLED,
 ) -> None:
     """Write diffusers' layout: ``unet/``, ``scheduler/``, then ``model_index.json``.
 
@@ -108,7 +127,7 @@ def save_components(
     (folder / MODEL_INDEX_NAME).unlink(missing_ok=True)
     unet.save_pretrained(folder / "unet", safe_serialization=safe_serialization, variant=variant)
     scheduler.save_pretrained(folder / "scheduler")
-    write_json(folder / MODEL_INDEX_NAME, model_index(null_label))
+    write_json(folder / MODEL_INDEX_NAME, model_index(*labels))
 
 
 def _scheduler_keys() -> frozenset[str]:

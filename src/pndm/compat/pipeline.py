@@ -28,7 +28,7 @@ from pndm.compat.outputs import ImagePipelineOutput
 from pndm.config import FrozenConfig
 from pndm.files import PathLike
 from pndm.grids import default_method
-from pndm.guidance import Conditioning, Labels, check_null_label
+from pndm.guidance import Conditioning, Labels, check_class_names, check_null_label
 from pndm.runtime.fast import FastCache, check_batch_fits, prepare_model
 from pndm.samplers import get_sampler, nfe
 from pndm.wrapper import EpsFn, Observed, make_eps_fn
@@ -51,19 +51,27 @@ class PNDMPipeline:
     ``num_inference_steps``); ``calibration`` (a `pndm.calibration.Calibration` of the model's
     calls, tuned with that grid: ``load_grid(path).calibration``); ``class_labels`` (a
     class-conditional UNet's class for every image: an int, one int per image, or "random", each
-    image's label drawn from its seed) and ``guidance_scale`` w (classifier-free guidance,
-    `pndm.guidance`: 1 is the conditional model alone; other values need the model's "no class"
-    label, ``null_class_label``, which ``from_pretrained`` reads from ``model_index.json``);
+    image's label drawn from its seed; a class name in ``class_names`` stands for its int) and
+    ``guidance_scale`` w (classifier-free guidance, `pndm.guidance`: 1 is the conditional model
+    alone; other values need the model's "no class" label, ``null_class_label``);
+    ``from_pretrained`` reads both from ``model_index.json``, ``save_pretrained`` writes them;
     ``callback(i, t, x)`` before model call i; ``channels_last``, ``compile``, ``cuda_graphs``
     (`pndm.runtime.fast.prepare_model`; a call leaves the UNet as it was); ``**method_options``
     of the sampler (e.g. ``order=`` for "vab"; unknown names raise).
     """
 
-    def __init__(self, unet: Any, scheduler: Any, null_class_label: int | None = None) -> None:
+    def __init__(
+        self,
+        unet: Any,
+        scheduler: Any,
+        null_class_label: int | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         folders.check_unet(unet)
         self.unet = unet
         self.scheduler = folders.as_pndm_scheduler(scheduler)
         self.null_class_label = check_null_label(unet.config, null_class_label)
+        self.class_names = check_class_names(unet.config, self.null_class_label, class_names)
         self._progress_bar_config: dict[str, Any] = {}
         self._fast_cache = FastCache()  # the compiled UNet and CUDA graphs, kept across calls
 
@@ -75,7 +83,11 @@ class PNDMPipeline:
     @property
     def config(self) -> FrozenConfig:
         """The ``model_index.json`` content this pipeline saves."""
-        return FrozenConfig(folders.model_index(self.null_class_label))
+        return FrozenConfig(folders.model_index(*self._labels))
+
+    @property
+    def _labels(self) -> folders.ModelLabels:
+        return folders.ModelLabels(self.null_class_label, self.class_names)
 
     @property
     def device(self) -> torch.device:
@@ -113,18 +125,20 @@ class PNDMPipeline:
         variant: str | None = None,
     ) -> PNDMPipeline:
         """Load a local folder, pipeline or flat hub layout (`pndm.compat.folders`); ``unet=`` /
-        ``scheduler=`` replace a component instead of loading it; ``torch_dtype`` casts the UNet."""
-        components = folders.load_components(
-            pretrained_model_name_or_path, torch_dtype, variant, unet=unet, scheduler=scheduler
+        ``scheduler=`` replace a component instead of loading it; ``torch_dtype`` casts the UNet;
+        the class labels ``model_index.json`` records are checked against the UNet."""
+        folder = pretrained_model_name_or_path
+        unet, scheduler = folders.load_components(
+            folder, torch_dtype, variant, unet=unet, scheduler=scheduler
         )
-        return cls(*components, folders.read_null_label(pretrained_model_name_or_path))
+        return cls(unet, scheduler, *folders.read_labels(folder, unet.config))
 
     def save_pretrained(
         self, save_directory: PathLike, safe_serialization: bool = True, variant: str | None = None
     ) -> None:
         """Write diffusers' layout; ``model_index.json`` last, so a folder with one is complete."""
         folders.save_components(save_directory, self.unet, self.scheduler, safe_serialization,
-                                variant, self.null_class_label)  # fmt: skip
+                                variant, self._labels)  # fmt: skip
 
     @torch.no_grad()
     def __call__(
@@ -174,7 +188,7 @@ class PNDMPipeline:
         """The run's labels and guidance, checked, and its batch (doubled under guidance)
         checked against the free memory."""
         cond = Conditioning.of(self.unet.config, self.null_class_label, labels, scale, seeds,
-                               shape[0])  # fmt: skip
+                               shape[0], self.class_names)  # fmt: skip
         if cuda_graphs and cond.labels is not None:
             raise ValueError("cuda_graphs takes no class labels yet; sample without CUDA graphs")
         check_batch_fits(self.device, self.dtype, self.unet, shape[0], shape[1:],

@@ -43,7 +43,7 @@ class SampleJob:
     timesteps: list[float] | None = None  # an explicit grid (e.g. a tuned one); replaces steps
     method_options: dict[str, Any] = field(default_factory=dict)  # the sampler's **options
     calibration: Calibration | None = None  # a tuned grid's (pndm.calibration)
-    class_labels: int | str | None = None  # a conditional model's class, or "random" per seed
+    class_labels: int | str | None = None  # a conditional model's class (or its name), or "random"
     guidance_scale: float = 1.0  # classifier-free guidance (pndm.guidance); 1: none
 
 

@@ -5,11 +5,14 @@ pixel-deciding settings a folder's manifest records."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pndm.assets import model_folder
 from pndm.calibration import check_calibration
 from pndm.jobs.job import SampleJob
+
+if TYPE_CHECKING:  # imports torch: the plan's module stays light until it runs
+    from pndm.compat.folders import ModelLabels
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class Plan:
 
         setting = self.settings.get("conditioning")
         return 1 if setting is None else batch_factor(True, setting["guidance_scale"])
+
+    @property
+    def class_labels(self) -> int | str | None:
+        """The labels every batch is sampled with, as the manifest records them: one int (a
+        class name resolved), "random", or None for an unconditional job."""
+        setting = self.settings.get("conditioning")
+        return None if setting is None else setting["class_labels"]
 
     def labels(self, seeds: list[int]) -> Any:
         """The class label of each seed's image (int64), or None for an unconditional job."""
@@ -70,19 +80,22 @@ def plan(job: SampleJob) -> Plan:
     check_calibration(job.calibration, sampler.schedule)  # shifted times in the schedule's range
     if job.calibration is not None:  # absent, not null: folders written before keep resuming
         settings["calibration"] = job.calibration.to_json()
-    conditioning = _conditioning(job, unet, folders.read_null_label(folder))
+    conditioning = _conditioning(job, unet, folders.read_labels(folder, unet))
     if conditioning is not None:  # absent likewise for an unconditional job
         settings["conditioning"] = conditioning
     image = {"width": width, "height": height, "mode": png_mode(channels)}
     return Plan(method, tuple(grid), nfe, settings, image)
 
 
-def _conditioning(job: SampleJob, unet: dict[str, Any], null: Any) -> dict[str, Any] | None:
-    """The job's labels and guidance checked against the model (before it is loaded)."""
-    from pndm.guidance import Conditioning, check_null_label, conditioning_setting
+def _conditioning(
+    job: SampleJob, unet: dict[str, Any], labels: ModelLabels
+) -> dict[str, Any] | None:
+    """The job's labels and guidance checked against the model (before it is loaded) and the
+    labels its folder records; a class name is recorded as its int."""
+    from pndm.guidance import Conditioning, conditioning_setting
 
-    null = check_null_label(unet, null)
-    cond = Conditioning.of(unet, null, job.class_labels, job.guidance_scale, job.seeds[:1], 1)
+    cond = Conditioning.of(unet, labels.null_label, job.class_labels, job.guidance_scale,
+                           job.seeds[:1], 1, labels.class_names)  # fmt: skip
     return conditioning_setting(cond, job.class_labels)
 
 

@@ -187,7 +187,7 @@ def sample_batch(pipe: Any, seeds: list[int], job: SampleJob, plan: Plan, size: 
         batch_size=size,
         timesteps=list(plan.grid),
         calibration=job.calibration,
-        class_labels=job.class_labels,
+        class_labels=plan.class_labels,  # a class name resolved, as the manifest has it
         guidance_scale=job.guidance_scale,
         seeds=padded,
         method=plan.method,

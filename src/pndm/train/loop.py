@@ -27,15 +27,17 @@ from pndm.train.step import check_finite_weights, train_step
 
 
 def save_pipeline(
-    unet: torch.nn.Module, config: TrainConfig, folder: Path, null_label: int | None = None
+    unet: torch.nn.Module, config: TrainConfig, folder: Path, labels: ClassLabels | None = None
 ) -> Path:
     """Write a diffusers PNDMPipeline folder; model_index.json goes last and marks completion,
-    recording a conditional model's "no class" label (`pndm.compat.folders.save_components`)."""
+    recording a conditional model's "no class" label and class names
+    (`pndm.compat.folders.save_components`)."""
     from pndm.compat.pipeline import PNDMPipeline
     from pndm.compat.scheduler import PNDMScheduler
 
     scheduler = PNDMScheduler(**scheduler_config(config))
-    PNDMPipeline(unet, scheduler, null_class_label=null_label).save_pretrained(folder)
+    recorded = (None, None) if labels is None else (labels.null_label, labels.names)
+    PNDMPipeline(unet, scheduler, *recorded).save_pretrained(folder)
     return Path(folder)
 
 
@@ -138,14 +140,16 @@ def train(config: TrainConfig) -> Path:
             )
         run_training(state, data, config, folder, labels)
         check_finite_weights(state)
-        _save_results(state, config, folder)
+        _save_results(state, config, folder, labels)
     return config.output_dir
 
 
-def _save_results(state: TrainState, config: TrainConfig, folder: Path) -> None:
+def _save_results(
+    state: TrainState, config: TrainConfig, folder: Path, labels: ClassLabels | None
+) -> None:
     """The pipeline, and the last checkpoint when one is kept (so a later run can extend it)."""
     checkpoint = folder / CHECKPOINT_NAME
-    save_pipeline(state.ema, config, folder, null_label=state.classes)
+    save_pipeline(state.ema, config, folder, labels)
     if config.keep_checkpoint and config.checkpoint_every and state.step % config.checkpoint_every:
         save_checkpoint(state, config, checkpoint)
     elif not config.keep_checkpoint:

@@ -211,8 +211,8 @@ def tune_pipeline(
     """`tune` for a `PNDMPipeline`'s model and schedule, on per-seed noise (`tuning_seeds`):
     ``samples`` noises, by default TUNE_SAMPLES, or CALIBRATE_SAMPLES with ``calibrate``
     (`pndm.tuning.defaults`). A class-conditional model is tuned on its guided ε:
-    ``class_labels`` (an int, one per noise, or "random": each noise's from its seed) and
-    ``guidance_scale`` as the pipeline takes them. The request is checked first
+    ``class_labels`` (an int or a class name, one per noise, or "random": each noise's from its
+    seed) and ``guidance_scale`` as the pipeline takes them. The request is checked first
     (`check_tune_request`), before any model call."""
     if samples is None:
         samples = default_samples(check_flag("calibrate", calibrate))
@@ -223,7 +223,7 @@ def tune_pipeline(
     check_samples_fit(samples, pipe, batch_factor(class_labels is not None, scale))  # before
     seeds = tuning_seeds(samples, seed)  # the noise is drawn: all of it is held at once
     cond = Conditioning.of(pipe.unet.config, pipe.null_class_label, class_labels, scale, seeds,
-                           samples)  # fmt: skip
+                           samples, pipe.class_names)  # fmt: skip
     shape = noise_shape(pipe.unet.config, samples, None)
     x = initial_noise(shape, pipe.device, pipe.solver_dtype, seeds=seeds)
     pipe.unet.eval()
