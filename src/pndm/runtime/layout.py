@@ -16,10 +16,12 @@ call with it:
                     thread this is the Winograd candidate
     winograd        channels-last with Winograd on more threads too (float32 only)
 
-The probe runs each candidate twice on that first call's own input, untimed (warm-up: oneDNN's
-primitives, derived weights such as the Winograd kernels), then timed, and returns the fastest's
-output as the call's output. So it costs 2C - 1 extra model calls (3 on one thread, 5 with
-Winograd on more), once per signature and process; every later call runs the chosen layout alone.
+The probe runs each candidate twice on that first call's own input: all untimed (warm-up:
+oneDNN's primitives, derived weights such as the Winograd kernels), then all timed, and returns
+the fastest's output as the call's output. So it costs 2C - 1 extra model calls (3 on one
+thread, 5 with Winograd on more), once per signature and process; every later call runs the
+chosen layout alone. One timed call each keeps the probe short; under a load that changes, the
+choice can be wrong later, and it is not revisited (that would change the bits mid-process).
 
 Reproducibility. The layouts' outputs differ by float32 round-off (about 1e-6 on unit-scale
 outputs: the kernels sum in other orders), so the images depend on the chosen layout within that
@@ -79,13 +81,15 @@ def candidates(dtype: torch.dtype, threads: int) -> tuple[Layout, ...]:
 def probe(
     forward: Forward, x: torch.Tensor, layouts: tuple[Layout, ...], clock: Clock
 ) -> tuple[Layout, torch.Tensor, dict[str, float]]:
-    """(the fastest layout, its output on x, seconds of each): each candidate on x twice, the
-    first a warm-up (oneDNN's primitives, derived weights such as the Winograd kernels), the
-    second timed. Ties go to the earlier candidate."""
+    """(the fastest layout, its output on x, seconds of each): each candidate on x twice, first
+    all warm-ups (oneDNN's primitives, derived weights such as the Winograd kernels), then the
+    timed calls back to back, so a change in the machine's load falls on them alike. Ties go
+    to the earlier candidate."""
     seconds: dict[str, float] = {}
     outputs: dict[str, torch.Tensor] = {}
     for layout in layouts:
         layout(forward, x)
+    for layout in layouts:
         start = clock()
         outputs[layout.name] = layout(forward, x)
         seconds[layout.name] = clock() - start
