@@ -1,32 +1,38 @@
-"""The CPU fast path under contention: images/s of the default path, ``channels_last=True``,
-``channels_last=False`` and diffusers, on 1 thread, 2 threads, and 2 threads beside a busy process.
+"""The CPU input layouts under contention: images/s of each fixed layout, the measured default and
+diffusers, on 1 thread, 2 threads, and 2 threads beside a busy process, at one or more batch sizes.
 
-Same weights for all three (`speed.build`: the google/ddpm-cifar10-32 architecture, random
-weights), the same PNDMScheduler config and the same seed. Variants:
+Same weights for all (`speed.build`: the google/ddpm-cifar10-32 architecture, random weights),
+the same PNDMScheduler config (PLMS) and the same seed. Variants:
 
-    default     pndm.PNDMPipeline, default options (NCHW since this benchmark showed Winograd
-                losing under load; see `pndm.runtime.fast.prepare_model`)
-    channels_last  pndm.PNDMPipeline(channels_last=True): on one thread Winograd where
-                `use_winograd` picks it, else oneDNN's channels-last convolutions
-    nchw        pndm.PNDMPipeline(channels_last=False): oneDNN's direct convolutions only
-    diffusers   diffusers.PNDMPipeline, float32
+    nchw             pndm.PNDMPipeline(channels_last=False): oneDNN's direct convolutions
+    channels_last    channels_last=True: on one thread Winograd where `use_winograd` picks it,
+                     else oneDNN's channels-last convolutions
+    winograd         channels_last=True with Winograd on more threads too
+                     (`inference.winograd_on_any_threads`; only where threads > 1)
+    default          the default options: the layout the probe chose (`pndm.runtime.layout`) on
+                     an earlier call, as every batch after a run's first one sees it
+    default_probing  the default with the process's choices forgotten before each call, so
+                     every call pays the probe (2C - 1 extra model calls): a run of one batch
+    diffusers        diffusers.PNDMPipeline, float32
 
 In each setting the variants alternate within every repeat (their order rotates) after one
 warm-up call each, so each ratio is measured in one run under the same load. The busy process
-is one Python loop burning a core for the whole setting. The load average at the end of each
-setting is recorded: on a shared machine other tenants add load the script does not control.
-The Winograd kernels are transformed once per pipeline call, so very few steps understate the
-default path (measured 0.96x at 2 steps, 1.3x at 3-4 on 1 thread).
-Statistic: the fastest call (other load only ever adds time) and the median, both as images/s
-and as ratios to ``nchw`` and diffusers.
+is one Python loop burning a core for the whole setting; the load average at the end of each
+setting is recorded (other tenants of a shared machine add load the script does not control).
+Statistic: the fastest call (other load only ever adds time) and the median, as images/s and
+as ratios to ``nchw`` and diffusers. The probing cost, from the medians: the probe's extra
+seconds (default_probing - default) and ``batches_within_5pct``, the shortest run (in batches
+of this size, one probe) whose images/s are within 5 % of the best fixed layout's (null: the
+default's own batches are more than 5 % slower). Each probe's choice and timings are recorded.
 
-    python benchmarks/contention.py [--batch-size 8] [--steps 4] [--repeats 3]
-        [--out benchmarks/results/contention.json]
+    python benchmarks/contention.py [--batch-size 8 64] [--steps 10] [--repeats 3]
+        [--settings "2 threads" "2 threads + busy"] [--out benchmarks/results/contention.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import subprocess
@@ -44,9 +50,14 @@ from speed import build  # this folder: run as a script
 
 import pndm
 from pndm.files.jsonfile import write_json
+from pndm.models.inference import winograd_on_any_threads
+from pndm.runtime.layout import MEASURED
+from pndm.samplers import nfe
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "contention.json"
 SETTINGS = {"1 thread": (1, False), "2 threads": (2, False), "2 threads + busy": (2, True)}
+FIXED = ("nchw", "channels_last", "winograd")
+WITHIN = 0.95  # the goal: the default at least 95 % of the best fixed layout's images/s
 CPU = torch.device("cpu")
 
 
@@ -65,7 +76,28 @@ def busy_process(on: bool) -> Iterator[None]:
         burner.wait()
 
 
-def variants(batch: int, steps: int) -> dict[str, Callable[[], np.ndarray]]:
+def with_winograd(run: Callable[[], Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        with winograd_on_any_threads():
+            return run()
+
+    return call
+
+
+def probing(run: Callable[[], Any], probes: list[dict[str, Any]]) -> Callable[[], Any]:
+    """``run`` after the process's layout choices are forgotten; each probe's outcome logged."""
+
+    def call() -> Any:
+        MEASURED.chosen.clear()
+        out = run()
+        ((key, chosen),) = MEASURED.chosen.items()
+        probes.append({"chosen": chosen.name, "seconds": MEASURED.seconds[key]})
+        return out
+
+    return call
+
+
+def variants(batch: int, steps: int, probes: list) -> dict[str, Callable[[], np.ndarray]]:
     """name -> one pipeline call (noise to NHWC numpy images), all on the same weights."""
     import diffusers
 
@@ -78,16 +110,18 @@ def variants(batch: int, steps: int) -> dict[str, Callable[[], np.ndarray]]:
     def gen() -> torch.Generator:
         return torch.Generator("cpu").manual_seed(0)
 
-    return {
-        "default": lambda: o_pipe(batch, steps, gen(), output_type="np").images,
-        "channels_last": lambda: (
-            o_pipe(batch, steps, gen(), output_type="np", channels_last=True).images
-        ),
-        "nchw": lambda: o_pipe(batch, steps, gen(), output_type="np", channels_last=False).images,
-        "diffusers": lambda: d_pipe(
-            batch, generator=gen(), num_inference_steps=steps, output_type="np"
-        )[0],
-    }
+    def ours_with(**options: Any) -> Callable[[], np.ndarray]:
+        return lambda: o_pipe(batch, steps, gen(), output_type="np", **options).images
+
+    runs = {"nchw": ours_with(channels_last=False), "channels_last": ours_with(channels_last=True)}
+    if torch.get_num_threads() > 1:
+        runs["winograd"] = with_winograd(ours_with(channels_last=True))
+    runs["default"] = ours_with()
+    runs["default_probing"] = probing(ours_with(), probes)
+    runs["diffusers"] = lambda: d_pipe(
+        batch, generator=gen(), num_inference_steps=steps, output_type="np"
+    )[0]
+    return runs
 
 
 def alternate(runs: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
@@ -112,71 +146,108 @@ def summarise(seconds: dict[str, list[float]], batch: int) -> dict[str, Any]:
             result[f"ratio_over_{base}{stat}"] = {
                 name: v / values[base] for name, v in values.items() if name != base
             }
-    result["seconds"] = seconds
-    return result
+    return result | {"seconds": seconds}
 
 
-def measure(threads: int, busy: bool, args: argparse.Namespace) -> dict[str, Any]:
+def probing_cost(seconds: dict[str, list[float]], calls: int) -> dict[str, Any]:
+    """The default against the best fixed layout (medians), with and without the probe."""
+    med = {name: statistics.median(s) for name, s in seconds.items()}
+    fixed = {name: med[name] for name in FIXED if name in med}
+    best = min(fixed, key=fixed.__getitem__)
+    extra = max(0.0, med["default_probing"] - med["default"])
+    slowest = fixed[best] / WITHIN  # the most seconds per batch within 5 % of the best
+    steady = med["default"]
+    return {
+        "best_fixed": best,
+        "default_over_best_fixed": fixed[best] / steady,
+        "default_probing_over_best_fixed": fixed[best] / med["default_probing"],
+        "probe_extra_seconds": extra,
+        "probe_extra_model_calls": extra / (steady / calls),
+        "batches_within_5pct": math.ceil(extra / (slowest - steady)) if steady < slowest else None,
+    }
+
+
+def measure(setting: str, batch: int, args: argparse.Namespace) -> dict[str, Any]:
+    threads, busy = SETTINGS[setting]
     torch.set_num_threads(threads)
-    runs = variants(args.batch_size, args.steps)
+    probes: list[dict[str, Any]] = []
+    runs = variants(batch, args.steps, probes)
+    calls = nfe("plms", args.steps)
     with torch.no_grad(), busy_process(busy):
         seconds = alternate(runs, args.repeats)
     return {
+        "setting": setting,
         "threads": threads,
         "busy_process": busy,
+        "batch_size": batch,
+        "model_calls": calls,
         "load_average_1min": os.getloadavg()[0],
-    } | summarise(seconds, args.batch_size)
+        "probing": probing_cost(seconds, calls),
+        "probes": probes,
+    } | summarise(seconds, batch)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--batch-size", type=int, nargs="+", default=[8, 64])
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
     import diffusers
 
-    settings = {}
-    for name, (threads, busy) in SETTINGS.items():
-        settings[name] = measure(threads, busy, args)
-        r = settings[name]["ratio_over_nchw"]
-        print(
-            f"{name}: default / nchw {r['default']:.3f}, channels_last / nchw "
-            f"{r['channels_last']:.3f}",
-            file=sys.stderr,
-        )
+    runs = []
+    for setting in args.settings:
+        for batch in args.batch_size:
+            runs.append(measure(setting, batch, args))
+            print_row(runs[-1], file=sys.stderr)
     report = {
         "benchmark": "contention",
         "cpu": device_name(CPU),
         "model": "google/ddpm-cifar10-32 architecture, random weights (seed 0)",
-        "batch_size": args.batch_size,
         "steps": args.steps,
-        "scheduler": "PNDM, skip_prk_steps=True",
+        "scheduler": "PNDM, skip_prk_steps=True (PLMS)",
         "repeats": args.repeats,
-        "statistic": "fastest call (median also given); variants alternate in each repeat",
+        "statistic": "fastest call (median also given); variants alternate in each repeat; "
+        "probing cost from medians",
         "versions": {
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
             "pndm": pndm.__version__,
         },
-        "settings": settings,
+        "runs": runs,
     }
     write_json(args.out, report)
     print_table(report)
     return 0
 
 
+COLUMNS = ("nchw", "channels_last", "winograd", "default", "default_probing", "diffusers")
+
+
+def print_row(run: dict[str, Any], file: Any = sys.stdout) -> None:
+    ips, cost = run["images_per_s"], run["probing"]
+    cells = [f"{ips[name]:.2f}" if name in ips else "-" for name in COLUMNS]
+    chosen = ", ".join(sorted({probe["chosen"] for probe in run["probes"]}))
+    print(
+        f"| {run['setting']} | {run['batch_size']} | {' | '.join(cells)} | "
+        f"{cost['default_over_best_fixed']:.3f} | {cost['default_probing_over_best_fixed']:.3f} "
+        f"| {cost['probe_extra_model_calls']:.1f} | {cost['batches_within_5pct']} | {chosen} |",
+        file=file,
+    )
+
+
 def print_table(report: dict[str, Any]) -> None:
-    print(f"{report['cpu']}, torch {report['versions']['torch']}, batch {report['batch_size']}")
-    print("| setting | default/nchw | channels_last/nchw | default/diffusers | nchw img/s |")
-    print("|---|---|---|---|---|")
-    for name, s in report["settings"].items():
-        over_nchw = s["ratio_over_nchw"]
-        print(
-            f"| {name} | {over_nchw['default']:.3f} | {over_nchw['channels_last']:.3f} | "
-            f"{s['ratio_over_diffusers']['default']:.3f} | {s['images_per_s']['nchw']:.2f} |"
-        )
+    print(f"{report['cpu']}, torch {report['versions']['torch']}, {report['steps']} PLMS steps")
+    print(
+        "| setting | batch | nchw | channels_last | winograd | default | default probing | "
+        "diffusers | default / best fixed | probing / best fixed | probe extra calls | "
+        "batches within 5 % | probe chose |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for run in report["runs"]:
+        print_row(run)
 
 
 if __name__ == "__main__":

@@ -96,13 +96,13 @@ def add(subparsers: Subparsers) -> None:
         default="float32",
         help="UNet weights and activations dtype (the solver stays float32)",
     )
-    fast = p.add_argument_group("fast path (off by default)")
+    fast = p.add_argument_group("fast path")
     fast.add_argument(
         "--channels-last",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="channels-last inputs (default: NCHW; on one CPU thread channels-last runs the "
-        "3x3 convolutions as Winograd)",
+        help="channels-last inputs, or NCHW with --no-channels-last (default on the CPU: the "
+        "fastest layout, timed on the first batch; fix one to reproduce images bit for bit)",
     )
     fast.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (slow first batch)"
@@ -113,7 +113,8 @@ def add(subparsers: Subparsers) -> None:
     add_threads(
         p,
         "CPU threads per process (default: torch's; under torchrun, cores / local ranks). "
-        "On the CPU a convolution's rounding depends on it: pin it to reproduce images exactly",
+        "On the CPU a convolution's rounding depends on it: pin it and the layout to reproduce "
+        "images exactly",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_no_progress(p)

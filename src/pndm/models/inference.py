@@ -21,7 +21,9 @@ Only on one thread: each stage is one call over all tiles, but that is still six
 per layer against oneDNN's one, and with two threads on a machine where another process holds a
 core every region waits for the descheduled thread. On one thread, the whole channels-last
 pipeline (CIFAR-10 UNet, batch 8, `benchmarks/contention.py`) measured 1.11x NCHW on a quiet
-2-core CPU and 0.84x while other tenants loaded it, so callers ask for it (``channels_last=True``).
+2-core CPU and 0.84x while other tenants loaded it. Within `winograd_on_any_threads` the one-thread
+rule is dropped: the layout probe (`pndm.runtime.layout`) times Winograd on more threads as a
+candidate of its own and keeps it only where it measured fastest.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torch import nn
 _CACHE: ContextVar[dict[tuple[int, str], torch.Tensor] | None] = ContextVar(
     "pndm_derived_weights", default=None
 )
+_ANY_THREADS: ContextVar[bool] = ContextVar("pndm_winograd_any_threads", default=False)
 # Winograd pays where C_in C_out / (C_in + C_out), the matrix products' work per byte moved by
 # the transforms, reaches this, and the batch has at least this many input pixels (measured).
 WINOGRAD_MIN_CHANNEL_RATIO = 64
@@ -64,6 +67,16 @@ def _active_cache() -> dict[tuple[int, str], torch.Tensor] | None:
 
 def cache_active() -> bool:
     return _active_cache() is not None
+
+
+@contextmanager
+def winograd_on_any_threads() -> Iterator[None]:
+    """Within the block `use_winograd` drops its one-thread rule (every other condition stays)."""
+    token = _ANY_THREADS.set(True)
+    try:
+        yield
+    finally:
+        _ANY_THREADS.reset(token)
 
 
 def derived(module: nn.Module, kind: str, make: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -154,8 +167,8 @@ def winograd_kernels(weight: torch.Tensor) -> torch.Tensor:
 
 def use_winograd(conv: nn.Conv2d, x: torch.Tensor) -> bool:
     """Whether `conv(x)` runs as Winograd: a 3x3 stride-1 'same' conv, channels-last float32 on
-    the CPU with one torch thread, H and W multiples of 4, without autograd, inside
-    `weight_cache`, where it measurably pays (see above)."""
+    the CPU with one torch thread (any number within `winograd_on_any_threads`), H and W
+    multiples of 4, without autograd, inside `weight_cache`, where it measurably pays (above)."""
     b, c, h, w = x.shape
     k = conv.out_channels
     shape_ok = conv.kernel_size == (3, 3) and conv.stride == (1, 1) and conv.padding == (1, 1)
@@ -166,7 +179,7 @@ def use_winograd(conv: nn.Conv2d, x: torch.Tensor) -> bool:
         and conv.groups == 1
         and x.dtype == torch.float32
         and x.device.type == "cpu"
-        and torch.get_num_threads() == 1
+        and (torch.get_num_threads() == 1 or _ANY_THREADS.get())
         and not torch.is_grad_enabled()
         and h % 4 == 0
         and w % 4 == 0

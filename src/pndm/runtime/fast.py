@@ -3,16 +3,18 @@ per-run weight cache, and a memory-aware batch size.
 
 `prepare_model` is the one entry point the pipeline uses: it returns ``model(x, t)`` with the fast
 paths applied and the context within which the UNet's weights are constants (so derived kernels
-are made once per run). Nothing here changes the UNet itself: ``channels_last`` only lays out the
-inputs (the activations follow; PyTorch's convolutions pick the channels-last kernels from them),
-so a call leaves the UNet as it was. The solver stays float32 and, with its coefficients and times
-precomputed on the device, runs no host-device synchronisation inside the loop. A model call of
+are made once per run). Nothing here changes the UNet itself: the layout (by default measured,
+`pndm.runtime.layout`) only lays out the inputs (the activations follow; PyTorch's convolutions
+pick the channels-last kernels from them), so a call leaves the UNet as it was. The solver stays
+float32 and, with its coefficients and times precomputed on the device, runs no host-device
+synchronisation inside the loop. A model call of
 the CIFAR-10 UNet is about 300 kernels, so at small batches on a large GPU it is launch-bound,
 which replaying it from a CUDA graph removes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +27,7 @@ import torch
 from pndm.checks import check_flag
 from pndm.images import image_shape
 from pndm.models.inference import weight_cache
+from pndm.runtime.layout import CHANNELS_LAST, MEASURED, NCHW, Layout, MeasuredLayouts
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -47,10 +50,12 @@ def compile_mode(compile: bool | str) -> str | None:
 
 @dataclass
 class FastCache:
-    """What `prepare_model` keeps between calls: the compiled UNet and the captured graphs."""
+    """What `prepare_model` keeps between calls: the compiled UNet, the captured graphs and the
+    measured input layouts."""
 
     compiled: tuple[Any, ...] | None = None  # (unet, mode, torch.compile(unet))
     graphed: tuple[Any, ...] | None = None  # (what it was captured for, CudaGraphModel)
+    layouts: MeasuredLayouts = MEASURED  # the process's one store (`pndm.runtime.layout`)
 
 
 def prepare_model(
@@ -65,28 +70,35 @@ def prepare_model(
     call it inside ``context`` (the per-run weight cache).
 
     channels_last: True: channels-last inputs (on one CPU thread the wide 3x3 convolutions then
-    run as Winograd); False or None (the default): NCHW. The default is NCHW on every device
-    so that it is never slower than ``channels_last=False``: on a shared 2-core CPU
-    channels-last measured 1.07-1.12x NCHW in a quiet run and 0.78-0.84x while other tenants
-    loaded the machine (benchmarks/contention.py).
-    compile: True or a torch.compile
-    mode, compiled once per UNet and mode and kept in ``cache``. cuda_graphs: replay each call
-    from a CUDA graph, captured once per UNet, weights' storage, layout and compile mode.
+    run as Winograd); False: NCHW. None (the default): on the CPU, the fastest of NCHW,
+    channels-last and (on more than one thread) Winograd, timed on the first model call with
+    this architecture, batch shape, dtype and thread count, then kept for the process
+    (`pndm.runtime.layout`: on a shared 2-core CPU channels-last measured 1.07-1.12x NCHW in
+    one run and 0.78-0.84x in another, so no fixed rule is right). The images depend on the
+    layout within float32 round-off: the same in one process, fixed layouts give the same bits
+    across processes. NCHW under ``compile`` (each layout would be compiled again) and on CUDA,
+    as before: not measured there yet, and ``torch.backends.cudnn.benchmark`` already times
+    cuDNN's algorithms within a layout.
+    compile: True or a torch.compile mode, compiled once per UNet and mode and kept in
+    ``cache``. cuda_graphs: replay each call from a CUDA graph, captured once per UNet, weights'
+    storage, layout and compile mode.
     """
-    last = channels_last is not None and check_flag("channels_last", channels_last)
-    layout = torch.channels_last if last else torch.contiguous_format
+    fixed = None if channels_last is None else _fixed_layout(channels_last)
     mode = compile_mode(compile)
     net = unet if mode is None else _compiled(unet, mode, cache)
+    layout = fixed or (functools.partial(cache.layouts, unet) if mode is None else NCHW)
 
     def model(x: torch.Tensor, t: torch.Tensor, class_labels: Any = None) -> torch.Tensor:
-        x = x.contiguous(memory_format=layout)
-        if class_labels is None:
-            return net(x, t, return_dict=False)[0]
-        return net(x, t, class_labels=class_labels, return_dict=False)[0]
+        labels = {} if class_labels is None else {"class_labels": class_labels}
+        return layout(lambda inputs: net(inputs, t, return_dict=False, **labels)[0], x)
 
     if cuda_graphs:
-        model = _graphed(unet, model, (last, mode), cache)
+        model = _graphed(unet, model, (fixed, mode), cache)
     return model, weight_cache()
+
+
+def _fixed_layout(channels_last: bool) -> Layout:
+    return CHANNELS_LAST if check_flag("channels_last", channels_last) else NCHW
 
 
 def _compiled(unet: Any, mode: str, cache: FastCache) -> Any:
