@@ -58,3 +58,21 @@ def test_a_finished_folder_reports_the_plans_nfe(tmp_path: Path) -> None:
     run.run_job(job)
     line = run.run_job(job).line()  # nothing left to sample: no model loaded
     assert "wrote 0 images (1 already there)" in line and "plms, 6 steps, NFE 7," in line
+
+
+@pytest.mark.parametrize(("asked", "sent"), [(None, False), (True, True), (False, False)])
+def test_a_sample_job_fixes_its_layout(tmp_path: Path, monkeypatch, asked, sent) -> None:
+    """A folder's bytes may not depend on a timing: a job sends NCHW (False) unless asked, never
+    the pipeline's measured default (None), whose winner may change from process to process."""
+    seen = []
+    real = PNDMPipeline.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["channels_last"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PNDMPipeline, "__call__", spy)
+    job = SampleJob(out=tmp_path / "s.npz", seeds=[3], steps=2, channels_last=asked,
+                    progress=False)  # fmt: skip
+    run.run_job(job)
+    assert seen == [sent]

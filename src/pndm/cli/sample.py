@@ -101,8 +101,9 @@ def add(subparsers: Subparsers) -> None:
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="channels-last inputs, or NCHW with --no-channels-last (default on the CPU: the "
-        "fastest layout, timed on the first batch; fix one to reproduce images bit for bit)",
+        help="channels-last inputs (on one CPU thread the 3x3 convolutions then run as Winograd), "
+        "or NCHW (the default: a folder's bytes must not depend on a timing, as the Python "
+        "pipeline's measured default may)",
     )
     fast.add_argument(
         "--compile", action="store_true", help="torch.compile the UNet (slow first batch)"

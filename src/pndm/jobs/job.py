@@ -34,7 +34,7 @@ class SampleJob:
     batch_size: int | None = DEFAULT_BATCH_SIZE  # None: what fits in memory
     device: str = "auto"
     dtype: str = "float32"
-    channels_last: bool | None = None  # None: measured (pndm.runtime.fast.prepare_model)
+    channels_last: bool | None = None  # None: NCHW (`pndm.jobs.run.job_layout`)
     compile: bool = False
     cuda_graphs: bool = False
     overwrite: bool = False

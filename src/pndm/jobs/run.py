@@ -193,12 +193,19 @@ def sample_batch(pipe: Any, seeds: list[int], job: SampleJob, plan: Plan, size: 
         method=plan.method,
         output_type="np",
         return_dict=True,
-        channels_last=job.channels_last,
+        channels_last=job_layout(job.channels_last),
         compile=job.compile,
         cuda_graphs=job.cuda_graphs,
         **job.method_options,
     )
     return to_uint8(np.asarray(result.images))[: len(seeds)]
+
+
+def job_layout(channels_last: bool | None) -> bool:
+    """A sample folder's layout: NCHW unless asked. Not the pipeline's measured default
+    (`pndm.runtime.layout`): its choice may differ from one process to the next, and a folder
+    resumed, extended or sampled by several ranks must give the same bytes for a seed."""
+    return False if channels_last is None else channels_last
 
 
 def _batches(seeds: Sequence[int], size: int) -> list[list[int]]:
