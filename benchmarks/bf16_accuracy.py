@@ -4,8 +4,9 @@ For the shipped digits and digits-cond models (their pipelines' defaults: F-PNDM
 digits-cond with each image's label drawn from its seed) and the ddpm-cifar10-32 architecture
 (random weights, seed 0, PLMS, --cifar-steps steps), the same seeds in float32 and bfloat16
 (default layout and channels_last=True): mean and max pixel difference (0-255) to float32. Next
-to them, the difference that one unit roundoff of bfloat16 (2^-8) per model call makes: float32
-with every model output times 1 + 2^-8 N(0, 1) (`benchlib.rounding`). Then the digits metric
+to them, the differences that one unit roundoff of bfloat16 (2^-8) per model call makes: float32
+with every model output times 1 + 2^-8 z, z ~ N(0, 1) drawn at every call or once per run
+(`benchlib.rounding`). Then the digits metric
 (`pndm fid ... digits`) of --metric-samples digits images in float32 and in bfloat16.
 
     python benchmarks/bf16_accuracy.py [--samples 64] [--metric-samples 1000] [--steps 50]
@@ -25,7 +26,12 @@ import numpy as np
 import torch
 from benchlib.digits_metric import digits_score
 from benchlib.machine import device_name
-from benchlib.rounding import BF16_UNIT_ROUNDOFF, perturbed_outputs, pixel_difference
+from benchlib.rounding import (
+    BF16_UNIT_ROUNDOFF,
+    ERROR_MODELS,
+    perturbed_outputs,
+    pixel_difference,
+)
 from roofline import bf16_flags, cast
 from speed import build
 
@@ -70,8 +76,9 @@ def differences(name: str, samples: int, steps: int) -> dict[str, Any]:
         "bf16": images(bf16, seeds, steps),
         "bf16_channels_last": images(bf16, seeds, steps, channels_last=True),
     }
-    with perturbed_outputs(fp32.unet, BF16_UNIT_ROUNDOFF):
-        runs["fp32_one_bf16_roundoff_per_call"] = images(fp32, seeds, steps)
+    for model in ERROR_MODELS:
+        with perturbed_outputs(fp32.unet, BF16_UNIT_ROUNDOFF, model):
+            runs[f"fp32_one_roundoff_{model}"] = images(fp32, seeds, steps)
     row: dict[str, Any] = {"samples": samples, "steps": steps}
     for key, got in runs.items():
         mean, peak = pixel_difference(got, ref)
@@ -132,10 +139,11 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(report: dict[str, Any]) -> None:
     print(f"{report['device_name']}, {report['torch_threads']} threads, torch "
           f"{report['versions']['torch']}\n")  # fmt: skip
-    print("| model | steps | images | bf16 mean / max | bf16 channels_last mean / max | "
-          "fp32, one bf16 roundoff per call, mean / max |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    keys = ("bf16", "bf16_channels_last", "fp32_one_bf16_roundoff_per_call")
+    print("Mean / max pixel difference (0-255) to float32, same seeds:\n")
+    print("| model | steps | images | bf16 | bf16, channels_last | fp32, one roundoff per call: "
+          "fresh | fixed |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    keys = ("bf16", "bf16_channels_last", "fp32_one_roundoff_fresh", "fp32_one_roundoff_fixed")
     for name, row in report["pixel_differences"].items():
         cells = [f"{row[k]['mean_px']:.3f} / {row[k]['max_px']:.1f}" for k in keys]
         print(f"| {name} | {row['steps']} | {row['samples']} | " + " | ".join(cells) + " |")

@@ -5,12 +5,14 @@ Image bounds, in pixels of 0-255 on [0, 1] images:
 
 - the ddpm-cifar10-32 architecture (random weights): mean difference to float32 at most 0.5/255,
   issue 25's bound for ``--dtype bfloat16`` (measured 0.11-0.16/255);
-- the shipped digits model: its sampling ODE carries any error of ε through to the strokes
-  (float32 with ε perturbed by a relative 2^-9 at every call already moves the images by a mean
-  of 2.4/255), so no absolute bound holds for every trained model. bfloat16 keeps 8 significant
-  bits (unit roundoff u = 2^-8) and its UNet's ε is off by 0.78 u relative (measured), so its
-  images may differ from float32's as much as those of float32 with ε times 1 + u N(0, 1) at every
-  call (`benchlib.rounding`), and no more (measured 3.8/255 against 4.5-4.9/255 over 5 seeds).
+- the shipped digits model: its sampling ODE carries any error of ε through to the strokes, so
+  no absolute bound holds for every trained model. bfloat16 keeps 8 significant bits (unit
+  roundoff u = 2^-8) and its digits UNet's ε is off by 0.78 u relative (measured). That error
+  is neither independent between calls nor the same at every call, so its images may differ
+  from float32's by as much as the larger of float32 with ε times 1 + u z at every call, z drawn
+  afresh at every call or once per run (`benchlib.rounding`), and no more. Measured, 16 images:
+  10 steps: bf16 3.5/255, fresh 4.2-4.5, fixed 1.0-1.4; 50 steps: bf16 0.62, fresh 0.26-0.32,
+  fixed 1.4-2.2.
 """
 
 from __future__ import annotations
@@ -22,7 +24,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from benchlib.rounding import BF16_UNIT_ROUNDOFF, perturbed_outputs, pixel_difference
+from benchlib.rounding import (
+    BF16_UNIT_ROUNDOFF,
+    ERROR_MODELS,
+    perturbed_outputs,
+    pixel_difference,
+)
 from conftest import cli_sample, tiny_pipeline_folder
 
 from pndm import PNDMPipeline, PNDMScheduler, UNet2DModel
@@ -94,7 +101,8 @@ def test_cli_bfloat16_says_it_will_be_slow_in_one_line_and_runs(
 ) -> None:
     monkeypatch.setattr(precision, "cpu_flags", lambda: cpu_flags(cpuinfo))
     out = tmp_path / "x.npz"
-    assert cli_sample("--dtype", "bfloat16", "--num-images", "2", "--out", str(out), model=model_dir) == 0
+    args = ("--dtype", "bfloat16", "--num-images", "2", "--out", str(out))
+    assert cli_sample(*args, model=model_dir) == 0
     err = capsys.readouterr().err.splitlines()
     warned = [line for line in err if line.startswith("warning:")]
     assert len(warned) == lines and all("bfloat16" in line for line in warned)
@@ -179,8 +187,10 @@ def test_digits_in_bf16_differ_no_more_than_one_roundoff_per_call() -> None:
     folder = shipped_model_path("digits")
     fp32 = PNDMPipeline.from_pretrained(folder)
     ref = images(fp32, 10, 8)
-    with perturbed_outputs(fp32.unet, BF16_UNIT_ROUNDOFF):
-        bound, _ = pixel_difference(images(fp32, 10, 8), ref)
+    bounds = []
+    for model in ERROR_MODELS:
+        with perturbed_outputs(fp32.unet, BF16_UNIT_ROUNDOFF, model):
+            bounds.append(pixel_difference(images(fp32, 10, 8), ref)[0])
     bf16 = PNDMPipeline.from_pretrained(folder, torch_dtype=torch.bfloat16)
     mean, _ = pixel_difference(images(bf16, 10, 8), ref)
-    assert 0 < mean <= bound
+    assert 0 < mean <= max(bounds)
