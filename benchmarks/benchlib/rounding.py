@@ -1,13 +1,13 @@
-"""How far a model's lower precision may move the images, and pixel differences.
+"""What one unit roundoff of ε per model call does to the images, and pixel differences.
 
 bfloat16 keeps 8 significant bits: its unit roundoff is u = 2^-8, and a bfloat16 UNet's ε is
-off by about u relative (digits: 0.78 u; the deeper random-weight CIFAR-10 network: 2.5 u). A
-trained model's sampling ODE carries such an error through to the images. The error is a
-function of x, which moves between steps, so it is neither independent between the model calls
-nor the same at every call; the float32 sampler with ε times 1 + u z at every call, z ~ N(0, 1)
-per element drawn afresh at every call ("fresh") or once for the whole run ("fixed"), gives the
-two extremes. Fresh errors partly cancel over many steps, fixed ones add up: measured on the
-digits model, fresh moves the images more at 10 steps, fixed at 50, and bfloat16 lies between.
+off by about u relative (the digits UNets: 0.8 u; the deeper random-weight CIFAR-10 network:
+2.5 u). A trained model's sampling ODE carries such an error through to the images. The float32
+sampler with ε times 1 + u z at every call, z ~ N(0, 1) per element drawn afresh at every call
+("fresh": the errors partly cancel over the steps) or once for the run ("fixed": they add up),
+shows how sensitive a model's images are to errors of that size. It is context, not a bound:
+bfloat16's error depends on x and is correlated between calls in other ways (on digits-cond at
+50 steps it moved the images 1.4x the larger of the two).
 """
 
 from __future__ import annotations
