@@ -101,14 +101,12 @@ def make_paths(args: argparse.Namespace) -> dict[str, tuple[Run, Any, torch.dtyp
     d_pipe.set_progress_bar_config(disable=True)
     batch, steps = args.batch, args.steps
     gen = lambda s: torch.Generator("cpu").manual_seed(s)  # noqa: E731
+
+    def diffusers_run(seed: int) -> np.ndarray:
+        return d_pipe(batch, generator=gen(seed), num_inference_steps=steps, output_type="np")[0]
+
     paths: dict[str, tuple[Run, Any, torch.dtype]] = {
-        "diffusers": (
-            lambda s: d_pipe(batch, generator=gen(s), num_inference_steps=steps, output_type="np")[
-                0
-            ],  # fmt: skip
-            theirs,
-            torch.float32,
-        )
+        "diffusers": (diffusers_run, theirs, torch.float32)
     }
     unets = {torch.float32: ours, torch.bfloat16: cast(ours, torch.bfloat16)}
     for name, (dtype, last, compiled) in {**PATHS, **(COMPILED if args.compile else {})}.items():
