@@ -135,13 +135,18 @@ def build(device: torch.device, skip_prk: bool) -> tuple[Any, Any, Any]:
 
 
 def nominal_gflop(unet: Any, device: torch.device) -> float:
-    """GFLOP of one forward at batch 1 (conv + matmul, 2 per multiply-add), by torch's counter."""
+    """GFLOP of one forward at batch 1 (conv + matmul, 2 per multiply-add), by torch's counter;
+    a class-conditional UNet gets label 0."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, 3, 32, 32, device=device)
+    from pndm.images import image_shape
+
+    x = torch.zeros(1, *image_shape(unet.config), device=device)
+    conditional = unet.config.get("num_class_embeds")
+    labels = torch.zeros(1, dtype=torch.long, device=device) if conditional else None
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        unet(x, torch.tensor([500], device=device))
+        unet(x, torch.tensor([500], device=device), class_labels=labels)
     return counter.get_total_flops() / 1e9
 
 

@@ -152,9 +152,10 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     from pndm.jobs.manifest import VersionsWarning
+    from pndm.runtime.precision import SlowDtypeWarning
 
     lead = Ranks.from_env().lead
-    with warning_lines(VersionsWarning, lead):
+    with warning_lines((VersionsWarning, SlowDtypeWarning), lead):
         summary = run_job(job)
     if lead:
         print(summary.line(), file=sys.stderr)
@@ -162,19 +163,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def warning_lines(category: type[Warning], lead: bool) -> Iterator[None]:
-    """Each ``category`` warning as one stderr line, ``warning: ...`` (rank 0's only), as it is
-    raised; other warnings as Python shows them."""
+def warning_lines(categories: tuple[type[Warning], ...], lead: bool) -> Iterator[None]:
+    """Each warning of ``categories`` as one stderr line, ``warning: ...`` (rank 0's only), as
+    it is raised; other warnings as Python shows them."""
     show = warnings.showwarning
 
     def line(message: Warning | str, kind: type[Warning], *args: Any, **kwargs: Any) -> None:
-        if not issubclass(kind, category):
+        if not issubclass(kind, categories):
             show(message, kind, *args, **kwargs)
         elif lead:
             print(f"warning: {one_line(message)}", file=sys.stderr)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always", category)
+        for category in categories:
+            warnings.simplefilter("always", category)
         warnings.showwarning = line
         yield
 

@@ -31,6 +31,7 @@ from pndm.jobs.job import SampleJob, SampleSummary, check_job, job_device
 from pndm.jobs.plan import Plan, plan
 from pndm.jobs.ranks import Ranks
 from pndm.runtime.devices import resolve_dtype, torch_threads
+from pndm.runtime.precision import warn_if_slow
 from pndm.runtime.progress import progress_bar
 
 
@@ -41,6 +42,7 @@ def load_pipeline(job: SampleJob, device: Any) -> Any:
     folder, dtype = model_folder(job.model), resolve_dtype(job.dtype)
     pipe = PNDMPipeline.from_pretrained(folder, torch_dtype=dtype)
     pipe.to(device).set_progress_bar_config(disable=True)  # one bar for the whole job instead
+    warn_if_slow(pipe.device, pipe.dtype)
     return pipe
 
 

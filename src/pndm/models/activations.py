@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pndm.checks import check_choice
@@ -20,3 +22,10 @@ def get_activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         check_choice("act_fn", name, tuple(sorted(ACTIVATIONS)))
     return ACTIVATIONS[name]()
+
+
+def activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(x)``, in place for SiLU when no gradient is tracked (x is a fresh temporary)."""
+    if isinstance(act, nn.SiLU) and not x.requires_grad:
+        return F.silu(x, inplace=True)
+    return act(x)

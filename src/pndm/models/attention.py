@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pndm.models.norms import group_norm_act
+
 
 class SpatialSelfAttention(nn.Module):
     """GroupNorm -> multi-head self-attention over the H*W positions -> projection, + residual.
@@ -45,7 +47,7 @@ class SpatialSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        hidden = self.group_norm(x) if self.group_norm is not None else x
+        hidden = group_norm_act(self.group_norm, x) if self.group_norm is not None else x
         # (B, C, H, W) -> (B, HW, C); a free view when x is channels_last
         hidden = hidden.flatten(2).transpose(1, 2)
         q, k, v = (self._split_heads(lin(hidden)) for lin in (self.to_q, self.to_k, self.to_v))

@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from pndm.checks import check_choice
-from pndm.models.activations import get_activation
+from pndm.models.activations import activate, get_activation
 from pndm.models.attention import SpatialSelfAttention
-from pndm.models.inference import conv3x3, derived, is_channels_last
+from pndm.models.inference import conv3x3, derived_like, is_channels_last
+from pndm.models.norms import group_norm_act
 
 TIME_SCALE_SHIFTS = ("default", "scale_shift")
 
@@ -41,13 +42,6 @@ class TimeProjections(NamedTuple):
 
     values: torch.Tensor
     shared: bool
-
-
-def activate(act: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``act(x)``, in place for SiLU when no gradient is tracked (x is a fresh temporary)."""
-    if isinstance(act, nn.SiLU) and not x.requires_grad:
-        return F.silu(x, inplace=True)
-    return act(x)
 
 
 class ResnetBlock2D(nn.Module):
@@ -84,17 +78,17 @@ class ResnetBlock2D(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor | TimeProjections) -> torch.Tensor:
         """``temb``: the time embedding after the activation, or the UNet's projections of it."""
-        h = activate(self.nonlinearity, self.norm1(x))
+        h = group_norm_act(self.norm1, x, self.nonlinearity)
         if isinstance(temb, TimeProjections):
             h, t = self._conv1_projected(h, temb)
         else:
             h, t = conv3x3(self.conv1, h), self.time_emb_proj(temb)[:, :, None, None]
         if self.scale_shift:
             scale, shift = t.chunk(2, dim=1)
-            h = self.norm2(h) * (1 + scale) + shift
-        else:
-            h = self.norm2(h if t is None else h.add_(t))  # h: conv1's fresh output
-        h = conv3x3(self.conv2, self.dropout(activate(self.nonlinearity, h)))
+            h = activate(self.nonlinearity, group_norm_act(self.norm2, h) * (1 + scale) + shift)
+        else:  # h: conv1's fresh output
+            h = group_norm_act(self.norm2, h if t is None else h.add_(t), self.nonlinearity)
+        h = conv3x3(self.conv2, self.dropout(h))
         skip = self.conv_shortcut(x) if self.conv_shortcut is not None else x
         out = h.add_(skip)  # h is conv2's fresh output
         if self.output_scale_factor != 1.0:
@@ -124,7 +118,7 @@ class Downsample2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == 0:
             x = F.pad(x, (0, 1, 0, 1))
-        return self.conv(x)
+        return conv3x3(self.conv, x)
 
 
 # Sub-pixel upsampling pays where the conv is large next to the fixed cost of rearranging the
@@ -160,7 +154,7 @@ class Upsample2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, _, h, w = x.shape
         if torch.is_grad_enabled() or x.device.type != "cpu" or b * h * w < SUBPIXEL_MIN_PIXELS:
-            return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+            return conv3x3(self.conv, F.interpolate(x, scale_factor=2.0, mode="nearest"))
         return self._subpixel(x)
 
     def phase_weights(self) -> torch.Tensor:
@@ -174,7 +168,7 @@ class Upsample2D(nn.Module):
         b, _, h, w = x.shape
         o = self.conv.out_channels
         bias = self.conv.bias.repeat(4) if self.conv.bias is not None else None
-        kernels = derived(self, "subpixel", self.phase_weights)
+        kernels = derived_like(self, "subpixel", self.phase_weights, x)
         y = F.conv2d(x, kernels, bias, padding=1)  # (b, 4o, h + 1, w + 1)
         # out[b, o_, 2i + a, 2j + c] = y[b, (2a + c) o + o_, i + a, j + c]: one strided view
         s = y.stride()

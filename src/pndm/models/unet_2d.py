@@ -19,13 +19,12 @@ from torch import nn
 
 from pndm.config import BaseOutput, ConfigMixin, FrozenConfig
 from pndm.files.weights import save_state_dict, weights_names
-from pndm.models.activations import get_activation
+from pndm.models.activations import activate, get_activation
 from pndm.models.blocks import (
     BlockSpec,
     ResnetBlock2D,
     TimeProjections,
     UNetMidBlock2D,
-    activate,
     block_class,
 )
 from pndm.models.embeddings import (
@@ -36,6 +35,7 @@ from pndm.models.embeddings import (
     class_embedding,
 )
 from pndm.models.inference import derived
+from pndm.models.norms import group_norm_act
 from pndm.models.unet_config import validate_config
 
 
@@ -313,7 +313,7 @@ class UNet2DModel(ConfigMixin, nn.Module):
             n = len(block.resnets)
             h = block(h, skips[-n:], temb)
             del skips[-n:]
-        h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
+        h = self.conv_out(group_norm_act(self.conv_norm_out, h, self.conv_act))
         if self._fourier:  # score models predict eps / sigma
             h = h / t.to(h.dtype)[:, None, None, None]
         return UNet2DOutput(sample=h) if return_dict else (h,)
