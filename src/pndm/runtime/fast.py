@@ -14,7 +14,6 @@ which replaying it from a CUDA graph removes.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -86,7 +85,7 @@ def prepare_model(
     fixed = None if channels_last is None else _fixed_layout(channels_last)
     mode = compile_mode(compile)
     net = unet if mode is None else _compiled(unet, mode, cache)
-    layout = fixed or (functools.partial(cache.layouts, unet) if mode is None else NCHW)
+    layout = fixed or (cache.layouts.for_model(unet) if mode is None else NCHW)
 
     def model(x: torch.Tensor, t: torch.Tensor, class_labels: Any = None) -> torch.Tensor:
         labels = {} if class_labels is None else {"class_labels": class_labels}

@@ -110,18 +110,20 @@ class MeasuredLayouts:
         self.chosen: dict[tuple[Any, ...], Layout] = {}
         self.seconds: dict[tuple[Any, ...], dict[str, float]] = {}
 
-    @staticmethod
-    def signature(unet: Any, x: torch.Tensor) -> tuple[Any, ...]:
+    def for_model(self, unet: Any) -> Callable[[Forward, torch.Tensor], torch.Tensor]:
+        """``layout(forward, x)`` for ``unet``'s calls, its architecture keyed once (not at every
+        call): its config as JSON, or the object itself without one."""
         config = getattr(unet, "config", None)
         model = unet if config is None else json.dumps(dict(config), sort_keys=True, default=str)
-        return (model, tuple(x.shape), x.dtype, x.device, torch.get_num_threads())
+        return lambda forward, x: self(model, forward, x)
 
-    def __call__(self, unet: Any, forward: Forward, x: torch.Tensor) -> torch.Tensor:
-        """``forward`` on x in the layout chosen for its signature (probed on its first call),
-        on the CPU; NCHW elsewhere (see `pndm.runtime.fast`)."""
+    def __call__(self, model: Any, forward: Forward, x: torch.Tensor) -> torch.Tensor:
+        """``forward`` on x in the layout chosen for its signature (``model``: the architecture's
+        key, `for_model`; probed on its first call), on the CPU; NCHW elsewhere (see
+        `pndm.runtime.fast`)."""
         if x.device.type != "cpu":
             return NCHW(forward, x)
-        key = self.signature(unet, x)
+        key = (model, tuple(x.shape), x.dtype, x.device, torch.get_num_threads())
         if key in self.chosen:
             return self.chosen[key](forward, x)
         layouts = candidates(x.dtype, key[-1])
