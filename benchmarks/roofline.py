@@ -126,23 +126,34 @@ def cast(unet: Any, dtype: torch.dtype) -> Any:
 
 
 def measure(paths: dict, repeats: int, seed: int) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """Per path: model calls, first-call seconds, the repeats' seconds; and its last images."""
+    """Per path: first-call seconds and model calls (the layout probe's included), the repeats'
+    seconds and model calls (the same in every repeat: the probe runs once); its last images."""
     rows: dict[str, dict] = {}
     images: dict[str, np.ndarray] = {}
     for name, (run, unet, _) in paths.items():
         start = time.perf_counter()
         calls = count_calls(unet, lambda run=run: run(seed))
-        rows[name] = {"model_calls": calls, "first_call_s": time.perf_counter() - start}
+        rows[name] = {"first_call_model_calls": calls, "first_call_s": time.perf_counter() - start}
         rows[name]["seconds"] = []
         print(f"  warm-up {name}: {rows[name]['first_call_s']:.1f} s", file=sys.stderr)
     names = list(paths)
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            start = time.perf_counter()
-            images[name] = paths[name][0](seed)
-            rows[name]["seconds"].append(time.perf_counter() - start)
+            images[name], seconds, calls = timed_call(*paths[name][:2], seed)
+            rows[name]["seconds"].append(seconds)
+            if rows[name].setdefault("model_calls", calls) != calls:
+                raise RuntimeError(f"{name}: {calls} model calls in repeat {r + 1}, "
+                                   f"{rows[name]['model_calls']} in the first")  # fmt: skip
         print(f"  repeat {r + 1}/{repeats} done", file=sys.stderr)
     return rows, images
+
+
+def timed_call(run: Run, unet: Any, seed: int) -> tuple[np.ndarray, float, int]:
+    """(images, wall seconds, model calls) of one pipeline call."""
+    out: list[np.ndarray] = []
+    start = time.perf_counter()
+    calls = count_calls(unet, lambda: out.append(run(seed)))
+    return out[0], time.perf_counter() - start, calls
 
 
 def summarise(rows: dict, paths: dict, rates: dict, gflop: float, batch: int) -> None:

@@ -239,6 +239,103 @@ def test_weight_cache_makes_each_derived_weight_once_per_block() -> None:
     assert len(made) == 3  # outside: every call; inside: once
 
 
+def counted_double(module: torch.nn.Module, made: list[int]) -> Callable[[], torch.Tensor]:
+    def make() -> torch.Tensor:
+        made.append(1)
+        return module.weight * 2
+
+    return make
+
+
+def test_a_store_keeps_derived_weights_across_blocks_while_the_weights_stay() -> None:
+    module, made, store = torch.nn.Linear(2, 2), [], inference.DerivedWeights()
+    make = counted_double(module, made)
+    for _ in range(3):
+        with weight_cache(store, module):
+            value = derived(module, "double", make)
+    assert len(made) == 1 and torch.equal(value, module.weight * 2)
+    with weight_cache():  # without a store: nothing kept, nothing reused
+        derived(module, "double", make)
+    assert len(made) == 2
+
+
+def replace_weight(module: torch.nn.Module) -> None:
+    module.weight = torch.nn.Parameter(module.weight.detach() + 1.0)
+
+
+def write_through_data(module: torch.nn.Module) -> None:
+    module.weight.data.mul_(1.0 + 2**-20)  # bumps no version counter: caught by the sum
+
+
+def write_in_place(module: torch.nn.Module) -> None:
+    with torch.no_grad():
+        module.weight[0, 0] += 1.0
+
+
+def load_other_state(module: torch.nn.Module) -> None:
+    module.load_state_dict({k: v + 1.0 for k, v in module.state_dict().items()})
+
+
+def add_to_bias(module: torch.nn.Module) -> None:
+    module.bias.data.add_(1.0)  # a weight the derived value does not read: derived afresh too
+
+
+@pytest.mark.parametrize(
+    "change", [replace_weight, write_through_data, write_in_place, load_other_state, add_to_bias]
+)
+def test_a_store_derives_afresh_after_any_change_of_the_weights(change) -> None:
+    module, made, store = torch.nn.Linear(2, 2), [], inference.DerivedWeights()
+    make = counted_double(module, made)
+    with weight_cache(store, module):
+        derived(module, "double", make)
+    change(module)
+    with weight_cache(store, module):
+        value = derived(module, "double", make)
+    assert len(made) == 2 and torch.equal(value, module.weight * 2)
+
+
+def test_a_store_keeps_only_what_the_last_run_used() -> None:
+    module, made, store = torch.nn.Linear(2, 2), [], inference.DerivedWeights()
+    make = counted_double(module, made)
+    with weight_cache(store, module):
+        derived(module, "double", make)
+        derived(module, "other", make)  # as a layout probe derives every candidate's kernels
+    with weight_cache(store, module):
+        derived(module, "double", make)
+    assert set(store.values) == {(module, "double")} and len(made) == 2
+
+
+def test_a_store_cannot_vouch_for_inference_tensors() -> None:
+    with torch.inference_mode():
+        module = torch.nn.Linear(2, 2)
+    made, store = [], inference.DerivedWeights()
+    make = counted_double(module, made)
+    for _ in range(2):
+        with torch.inference_mode(), weight_cache(store, module):
+            derived(module, "double", make)
+    assert inference.weights_stamp(module) is None and len(made) == 2
+
+
+def test_pipeline_winograd_kernels_follow_the_weights_from_call_to_call() -> None:
+    """The Winograd layout (channels-last on one thread) keeps its kernels between calls; after
+    the weights change through ``.data`` (no version bump), the next call's images are those of
+    a new pipeline of the changed weights, bit for bit, and the kernels were derived anew."""
+    unet = small_unet(block_out_channels=(32, 256), norm_num_groups=8)
+    args = {**KWARGS, "batch_size": 8, "seeds": list(range(8)), "channels_last": True}
+    pipe = small_pipe(unet)
+    first = pipe(**args).images
+    kernels = {k: v for k, v in pipe._fast_cache.derived.values.items() if k[1] == "winograd"}
+    assert kernels
+    np.testing.assert_array_equal(pipe(**args).images, first)
+    assert all(pipe._fast_cache.derived.values[k] is v for k, v in kernels.items())
+    conv = next(iter(kernels))[0]
+    conv.weight.data.mul_(0.5)
+    changed = pipe(**args).images
+    np.testing.assert_array_equal(changed, small_pipe(copy.deepcopy(unet))(**args).images)
+    assert not np.array_equal(changed, first)
+    assert pipe._fast_cache.derived.values[(conv, "winograd")] is not kernels[(conv, "winograd")]
+
+
 def test_unet_inside_the_weight_cache_matches() -> None:
     """A UNet whose 8x8 level takes the Winograd path, channels-last, batch 8: its error
     against float64 stays that of the plain float32 forward."""

@@ -1,13 +1,13 @@
 """Everything that prepares a model for speed: input layout, torch.compile, CUDA graphs, the
-per-run weight cache, and a memory-aware batch size.
+weight cache, and a memory-aware batch size.
 
 `prepare_model` is the one entry point the pipeline uses: it returns ``model(x, t)`` with the fast
 paths applied and the context within which the UNet's weights are constants (so derived kernels
-are made once per run). Nothing here changes the UNet itself: the layout (by default measured,
-`pndm.runtime.layout`) only lays out the inputs (the activations follow; PyTorch's convolutions
-pick the channels-last kernels from them), so a call leaves the UNet as it was. The solver stays
-float32 and, with its coefficients and times precomputed on the device, runs no host-device
-synchronisation inside the loop. A model call of
+are made once, and kept for the next run while the weights stay the same). Nothing here changes
+the UNet itself: the layout (by default measured, `pndm.runtime.layout`) only lays out the inputs
+(the activations follow; PyTorch's convolutions pick the channels-last kernels from them), so a
+call leaves the UNet as it was. The solver stays float32 and, with its coefficients and times
+precomputed on the device, runs no host-device synchronisation inside the loop. A model call of
 the CIFAR-10 UNet is about 300 kernels, so at small batches on a large GPU it is launch-bound,
 which replaying it from a CUDA graph removes.
 """
@@ -18,14 +18,14 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from pndm.checks import check_flag
 from pndm.images import image_shape
-from pndm.models.inference import weight_cache
+from pndm.models.inference import DerivedWeights, weight_cache
 from pndm.runtime.layout import CHANNELS_LAST, MEASURED, NCHW, Layout, MeasuredLayouts
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,12 +49,13 @@ def compile_mode(compile: bool | str) -> str | None:
 
 @dataclass
 class FastCache:
-    """What `prepare_model` keeps between calls: the compiled UNet, the captured graphs and the
-    measured input layouts."""
+    """What `prepare_model` keeps between calls: the compiled UNet, the captured graphs, the
+    measured input layouts and the derived weights (`pndm.models.inference.DerivedWeights`)."""
 
     compiled: tuple[Any, ...] | None = None  # (unet, mode, torch.compile(unet))
     graphed: tuple[Any, ...] | None = None  # (what it was captured for, CudaGraphModel)
     layouts: MeasuredLayouts = MEASURED  # the process's one store (`pndm.runtime.layout`)
+    derived: DerivedWeights = field(default_factory=DerivedWeights)
 
 
 def prepare_model(
@@ -66,7 +67,8 @@ def prepare_model(
     cuda_graphs: bool = False,
 ) -> tuple[Model, AbstractContextManager[Any]]:
     """``(model, context)``: ``model(x, t)`` is the UNet's raw output with the fast paths on;
-    call it inside ``context`` (the per-run weight cache).
+    call it inside ``context`` (the weight cache, kept in ``cache`` from run to run while the
+    UNet's weights stay the same).
 
     channels_last: True: channels-last inputs (on one CPU thread the wide 3x3 convolutions then
     run as Winograd); False: NCHW. None (the default): on the CPU, the fastest of NCHW,
@@ -93,7 +95,7 @@ def prepare_model(
 
     if cuda_graphs:
         model = _graphed(unet, model, (fixed, mode), cache)
-    return model, weight_cache()
+    return model, weight_cache(cache.derived, unet)
 
 
 def _fixed_layout(channels_last: bool) -> Layout:

@@ -22,9 +22,9 @@ the fastest's output as the call's output. So it costs 2C - 1 extra model calls 
 thread, 5 with Winograd on more), once per signature and process; every later call runs the
 chosen layout alone. One timed call each keeps the probe short; under a load that changes, the
 choice can be wrong later, and it is not revisited (that would change the bits mid-process).
-Winograd's kernels are derived once per run (pipeline call): here in its warm-up, which is not
-timed, so with few calls per run the probe favours Winograd by up to that transform's share
-(about 2 s for the CIFAR-10 UNet's 50 layers on 2 threads of a busy machine).
+Winograd's kernels are derived once, in its warm-up, which is not timed, and kept for later runs
+while the weights stay the same (`pndm.models.inference.DerivedWeights`); so the probe measures
+what every later call costs.
 
 Reproducibility. The layouts' outputs differ by float32 round-off (about 1e-6 on unit-scale
 outputs: the kernels sum in other orders), so the images depend on the chosen layout within that
