@@ -18,6 +18,7 @@ the same evaluation noise and reference as quality.py's peer table:
         [--pairs 5:dpmpp-2m,8:ipndm] [--calibrate] [--tag _name]
     python benchmarks/tuned.py --problem digits --tag _name --tails   # per-sample statistics
     python benchmarks/tuned.py --problem digits --tag _name --ode-metric   # the ODE's own score
+    python benchmarks/tuned.py --problem digits-cond --guidance 5 --merge _vab   # best of both
 
 With --calibrate each tuned grid also gets its calibration (`pndm.calibration`); the rows then
 give the same grid's error without it too. --tails adds, to a written report, the per-sample
@@ -317,6 +318,44 @@ def ode_metric(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+JUDGED_ALIKE = ("problem", "guidance", "eval_samples", "eval_seed", "ref_steps", "peer_select",
+                "tune_samples", "tune_seed", "metric_samples", "metric_seed")  # fmt: skip
+
+
+def merge(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Fold into the report at ``path`` the reports tagged --merge (other methods or NFEs of the
+    same problem, run as processes of their own): per NFE, the row whose tuned method has the
+    lower evaluation error. They must have been judged alike: the same settings (`JUDGED_ALIKE`)
+    and, at every NFE both have, the same best peer error (to 1e-9: the same noise, labels and
+    reference give the same numbers)."""
+    import json
+
+    report = json.loads(path.read_text())
+    saved = report["setup"]["args"]
+    for tag in args.merge:
+        other_path = report_path(args, tag)
+        other = json.loads(other_path.read_text())
+        theirs = other["setup"]["args"]
+        if any(saved[k] != theirs[k] for k in JUDGED_ALIKE):
+            raise SystemExit(f"{other_path}: judged otherwise than {path} ({JUDGED_ALIKE})")
+        for nfe, row in other["rows"].items():
+            mine = report["rows"].get(nfe)
+            if mine is not None and abs(mine["peer"]["error"] - row["peer"]["error"]) > 1e-9:
+                raise SystemExit(f"{other_path}: NFE {nfe}'s best peer differs from {path}'s")
+            if mine is None or row["tuned"]["error"] < mine["tuned"]["error"]:
+                report["rows"][nfe] = row
+        report["runs"] += other["runs"]
+        report.setdefault("merged", []).append({"file": other_path.name, "setup": other["setup"]})
+    report["rows"] = dict(sorted(report["rows"].items(), key=lambda kv: int(kv[0])))
+    report["nfes"] = [int(nfe) for nfe in report["rows"]]
+    return report
+
+
+def report_path(args: argparse.Namespace, tag: str) -> Path:
+    scale = f"_w{args.guidance:g}" if args.problem == "digits-cond" else ""
+    return args.out / f"tuned_{args.problem}{scale}{tag}.json"
+
+
 def pairs(args: argparse.Namespace) -> list[tuple[int, str]]:
     """(NFE, method) to tune: --pairs (e.g. 5:dpmpp-2m,8:ipndm), else every --nfes x --methods."""
     if args.pairs:
@@ -477,15 +516,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tails", action="store_true", help="add per-sample error statistics")
     parser.add_argument("--ode-metric", action="store_true",
                         help="add the digits metric of the ODE solution")  # fmt: skip
+    parser.add_argument("--merge", nargs="+", metavar="TAG",
+                        help="fold the reports of these tags into this one")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    scale = f"_w{args.guidance:g}" if args.problem == "digits-cond" else ""
-    path = args.out / f"tuned_{args.problem}{scale}{args.tag}.json"
+    path = report_path(args, args.tag)
     args.out.mkdir(parents=True, exist_ok=True)
-    amend = {"rescore": rescore, "tails": tails, "ode_metric": ode_metric}
+    amend = {"rescore": rescore, "tails": tails, "ode_metric": ode_metric, "merge": merge}
     chosen = [f for name, f in amend.items() if getattr(args, name)]
     if len(chosen) > 1:
-        parser.error("give at most one of --rescore, --tails, --ode-metric")
+        parser.error("give at most one of --rescore, --tails, --ode-metric, --merge")
     report = chosen[0](path, args) if chosen else measure(args, path)
     write_json(path, report)
     print(markdown(report))
