@@ -29,12 +29,19 @@ Quality guard: mean and max pixel difference (0-255) of each pndm path to pndm f
 max |fp32 - diffusers| on the [0, 1] images. Writes JSON and prints a markdown table.
 
     python benchmarks/roofline.py [--batch 8 | --batch 64] [--steps 4] [--repeats 3]
-        [--threads N] [--compile] [--out benchmarks/results/roofline_cpu.json]
+        [--threads N] [--compile] [--paths fp32,fp32_cl] [--no-profile]
+        [--out benchmarks/results/roofline_cpu.json]
+
+An AVX2 CPU, emulated on an AVX-512 one (the variables are recorded in the JSON):
+
+    ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+        python benchmarks/roofline.py --paths fp32,fp32_cl --out .../roofline_cpu_avx2.json
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -55,6 +62,9 @@ from pndm.assets import shipped_model_path
 from pndm.files.jsonfile import write_json
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "roofline_cpu.json"
+# Environment variables that cap the instruction set of oneDNN (convolutions), MKL (matmuls) and
+# ATen's own kernels: with all three at AVX2 an AVX-512 machine stands in for an AVX2 one.
+ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")
 CPU = torch.device("cpu")
 # path -> (UNet dtype, channels_last, compile)
 PATHS = {
@@ -109,7 +119,8 @@ def make_paths(args: argparse.Namespace) -> dict[str, tuple[Run, Any, torch.dtyp
         "diffusers": (diffusers_run, theirs, torch.float32)
     }
     unets = {torch.float32: ours, torch.bfloat16: cast(ours, torch.bfloat16)}
-    for name, (dtype, last, compiled) in {**PATHS, **(COMPILED if args.compile else {})}.items():
+    chosen = {name: PATHS[name] for name in args.paths}
+    for name, (dtype, last, compiled) in {**chosen, **(COMPILED if args.compile else {})}.items():
         pipe = pndm.PNDMPipeline(unets[dtype], pndm.PNDMScheduler(**config))
         pipe.set_progress_bar_config(disable=True)
         options = {"channels_last": last, "compile": compiled}
@@ -194,8 +205,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mm-repeats", type=int, default=5)
     p.add_argument("--compile", action="store_true", help="also bf16_cl with torch.compile")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--paths", default=",".join(PATHS), help="pndm paths (fp32 among them)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.paths = args.paths.split(",")
+    unknown = set(args.paths) - set(PATHS)
+    if unknown or "fp32" not in args.paths:
+        p.error(
+            f"--paths: a comma-separated subset of {', '.join(PATHS)} with fp32 (the images "
+            f"the others are compared to); unknown: {', '.join(sorted(unknown)) or 'none'}"
+        )
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "roofline",
         "device_name": device_name(CPU),
         "cpu_flags_bf16": bf16_flags(),
+        "isa_limits": {k: os.environ[k] for k in ISA_LIMITS if k in os.environ},
         "torch_threads": torch.get_num_threads(),
         "model": "google/ddpm-cifar10-32 architecture, random weights (seed 0); PLMS",
         "batch_size": args.batch,
