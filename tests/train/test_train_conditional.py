@@ -236,9 +236,25 @@ def test_conditional_resume_is_exact_and_checks_the_settings(tmp_path: Path) -> 
     train(tiny(out, data, train_steps=4, checkpoint_every=2, resume=True))
     a, b = (torch.load(p / CHECKPOINT_NAME, weights_only=True) for p in (straight, out))
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    (data / "b").rename(data / "z")  # as many classes, but label 1 has another name now
+    with pytest.raises(
+        ValueError, match=r"settings differ.*class_names: \['a', 'b'\] -> \['a', 'z'\]"
+    ):
+        train(tiny(out, data, train_steps=6, resume=True))
     class_folder(tmp_path / "data", {"c": 1})  # the data now has a third class
     with pytest.raises(ValueError, match="settings differ.*classes: 2 -> 3"):
         train(tiny(out, data, train_steps=6, resume=True))
+
+
+def test_checkpoints_from_before_class_names_were_recorded_resume(tmp_path: Path) -> None:
+    data = class_folder(tmp_path / "data", {"a": 2, "b": 2})
+    out = tmp_path / "out"
+    train(tiny(out, data, checkpoint_every=2))
+    saved = torch.load(out / CHECKPOINT_NAME, weights_only=True)
+    assert saved["config"].pop("class_names") == ["a", "b"]  # as written before
+    torch.save(saved, out / CHECKPOINT_NAME)
+    train(tiny(out, data, train_steps=4, checkpoint_every=2, resume=True))
+    assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["step"] == 4
 
 
 def test_checkpoints_from_before_conditional_training_resume(tmp_path: Path) -> None:

@@ -124,15 +124,15 @@ def train(config: TrainConfig) -> Path:
     """
     check_output(config)
     labels = load_labels(config)  # before check_fits: a folder without classes fails first
-    classes = None if labels is None else labels.classes
+    classes, names = (None, None) if labels is None else (labels.classes, labels.names)
     check_fits(config, dataset_size(config), classes)
     data = load_dataset(config)  # fail on bad input before touching the output folder
     with work_folder(config) as folder:
         checkpoint = folder / CHECKPOINT_NAME
         state = (
-            load_checkpoint(config, checkpoint, classes)
+            load_checkpoint(config, checkpoint, classes, names)
             if config.resume
-            else fresh_state(config, classes)
+            else fresh_state(config, classes, names)
         )
         if state.step > config.train_steps:
             raise ValueError(

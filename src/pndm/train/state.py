@@ -18,13 +18,18 @@ from pndm.runtime.devices import resolve_device
 from pndm.train.config import LEGACY_NAMES, RUN_FIELDS, TrainConfig, unet_config
 
 
-def _fingerprint(config: TrainConfig, classes: int | None) -> dict[str, Any]:
+def _fingerprint(
+    config: TrainConfig, classes: int | None, names: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """The config fields that decide the trajectory, as plain JSON-like values, and a
-    conditional run's number of classes (which its data decides)."""
+    conditional run's number of classes and their names (which its data decides: a renamed
+    class folder would give a label another name)."""
     d = asdict(config)
     d = {k: v for k, v in d.items() if k not in RUN_FIELDS}
     d["block_out_channels"] = list(config.block_out_channels)
-    return d if classes is None else {**d, "classes": classes}
+    if classes is None:
+        return d
+    return {**d, "classes": classes, **({} if names is None else {"class_names": list(names)})}
 
 
 def _saved_fingerprint(saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,6 +49,7 @@ class TrainState:
     generator: torch.Generator
     step: int = 0
     classes: int | None = None  # a conditional run's; its "no class" label
+    class_names: tuple[str, ...] | None = None  # a conditional run's, label by label
 
 
 def build_unet(config: TrainConfig, classes: int | None = None) -> torch.nn.Module:
@@ -56,15 +62,18 @@ def build_unet(config: TrainConfig, classes: int | None = None) -> torch.nn.Modu
         return UNet2DModel(**unet_config(config, classes))
 
 
-def fresh_state(config: TrainConfig, classes: int | None = None) -> TrainState:
-    """Step 0 of a run; ``classes``: a conditional run's number of classes."""
+def fresh_state(
+    config: TrainConfig, classes: int | None = None, names: tuple[str, ...] | None = None
+) -> TrainState:
+    """Step 0 of a run; ``classes``, ``names``: a conditional run's number of classes and
+    their names."""
     model = build_unet(config, classes).to(resolve_device(config.device)).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     generator = torch.Generator().manual_seed(config.seed)
-    return TrainState(model, ema, optimizer, generator, classes=classes)
+    return TrainState(model, ema, optimizer, generator, classes=classes, class_names=names)
 
 
 def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
@@ -72,7 +81,7 @@ def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
     payload = {
         "format": 1,
         "step": state.step,
-        "config": _fingerprint(config, state.classes),
+        "config": _fingerprint(config, state.classes, state.class_names),
         "model": state.model.state_dict(),
         "ema": state.ema.state_dict(),
         "optimizer": state.optimizer.state_dict(),
@@ -82,21 +91,32 @@ def save_checkpoint(state: TrainState, config: TrainConfig, path: Path) -> None:
 
 
 def _check_same_run(
-    saved: Mapping[str, Any], config: TrainConfig, classes: int | None, path: Path
+    saved: Mapping[str, Any],
+    config: TrainConfig,
+    classes: int | None,
+    names: tuple[str, ...] | None,
+    path: Path,
 ) -> None:
-    current = _fingerprint(config, classes)
+    current = _fingerprint(config, classes, names)
+    if "class_names" not in saved:  # written before names were recorded: checked by count
+        current.pop("class_names", None)
     differ = sorted(k for k in current.keys() | saved.keys() if current.get(k) != saved.get(k))
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
         raise ValueError(f"cannot resume from {path}: settings differ ({detail})")
 
 
-def load_checkpoint(config: TrainConfig, path: Path, classes: int | None = None) -> TrainState:
+def load_checkpoint(
+    config: TrainConfig,
+    path: Path,
+    classes: int | None = None,
+    names: tuple[str, ...] | None = None,
+) -> TrainState:
     """The state saved at ``path``; refuses a checkpoint made with different settings (or, for a
-    conditional run, another number of classes)."""
+    conditional run, other classes: another number, or other names)."""
     saved = _read_checkpoint(path)
-    _check_same_run(_saved_fingerprint(saved["config"]), config, classes, path)
-    state = fresh_state(config, classes)
+    _check_same_run(_saved_fingerprint(saved["config"]), config, classes, names, path)
+    state = fresh_state(config, classes, names)
     try:
         state.model.load_state_dict(saved["model"])
         state.ema.load_state_dict(saved["ema"])
