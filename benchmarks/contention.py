@@ -11,8 +11,9 @@ the same PNDMScheduler config (PLMS) and the same seed. Variants:
                      (`inference.winograd_on_any_threads`; only where threads > 1)
     default          the default options: the layout the probe chose (`pndm.runtime.layout`) on
                      an earlier call, as every batch after a run's first one sees it
-    default_probing  the default with the process's choices forgotten before each call, so
-                     every call pays the probe (2C - 1 extra model calls): a run of one batch
+    default_probing  the default with the process's choices and its derived weights forgotten
+                     before each call, so every call pays the probe (2C - 1 extra model calls)
+                     and derives the Winograd kernels: a run of one batch
     diffusers        diffusers.PNDMPipeline, float32
 
 In each setting the variants alternate within every repeat (their order rotates) after one
@@ -50,7 +51,7 @@ from speed import build  # this folder: run as a script
 
 import pndm
 from pndm.files.jsonfile import write_json
-from pndm.models.inference import winograd_on_any_threads
+from pndm.models.inference import DerivedWeights, winograd_on_any_threads
 from pndm.runtime.layout import MEASURED
 from pndm.samplers import nfe
 
@@ -84,11 +85,13 @@ def with_winograd(run: Callable[[], Any]) -> Callable[[], Any]:
     return call
 
 
-def probing(run: Callable[[], Any], probes: list[dict[str, Any]]) -> Callable[[], Any]:
-    """``run`` after the process's layout choices are forgotten; each probe's outcome logged."""
+def probing(pipe: Any, run: Callable[[], Any], probes: list[dict[str, Any]]) -> Callable[[], Any]:
+    """``run`` as the first call of a process: the process's layout choices and ``pipe``'s
+    derived weights (`pndm.models.inference.DerivedWeights`) forgotten; each probe logged."""
 
     def call() -> Any:
         MEASURED.chosen.clear()
+        pipe._fast_cache.derived = DerivedWeights()
         out = run()
         ((key, chosen),) = MEASURED.chosen.items()
         probes.append({"chosen": chosen.name, "seconds": MEASURED.seconds[key]})
@@ -98,26 +101,29 @@ def probing(run: Callable[[], Any], probes: list[dict[str, Any]]) -> Callable[[]
 
 
 def variants(batch: int, steps: int, probes: list) -> dict[str, Callable[[], np.ndarray]]:
-    """name -> one pipeline call (noise to NHWC numpy images), all on the same weights."""
+    """name -> one pipeline call (noise to NHWC numpy images), all on the same weights, each
+    variant with a pipeline of its own (so each keeps its own derived weights between calls, as
+    a process sampling in one layout does)."""
     import diffusers
 
     theirs, ours, config = build(CPU, skip_prk=True)
     d_pipe = diffusers.PNDMPipeline(theirs, diffusers.PNDMScheduler(**config))
-    o_pipe = pndm.PNDMPipeline(ours, pndm.PNDMScheduler(**config))
-    for pipe in (d_pipe, o_pipe):
-        pipe.set_progress_bar_config(disable=True)
+    d_pipe.set_progress_bar_config(disable=True)
 
     def gen() -> torch.Generator:
         return torch.Generator("cpu").manual_seed(0)
 
-    def ours_with(**options: Any) -> Callable[[], np.ndarray]:
-        return lambda: o_pipe(batch, steps, gen(), output_type="np", **options).images
+    def ours_with(**options: Any) -> tuple[Any, Callable[[], np.ndarray]]:
+        pipe = pndm.PNDMPipeline(ours, pndm.PNDMScheduler(**config))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe, lambda: pipe(batch, steps, gen(), output_type="np", **options).images
 
-    runs = {"nchw": ours_with(channels_last=False), "channels_last": ours_with(channels_last=True)}
+    runs = {"nchw": ours_with(channels_last=False)[1],
+            "channels_last": ours_with(channels_last=True)[1]}  # fmt: skip
     if torch.get_num_threads() > 1:
-        runs["winograd"] = with_winograd(ours_with(channels_last=True))
-    runs["default"] = ours_with()
-    runs["default_probing"] = probing(ours_with(), probes)
+        runs["winograd"] = with_winograd(ours_with(channels_last=True)[1])
+    runs["default"] = ours_with()[1]
+    runs["default_probing"] = probing(*ours_with(), probes)
     runs["diffusers"] = lambda: d_pipe(
         batch, generator=gen(), num_inference_steps=steps, output_type="np"
     )[0]
