@@ -23,7 +23,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from benchlib.rounding import BF16_UNIT_ROUNDOFF, pixel_difference
-from conftest import cli_sample, tiny_pipeline_folder
+from conftest import SMALL_UNET, cli_sample, tiny_pipeline_folder
 
 from pndm import PNDMPipeline, PNDMScheduler, UNet2DModel
 from pndm.assets import shipped_model_path
@@ -175,6 +175,34 @@ def test_cifar10_architecture_in_bf16_is_within_the_issue_bound(channels_last) -
     )
     mean, _ = pixel_difference(got, ref)
     assert 0 < mean <= CIFAR_MEAN_PX  # > 0: the UNet did run in bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_half_unet_convolves_the_float32_sample_before_rounding(dtype) -> None:
+    """The input convolution sees the solver's float32 state: a change below the half
+    precision's resolution still moves the output (rounding the sample first would lose it), and
+    the result is conv_in in float32 rounded once."""
+    torch.manual_seed(0)
+    unet = UNet2DModel(**SMALL_UNET).eval().to(dtype)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1)).to(dtype).float()
+    tiny = x * (1 + 2.0**-12)  # under half a unit in the last place: the same half numbers
+    assert torch.equal(tiny.to(dtype), x.to(dtype))
+    with torch.no_grad():
+        assert not torch.equal(unet.input_conv(tiny), unet.input_conv(x))
+        conv = unet.conv_in
+        want = F.conv2d(x, conv.weight.float(), conv.bias.float(), padding=1).to(dtype)
+        assert torch.equal(unet.input_conv(x), want)
+        assert torch.equal(unet.input_conv(x.to(dtype)), conv(x.to(dtype)))  # as before
+
+
+def test_the_pipeline_hands_its_half_unet_the_float32_state() -> None:
+    torch.manual_seed(0)
+    unet = UNet2DModel(**SMALL_UNET).eval().to(torch.bfloat16)
+    seen: list[torch.dtype] = []
+    unet.register_forward_pre_hook(lambda m, a: seen.append(a[0].dtype))
+    pipe = PNDMPipeline(unet, PNDMScheduler(skip_prk_steps=True))
+    images(pipe, 3, 2)
+    assert set(seen) == {torch.float32}
 
 
 @pytest.fixture(scope="module")

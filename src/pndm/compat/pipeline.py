@@ -29,6 +29,7 @@ from pndm.config import FrozenConfig
 from pndm.files import PathLike
 from pndm.grids import default_method
 from pndm.guidance import Conditioning, Labels, check_class_names, check_null_label
+from pndm.models.unet_2d import HALF_DTYPES, UNet2DModel
 from pndm.runtime.fast import FastCache, check_batch_fits, prepare_model
 from pndm.samplers import get_sampler, nfe
 from pndm.wrapper import EpsFn, Observed, make_eps_fn
@@ -229,9 +230,12 @@ class PNDMPipeline:
     def eps_fn(self, model: Any = None) -> EpsFn:
         """The ε(x, t) the solver sees for this pipeline's model: ``model`` (default the UNet; or
         a prepared stand-in of the same dtype) run in its own dtype, its output converted to ε by
-        the config's prediction type (`pndm.wrapper`), in `solver_dtype`."""
+        the config's prediction type (`pndm.wrapper`), in `solver_dtype`. pndm's bfloat16 or
+        float16 UNet gets the float32 state itself, which its input convolution rounds only
+        after convolving (`UNet2DModel.input_conv`); another UNet gets it in its dtype."""
         model = self.unet if model is None else model
-        model_dtype = self.dtype if self.dtype != self.solver_dtype else None
+        own_half = isinstance(self.unet, UNet2DModel) and self.dtype in HALF_DTYPES
+        model_dtype = self.dtype if self.dtype != self.solver_dtype and not own_half else None
         kind = self.scheduler.config.prediction_type
         return make_eps_fn(model, self.scheduler.schedule, kind, 0.0, model_dtype)
 

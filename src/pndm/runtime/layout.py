@@ -123,21 +123,26 @@ class MeasuredLayouts:
 
     def for_model(self, unet: Any) -> Callable[[Forward, torch.Tensor], torch.Tensor]:
         """``layout(forward, x)`` for ``unet``'s calls, its architecture keyed once (not at every
-        call): its config as JSON, or the object itself without one."""
+        call): its config as JSON, or the object itself without one; and its dtype (x may be
+        float32 into a bfloat16 UNet, `pndm.models.unet_2d.UNet2DModel.input_conv`)."""
         config = getattr(unet, "config", None)
         model = unet if config is None else json.dumps(dict(config), sort_keys=True, default=str)
-        return lambda forward, x: self(model, forward, x)
+        dtype = getattr(unet, "dtype", None)
+        return lambda forward, x: self(model, forward, x, dtype)
 
-    def __call__(self, model: Any, forward: Forward, x: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self, model: Any, forward: Forward, x: torch.Tensor, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """``forward`` on x in the layout chosen for its signature (``model``: the architecture's
-        key, `for_model`; probed on its first call), on the CPU; NCHW elsewhere (see
-        `pndm.runtime.fast`)."""
+        key, `for_model`; ``dtype``: the UNet's, default x's; probed on its first call), on the
+        CPU; NCHW elsewhere (see `pndm.runtime.fast`)."""
         if x.device.type != "cpu":
             return NCHW(forward, x)
-        key = (model, tuple(x.shape), x.dtype, x.device, torch.get_num_threads())
+        dtype = x.dtype if dtype is None else dtype
+        key = (model, tuple(x.shape), dtype, x.device, torch.get_num_threads())
         if key in self.chosen:
             return self.chosen[key](forward, x)
-        layouts = candidates(x.dtype, key[-1])
+        layouts = candidates(dtype, key[-1])
         self.chosen[key], out, self.seconds[key] = probe(forward, x, layouts, self.clock)
         return out
 
