@@ -51,7 +51,7 @@ from speed import build  # this folder: run as a script
 
 import pndm
 from pndm.files.jsonfile import write_json
-from pndm.models.inference import DerivedWeights, winograd_on_any_threads
+from pndm.models.inference import winograd_on_any_threads
 from pndm.runtime.layout import MEASURED
 from pndm.samplers import nfe
 
@@ -87,14 +87,21 @@ def with_winograd(run: Callable[[], Any]) -> Callable[[], Any]:
 
 def probing(pipe: Any, run: Callable[[], Any], probes: list[dict[str, Any]]) -> Callable[[], Any]:
     """``run`` as the first call of a process: the process's layout choices and ``pipe``'s
-    derived weights (`pndm.models.inference.DerivedWeights`) forgotten; each probe logged."""
+    derived weights forgotten for the call (the choices restored after it, so that the other
+    variants keep theirs); each probe logged."""
 
     def call() -> Any:
+        kept = dict(MEASURED.chosen), dict(MEASURED.seconds)
         MEASURED.chosen.clear()
-        pipe._fast_cache.derived = DerivedWeights()
-        out = run()
-        ((key, chosen),) = MEASURED.chosen.items()
-        probes.append({"chosen": chosen.name, "seconds": MEASURED.seconds[key]})
+        pipe.release_derived_weights()
+        try:
+            out = run()
+            ((key, chosen),) = MEASURED.chosen.items()
+            probes.append({"chosen": chosen.name, "seconds": MEASURED.seconds[key]})
+        finally:
+            MEASURED.chosen.clear()
+            MEASURED.chosen.update(kept[0])
+            MEASURED.seconds.update(kept[1])
         return out
 
     return call

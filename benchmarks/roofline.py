@@ -208,12 +208,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paths", default=",".join(PATHS), help="pndm paths (fp32 among them)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args(argv)
-    args.paths = args.paths.split(",")
+    args.paths = [name for name in args.paths.split(",") if name]
     unknown = set(args.paths) - set(PATHS)
     if unknown or "fp32" not in args.paths:
         p.error(
             f"--paths: a comma-separated subset of {', '.join(PATHS)} with fp32 (the images "
-            f"the others are compared to); unknown: {', '.join(sorted(unknown)) or 'none'}"
+            f"the others are compared to); given: {', '.join(args.paths) or 'none'}"
         )
     return args
 

@@ -336,8 +336,11 @@ def merge(path: Path, args: argparse.Namespace) -> dict[str, Any]:
         other_path = report_path(args, tag)
         other = json.loads(other_path.read_text())
         theirs = other["setup"]["args"]
-        if any(saved[k] != theirs[k] for k in JUDGED_ALIKE):
-            raise SystemExit(f"{other_path}: judged otherwise than {path} ({JUDGED_ALIKE})")
+        if other_path.name in {m["file"] for m in report.get("merged", [])}:
+            raise SystemExit(f"{other_path} is merged into {path} already")
+        differ = [k for k in JUDGED_ALIKE if saved.get(k) != theirs.get(k)]
+        if differ:
+            raise SystemExit(f"{other_path}: judged otherwise than {path} ({', '.join(differ)})")
         for nfe, row in other["rows"].items():
             mine = report["rows"].get(nfe)
             if mine is not None and abs(mine["peer"]["error"] - row["peer"]["error"]) > 1e-9:

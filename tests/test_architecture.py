@@ -38,7 +38,16 @@ RANKS = {
 }
 FLAT = 1
 # Underscore names that are public API of the standard library or torch, not private names.
-PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make", "_exit", "_get_help_string"}
+# _version: a tensor's version counter (torch documents no other way to see in-place writes)
+PUBLIC_UNDERSCORE = {
+    "_replace",
+    "_asdict",
+    "_fields",
+    "_make",
+    "_exit",
+    "_get_help_string",
+    "_version",
+}
 MAX_MODULE_LINES = 400
 MAX_CLI_MODULE_LINES = 250
 MAX_FUNCTION_LINES = 40

@@ -48,12 +48,14 @@ def test_each_nfe_keeps_the_lower_tuned_error(tmp_path) -> None:
     assert methods == {"4": "ipndm", "6": "vab", "10": "vab"}
     assert report["nfes"] == [4, 6, 10] and len(report["runs"]) == 5
     assert report["merged"][0]["file"] == "tuned_digits-cond_w5_vab.json"
+    with pytest.raises(SystemExit, match="merged into .* already"):
+        merged(tmp_path, "_vab")
 
 
 def test_reports_judged_otherwise_are_refused(tmp_path) -> None:
     write(tmp_path, "", {"6": row("ipndm", 0.07, 0.09)})
     write(tmp_path, "_vab", {"6": row("vab", 0.05, 0.09)}, eval_seed=7)
-    with pytest.raises(SystemExit, match="judged otherwise"):
+    with pytest.raises(SystemExit, match="judged otherwise.*eval_seed"):
         merged(tmp_path, "_vab")
 
 

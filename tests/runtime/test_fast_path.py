@@ -280,9 +280,10 @@ def add_to_bias(module: torch.nn.Module) -> None:
     module.bias.data.add_(1.0)  # a weight the derived value does not read: derived afresh too
 
 
-@pytest.mark.parametrize(
-    "change", [replace_weight, write_through_data, write_in_place, load_other_state, add_to_bias]
-)
+CHANGES = [replace_weight, write_through_data, write_in_place, load_other_state, add_to_bias]
+
+
+@pytest.mark.parametrize("change", CHANGES)
 def test_a_store_derives_afresh_after_any_change_of_the_weights(change) -> None:
     module, made, store = torch.nn.Linear(2, 2), [], inference.DerivedWeights()
     make = counted_double(module, made)
@@ -292,6 +293,19 @@ def test_a_store_derives_afresh_after_any_change_of_the_weights(change) -> None:
     with weight_cache(store, module):
         value = derived(module, "double", make)
     assert len(made) == 2 and torch.equal(value, module.weight * 2)
+
+
+def test_the_stamp_sees_a_write_through_data_that_the_float_sum_misses() -> None:
+    """One element of a 512 x 512 weight (of size about 0.04) moved from 1e-30 to 2e-30 through
+    ``.data`` (no version bump): lost in the float32 sum in any order of summation, seen by the
+    raw bits' sum."""
+    module = torch.nn.Linear(512, 512)
+    module.weight.data[0, 0] = 1e-30
+    before = inference.weights_stamp(module)
+    total = module.weight.sum(dtype=torch.float32)
+    module.weight.data[0, 0] = 2e-30
+    assert torch.equal(module.weight.sum(dtype=torch.float32), total)  # the float sum misses it
+    assert inference.weights_stamp(module) != before
 
 
 def test_a_store_keeps_only_what_the_last_run_used() -> None:
@@ -313,7 +327,41 @@ def test_a_store_cannot_vouch_for_inference_tensors() -> None:
     for _ in range(2):
         with torch.inference_mode(), weight_cache(store, module):
             derived(module, "double", make)
+        assert store.values == {}  # nothing held between runs it cannot vouch for
     assert inference.weights_stamp(module) is None and len(made) == 2
+
+
+def test_a_run_nested_in_another_keeps_what_each_derived() -> None:
+    """A callback may call the pipeline again: each run keeps its own values on exit."""
+    module, made, store = torch.nn.Linear(2, 2), [], inference.DerivedWeights()
+    make = counted_double(module, made)
+    with weight_cache(store, module):
+        with weight_cache(store, module):
+            derived(module, "inner", make)
+        derived(module, "outer", make)
+    assert set(store.values) == {(module, "outer")}
+    with weight_cache(store, module):
+        derived(module, "outer", make)
+    assert len(made) == 2
+
+
+def test_a_store_of_a_model_that_derives_nothing_stops_stamping(monkeypatch) -> None:
+    module, store = torch.nn.Linear(2, 2), inference.DerivedWeights()
+    stamps: list[int] = []
+    real = inference.weights_stamp
+    monkeypatch.setattr(inference, "weights_stamp", lambda m: stamps.append(1) or real(m))
+    for _ in range(3):
+        with weight_cache(store, module):
+            pass
+    assert len(stamps) == 1 and inference.weights_stamp(torch.nn.Identity()) == ()
+
+
+def test_release_derived_weights_frees_them() -> None:
+    pipe = small_pipe()
+    pipe(**KWARGS)
+    assert pipe._fast_cache.derived.values
+    pipe.release_derived_weights()
+    assert pipe._fast_cache.derived.values == {}
 
 
 def test_pipeline_winograd_kernels_follow_the_weights_from_call_to_call() -> None:

@@ -123,6 +123,20 @@ def test_one_store_serves_every_pipeline_of_an_architecture() -> None:
     assert FastCache().layouts is FastCache().layouts is layout.MEASURED
 
 
+def test_a_half_unet_is_probed_as_its_dtype_not_its_float32_input() -> None:
+    """pndm's bfloat16 UNet gets the float32 state: keyed (and its candidates chosen) by the
+    UNet's dtype, on 2 threads it gets no Winograd candidate, and float32 and bfloat16 UNets of
+    one architecture are probed apart."""
+    store = layout.MeasuredLayouts(Clock())
+    x = torch.zeros(2, 3, 16, 16)
+    with torch_threads(2):
+        for dtype in (torch.float32, torch.bfloat16):
+            store.for_model(UNet2DModel(**SMALL_UNET).to(dtype))(lambda inputs: inputs, x)
+    kinds = {key[2]: set(seconds) for key, seconds in store.seconds.items()}
+    assert kinds == {torch.float32: {"nchw", "channels_last", "winograd"},
+                     torch.bfloat16: {"nchw", "channels_last"}}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("options", "want"),
     [({"channels_last": False}, "nchw"), ({"channels_last": True}, "channels_last"),

@@ -6,9 +6,11 @@ Glue only: arguments -> grid (`pndm.grids`) -> noise (`pndm.noise`, drawn as dif
 ``PNDMScheduler.step`` on the same grid, so the default images equal diffusers' ``PNDMPipeline``.
 
 Precision: the noise is drawn in float32 and the solver state and every ε stay in float32 (a
-float64 UNet gets a float64 solver); only the UNet runs in its own dtype. diffusers feeds float32
-noise to a half-precision UNet and crashes (diffusers-compat.md §8); a half-precision state would
-round x_n at every step, and the PNDM history (weights up to 59/24) amplifies that.
+float64 UNet gets a float64 solver); only the UNet runs in its own dtype (on the CPU pndm's
+half-precision UNet convolves the float32 state in float32 first, `UNet2DModel.input_conv`).
+diffusers feeds float32 noise to a half-precision UNet and crashes (diffusers-compat.md §8); a
+half-precision state would round x_n at every step, and the PNDM history (weights up to 59/24)
+amplifies that.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from pndm.config import FrozenConfig
 from pndm.files import PathLike
 from pndm.grids import default_method
 from pndm.guidance import Conditioning, Labels, check_class_names, check_null_label
-from pndm.models.unet_2d import HALF_DTYPES, UNet2DModel
+from pndm.models.inference import HALF_DTYPES
+from pndm.models.unet_2d import UNet2DModel
 from pndm.runtime.fast import FastCache, check_batch_fits, prepare_model
 from pndm.samplers import get_sampler, nfe
 from pndm.wrapper import EpsFn, Observed, make_eps_fn
@@ -74,7 +77,14 @@ class PNDMPipeline:
         self.null_class_label = check_null_label(unet.config, null_class_label)
         self.class_names = check_class_names(unet.config, self.null_class_label, class_names)
         self._progress_bar_config: dict[str, Any] = {}
-        self._fast_cache = FastCache()  # the compiled UNet and CUDA graphs, kept across calls
+        self._fast_cache = FastCache()  # compiled UNet, CUDA graphs, derived weights
+
+    def release_derived_weights(self) -> None:
+        """Forget the weights derived from the UNet's (Winograd kernels, channels-last copies)
+        that the pipeline keeps between calls (`pndm.models.inference.DerivedWeights`): frees
+        their memory, and makes the next call derive them afresh after weight surgery that no
+        check can see (a permutation written through ``.data``)."""
+        self._fast_cache.derived.clear()
 
     @property
     def components(self) -> dict[str, Any]:
@@ -231,8 +241,9 @@ class PNDMPipeline:
         """The ε(x, t) the solver sees for this pipeline's model: ``model`` (default the UNet; or
         a prepared stand-in of the same dtype) run in its own dtype, its output converted to ε by
         the config's prediction type (`pndm.wrapper`), in `solver_dtype`. pndm's bfloat16 or
-        float16 UNet gets the float32 state itself, which its input convolution rounds only
-        after convolving (`UNet2DModel.input_conv`); another UNet gets it in its dtype."""
+        float16 UNet gets the float32 state itself, which on the CPU its input convolution
+        rounds only after convolving (`UNet2DModel.input_conv`); another UNet gets it in its
+        dtype."""
         model = self.unet if model is None else model
         own_half = isinstance(self.unet, UNet2DModel) and self.dtype in HALF_DTYPES
         model_dtype = self.dtype if self.dtype != self.solver_dtype and not own_half else None

@@ -4,7 +4,7 @@
 derived from them (Winograd kernels, sub-pixel kernels, channels-last copies, the stacked time
 projections) are made on first use and reused by every later model call. Given a
 `DerivedWeights` store and the model, the block also reuses what the store kept from the
-previous run, but only while the model's weights are provably those it was derived from
+previous run, but only while the model's weights are those it was derived from
 (`weights_stamp`); else, and without a store, derived weights are dropped on exit. Outside the
 block everything is computed per call, and Winograd is not used (its kernel transform would cost
 about what it saves). Inside it, big temporaries come from reused `scratch` buffers (dropped on
@@ -67,17 +67,29 @@ WINOGRAD_MIN_PIXELS = 256
 def weights_stamp(model: nn.Module) -> tuple[Any, ...] | None:
     """What tells whether ``model``'s weights changed: each parameter's and buffer's storage,
     dtype, shape and version counter (bumped by every in-place write, ``load_state_dict`` and
-    optimiser steps included) and its float32 sum (which also catches writes through ``.data``,
-    which bump no counter). None where it cannot tell: inference-mode tensors keep no counter.
-    About 15 ms for the CIFAR-10 UNet's 36M weights on 2 cores."""
+    optimiser steps included), and, for writes through ``.data`` (which bump no counter), the sum
+    of its raw bits as integers (any change of one element changes it) and its float32 sum. Not
+    seen: writes through ``.data`` that only permute elements or cancel in both sums; call
+    `PNDMPipeline.release_derived_weights` after such surgery. None where it cannot tell:
+    inference-mode tensors keep no counter. About 30 ms for the CIFAR-10 UNet's 36M weights."""
     tensors = [*model.parameters(), *model.buffers()]
     try:
         ids = tuple((t.data_ptr(), t._version, t.dtype, t.shape, t.device) for t in tensors)
     except RuntimeError:
         return None
+    if not tensors:
+        return ()
     with torch.no_grad():
-        sums = tuple(torch.stack([t.sum(dtype=torch.float32) for t in tensors]).tolist())
-    return ids + sums  # a NaN sum never compares equal: such weights are derived afresh
+        bits = torch.stack([_bits_sum(t) for t in tensors]).tolist()
+        sums = torch.stack([t.sum(dtype=torch.float32) for t in tensors]).tolist()
+    return ids + tuple(bits) + tuple(sums)  # a NaN sum never compares equal: derived afresh
+
+
+def _bits_sum(t: torch.Tensor) -> torch.Tensor:
+    """The sum (int64, wrapping) of t's raw bits read as integers of its element size."""
+    ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()]
+    flat = t.detach().reshape(-1)
+    return (flat.view(ints) if t.is_floating_point() else flat).sum(dtype=torch.int64)
 
 
 class DerivedWeights:
@@ -85,27 +97,34 @@ class DerivedWeights:
     `weights_stamp` of the model is unchanged, and only those the last run used (a layout probe
     derives the Winograd kernels of every candidate; the next run keeps the winner's). Memory:
     the Winograd kernels are 4x their 3x3 convolutions' weights (about 0.45 GB for the CIFAR-10
-    UNet), a channels-last copy 1x; deleting the store (the pipeline) frees them."""
+    UNet), a channels-last copy 1x; `clear` (or deleting the pipeline) frees them. Each run
+    works on its own copy of the kept dict, so runs nested in a callback or on other threads
+    only ever replace what is kept, each with the values of its own stamp. A model that kept
+    nothing (a UNet that derives nothing, such as diffusers') is not stamped again."""
 
     def __init__(self) -> None:
         self.values: dict[DerivedKey, torch.Tensor] = {}
         self.stamp: tuple[Any, ...] | None = None
+        self.idle = False  # the last run kept nothing: do not stamp
 
-    def open(self, model: nn.Module) -> dict[DerivedKey, torch.Tensor]:
-        """The values to start a run of ``model`` with: the kept ones if its weights are those
-        they were derived from, else none. Stamped here, before the run, where reading values
-        on the host costs no device sync; a model not wholly on the CPU keeps nothing (only CPU
-        values are kept, `derived`), so it is not stamped."""
+    def open(self, model: nn.Module) -> tuple[dict[DerivedKey, torch.Tensor], Any]:
+        """(the values to start a run of ``model`` with, its stamp): the kept ones if its
+        weights are those they were derived from, else none. Stamped here, before the run, where
+        reading values on the host costs no device sync; a model not wholly on the CPU keeps
+        nothing (only CPU values are kept, `derived`), so it is not stamped."""
         on_cpu = all(t.device.type == "cpu" for t in model.parameters())
-        stamp = weights_stamp(model) if on_cpu else None
-        if stamp is None or stamp != self.stamp:
-            self.values = {}
-        self.stamp = stamp
-        return self.values
+        stamp = weights_stamp(model) if on_cpu and not self.idle else None
+        same = stamp is not None and stamp == self.stamp
+        return (dict(self.values) if same else {}), stamp
 
-    def close(self, used: set[DerivedKey]) -> None:
-        """Keep the values the run used (its weights were constants: the stamp still holds)."""
-        self.values = {key: value for key, value in self.values.items() if key in used}
+    def close(self, stamp: Any, values: dict[DerivedKey, torch.Tensor], used: set) -> None:
+        """Keep the values a run used, under the stamp taken when it opened (its weights were
+        constants); nothing where it had no stamp."""
+        kept = {k: v for k, v in values.items() if k in used} if stamp is not None else {}
+        self.values, self.stamp, self.idle = kept, stamp, not used
+
+    def clear(self) -> None:
+        self.values, self.stamp, self.idle = {}, None, False
 
 
 @contextmanager
@@ -116,14 +135,15 @@ def weight_cache(
     with a ``store`` and the ``model`` (a module) they come from, across blocks while the
     weights stay."""
     keep = store is not None and isinstance(model, nn.Module)
-    run = _Run(store.open(model) if keep else {})
+    values, stamp = store.open(model) if keep else ({}, None)
+    run = _Run(values)
     token = _CACHE.set(run)
     try:
         yield
     finally:
         _CACHE.reset(token)
         if keep:
-            store.close(run.used)
+            store.close(stamp, run.derived, run.used)
 
 
 def _active_cache() -> _Run | None:
@@ -193,6 +213,33 @@ def scratch(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     if stale or buffer.numel() < numel:
         buffer = run.scratch[name] = like.new_empty(numel)
     return buffer[:numel].view(shape)
+
+
+HALF_DTYPES = (torch.bfloat16, torch.float16)  # UNets whose input conv takes a float32 sample
+
+
+def float32_input_pays(conv: nn.Module, sample: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Whether a ``dtype`` UNet's input convolution takes the float32 ``sample`` as it is: a
+    half-precision UNet on the CPU, a plain zero-padded `nn.Conv2d` (a subclass or wrapper keeps
+    its own call). Rounding the sample first loses the low bits of the solver state that ε
+    depends on most near the data (ε ≈ (x - x̂_0) / σ): on the digits model most of the
+    bfloat16 images' difference to float32 (docs/bfloat16.md). Not on CUDA, where a float32
+    convolution may run as TF32 and keep little more than bfloat16 would."""
+    return (
+        dtype in HALF_DTYPES
+        and sample.dtype == torch.float32
+        and sample.device.type == "cpu"
+        and type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+    )
+
+
+def float32_conv(conv: nn.Conv2d, sample: torch.Tensor) -> torch.Tensor:
+    """``conv`` on the float32 ``sample`` with float32 copies of its weights (the input
+    kernel: small), in float32."""
+    weight = derived_like(conv, "float32", lambda: conv.weight.float(), sample)
+    bias = None if conv.bias is None else conv.bias.float()
+    return F.conv2d(sample, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pndm.config import BaseOutput, ConfigMixin, FrozenConfig
@@ -35,7 +34,7 @@ from pndm.models.embeddings import (
     check_class_labels,
     class_embedding,
 )
-from pndm.models.inference import derived, derived_like
+from pndm.models.inference import derived, float32_conv, float32_input_pays
 from pndm.models.norms import group_norm_act
 from pndm.models.unet_config import validate_config
 
@@ -46,8 +45,6 @@ class UNet2DOutput(BaseOutput):
 
     sample: torch.Tensor
 
-
-HALF_DTYPES = (torch.bfloat16, torch.float16)  # UNets whose input conv takes a float32 sample
 
 # The architecture of google/ddpm-cifar10-32 (35,746,307 parameters, 12.1 GFLOP per image).
 DDPM_CIFAR10_CONFIG: dict = {
@@ -322,18 +319,11 @@ class UNet2DModel(ConfigMixin, nn.Module):
         return UNet2DOutput(sample=h) if return_dict else (h,)
 
     def input_conv(self, sample: torch.Tensor) -> torch.Tensor:
-        """``conv_in(sample)``. A float32 sample into a bfloat16 or float16 UNet is convolved in
-        float32 (a float32 copy of the small input kernel) and rounded once, after: rounding the
-        sample itself first loses the low bits of the solver state that ε depends on most near
-        the data (ε ≈ (x - x̂_0) / σ), which on the digits model was most of the bfloat16 images'
-        difference to float32 (docs/bfloat16.md). Any other dtype pair is conv_in's own call."""
-        conv = self.conv_in
-        if sample.dtype != torch.float32 or self.dtype not in HALF_DTYPES:
-            return conv(sample)
-        weight = derived_like(conv, "float32", lambda: conv.weight.float(), sample)
-        bias = None if conv.bias is None else conv.bias.float()
-        h = F.conv2d(sample, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-        return h.to(self.dtype)
+        """``conv_in(sample)``; a float32 sample into a half-precision UNet on the CPU is
+        convolved in float32 and rounded once, after (`pndm.models.inference.float32_conv`)."""
+        if float32_input_pays(self.conv_in, sample, self.dtype):
+            return float32_conv(self.conv_in, sample).to(self.dtype)
+        return self.conv_in(sample.to(self.dtype) if sample.dtype == torch.float32 else sample)
 
     # --- properties -------------------------------------------------------------------------
 
