@@ -253,7 +253,7 @@ def measure(args: argparse.Namespace, device: torch.device, skip_prk: bool) -> d
             calls = count_calls(unet, lambda run=run: run(args.seed))
             first = time.perf_counter() - start
         result["variants"][name] = {
-            "model_calls": calls,
+            "first_call_model_calls": calls,  # the layout probe's extra calls included
             "first_call_s": first,
             "peak_memory_mib": memory.peak_mib,
             "memory_growth_mib": memory.growth_mib,
@@ -262,8 +262,13 @@ def measure(args: argparse.Namespace, device: torch.device, skip_prk: bool) -> d
         print(f"  warm-up {name}: {first:.1f} s, {calls} model calls", file=sys.stderr)
     for r in range(args.repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            seconds, images[name] = timed(variants[name][0], args.seed, device)
-            result["variants"][name]["seconds"].append(seconds)
+            run, unet = variants[name]
+            out: list[Any] = []
+            calls = count_calls(unet, lambda r=run, o=out: o.append(timed(r, args.seed, device)))
+            (seconds, images[name]), row = out[0], result["variants"][name]
+            row["seconds"].append(seconds)
+            if row.setdefault("model_calls", calls) != calls:
+                raise RuntimeError(f"{name}: {calls} model calls, {row['model_calls']} before")
         print(f"  repeat {r + 1}/{args.repeats} done", file=sys.stderr)
     summarise(result, args, images)
     overhead = without_unet(args, device, skip_prk)
