@@ -490,22 +490,6 @@ def test_channels_last_layouts_on_the_cpu(option, inputs_last, weights_last) -> 
     assert inference.is_channels_last(weight) is weights_last
 
 
-@pytest.mark.parametrize("option", [False, True])
-def test_channels_last_reaches_the_layers_of_a_one_channel_model(option) -> None:
-    """A one-channel input is as contiguous in both formats; channels_last=True must still make
-    the convolutions after the first one run channels-last (and False keep them NCHW), with the
-    images of NCHW within float32 round-off."""
-    pipe = small_pipe(small_unet(in_channels=1, out_channels=1))
-    seen: list[bool] = []
-    pipe.unet.conv_in.register_forward_hook(
-        lambda m, a, out: seen.append(inference.is_channels_last(out))
-    )
-    got = pipe(channels_last=option, **KWARGS).images
-    assert set(seen) == {option}
-    want = small_pipe(small_unet(in_channels=1, out_channels=1))(channels_last=False, **KWARGS)
-    np.testing.assert_allclose(got, want.images, atol=ATOL)
-
-
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_unet_with_float32_solver(dtype) -> None:
     plain = small_pipe()(**KWARGS).images

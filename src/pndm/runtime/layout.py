@@ -64,24 +64,11 @@ class Layout:
     winograd: bool = False
 
     def __call__(self, forward: Forward, x: torch.Tensor) -> torch.Tensor:
-        x = in_format(x, self.memory_format)
+        x = x.contiguous(memory_format=self.memory_format)
         if not self.winograd:
             return forward(x)
         with winograd_on_any_threads():
             return forward(x)
-
-
-def in_format(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
-    """x in ``memory_format``. A one-channel x gets channels-last strides explicitly: to
-    ``contiguous`` its NCHW strides are channels-last already (a size-1 dimension's stride does
-    not count), but the convolutions read the strides as NCHW and stay NCHW all the way down."""
-    if memory_format != torch.channels_last or x.dim() != 4 or x.shape[1] != 1:
-        return x.contiguous(memory_format=memory_format)
-    h, w = x.shape[2:]
-    strides = (h * w, 1, w, 1)
-    if x.stride() == strides:
-        return x
-    return torch.empty_strided(x.shape, strides, dtype=x.dtype, device=x.device).copy_(x)
 
 
 NCHW = Layout("nchw", torch.contiguous_format)
